@@ -1,0 +1,104 @@
+"""The one internal model every reader produces and every writer consumes.
+
+Span readers (OTel SDK spans, OTLP protobuf/JSON, the SDK's JSON dump) turn their input into
+`SpanRecord`s; the conversion core turns assembled traces of `SpanRecord`s into `ConversationThread`s;
+delivery only ever sees `ConversationThread`s. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+AttributeValue = Any  # str | bool | int | float | sequences of those (OTel attribute types)
+
+STATUS_UNSET = "UNSET"
+STATUS_OK = "OK"
+STATUS_ERROR = "ERROR"
+
+
+@dataclass(slots=True, frozen=True)
+class SpanEvent:
+    """A span event (an `exception`, a GenAI message event, a feedback event)."""
+
+    name: str
+    timestamp_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """A finished span, reduced to what conversion reads: ids, timing, status, attributes, events."""
+
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, AttributeValue]
+    events: tuple[SpanEvent, ...] = ()
+    status_code: str = STATUS_UNSET
+    status_message: str = ""
+    resource: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+    @property
+    def trace_hex(self) -> str:
+        return format(self.trace_id, "032x")
+
+    @property
+    def span_hex(self) -> str:
+        return format(self.span_id, "016x")
+
+
+@dataclass(slots=True)
+class Message:
+    """One Context message. `role` is system, user or assistant; `type` is message, tool or event."""
+
+    role: str
+    text: str
+    type: str = "message"
+    timestamp_ns: int | None = None
+    name: str | None = None
+    input: Any = None
+    observation: str | None = None
+    metadata: dict[str, str] | None = None
+    rating: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object `context-python` sends for a `Message`."""
+        out: dict[str, Any] = {"role": self.role, "message": self.text, "type": self.type}
+        if self.timestamp_ns is not None:
+            out["event_timestamp"] = iso8601(self.timestamp_ns)
+        for key in ("name", "input", "observation", "metadata", "rating"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(slots=True)
+class ConversationThread:
+    """A Context thread: stable id, ordered messages, string-to-string metadata."""
+
+    id: str
+    messages: list[Message]
+    metadata: dict[str, str]
+    trace_id: str = ""
+    end_ns: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The `conversation` object of `POST /api/v1/log/conversation/thread`."""
+        return {
+            "id": self.id,
+            "messages": [m.to_wire() for m in self.messages],
+            "metadata": dict(self.metadata),
+        }
+
+
+def iso8601(timestamp_ns: int) -> str:
+    """Nanoseconds since the epoch as the millisecond ISO 8601 UTC string Context stores."""
+    moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,97 @@
+"""Render a chain's input or output as a person would read it.
+
+A lone string stays that string; LangChain messages become the text of the last human message (for an
+input) or AI message (for an output); anything else becomes compact JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .text import as_text, compact_json
+
+_HUMAN = frozenset({"human", "user", "HumanMessage", "HumanMessageChunk"})
+_AI = frozenset({"ai", "assistant", "AIMessage", "AIMessageChunk"})
+_MESSAGE_TYPES = _HUMAN | _AI | {"system", "tool", "function", "chat", "SystemMessage", "ToolMessage"}
+
+
+def _message_fields(value: Any) -> tuple[str, Any] | None:
+    """(type, content) of a LangChain message in any of its serialised shapes, else None."""
+    if not isinstance(value, Mapping):
+        return None
+    if value.get("lc") == 1 and isinstance(value.get("kwargs"), Mapping):
+        ids = value.get("id") or []
+        kwargs = value["kwargs"]
+        kind = kwargs.get("type") or (ids[-1] if ids else "")
+        if "content" in kwargs and kind in _MESSAGE_TYPES:
+            return str(kind), kwargs.get("content")
+        return None
+    kind = value.get("type", value.get("role"))
+    if kind in _MESSAGE_TYPES and "content" in value:
+        return str(kind), value.get("content")
+    return None
+
+
+def _content_text(content: Any) -> str:
+    """Message content: a string, or a list of content blocks whose text parts are joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):
+        texts = []
+        for block in content:
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, Mapping) and block.get("type", "text") == "text":
+                texts.append(as_text(block.get("text", block.get("content", ""))))
+        return "\n".join(t for t in texts if t)
+    return as_text(content)
+
+
+def _message_list(value: Any) -> list[tuple[str, Any]] | None:
+    """The messages of a list of messages, a ChatPromptValue or a `{"messages": [...]}` state."""
+    if isinstance(value, Mapping):
+        if value.get("lc") == 1 and isinstance(value.get("kwargs"), Mapping):
+            value = value["kwargs"].get("messages")
+        elif isinstance(value.get("messages"), list):
+            value = value["messages"]
+        else:
+            return None
+    if not isinstance(value, list) or not value:
+        return None
+    fields = [_message_fields(item) for item in value]
+    if any(f is None for f in fields):
+        return None
+    return fields  # type: ignore[return-value]
+
+
+def render(value: Any, *, side: str) -> str | None:
+    """Readable text for a chain input (`side="input"`) or output (`side="output"`); None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    wanted = _HUMAN if side == "input" else _AI
+    single = _message_fields(value)
+    if single is not None:
+        return _content_text(single[1])
+    messages = _message_list(value)
+    if messages:
+        preferred = [content for kind, content in messages if kind in wanted]
+        return _content_text(preferred[-1] if preferred else messages[-1][1])
+    if isinstance(value, Mapping) and len(value) == 1:
+        (only,) = value.values()
+        if isinstance(only, str):
+            return only
+        if _message_fields(only) is not None or _message_list(only):
+            return render(only, side=side)
+    if isinstance(value, Mapping) and isinstance(value.get("generations"), list):
+        texts = [
+            g.get("text")
+            for row in value["generations"]
+            for g in (row if isinstance(row, list) else [row])
+            if isinstance(g, Mapping) and isinstance(g.get("text"), str)
+        ]
+        if texts:
+            return texts[-1]
+    return compact_json(value)

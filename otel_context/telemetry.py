@@ -1,0 +1,87 @@
+"""Self-telemetry: what the bridge converted, delivered, retried, rejected, dropped and held.
+
+One `Counters` object per pipeline, shared by assembly and delivery. It is readable as a dict (CLI,
+health endpoint, tests) and through the OTel metrics API, where each counter becomes an observable
+instrument named `otel_context.<name>`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+# name -> (description, is a gauge rather than a monotonic counter)
+COUNTERS: dict[str, tuple[str, bool]] = {
+    "spans_received": ("Spans handed to the bridge", False),
+    "spans_ignored": ("Spans of no GenAI convention (HTTP, database, ...): nothing to convert", False),
+    "spans_held": ("Spans held until their root arrives", True),
+    "spans_evicted": (
+        "Held spans dropped because their root never came in time or the buffer was full",
+        False,
+    ),
+    "traces_evicted": ("Traces whose held spans were evicted", False),
+    "spans_late": ("Spans that arrived after their root's thread was built", False),
+    "duplicates": ("Roots delivered twice (e.g. a Collector retry) and converted once", False),
+    "conversion_errors": ("Roots that could not be converted", False),
+    "threads_converted": ("Threads built from roots", False),
+    "threads_queued": ("Threads waiting in the delivery queue", True),
+    "threads_uploaded": ("Threads the Context API accepted", False),
+    "threads_retried": ("Upload attempts retried after a transient failure", False),
+    "threads_rejected": ("Threads the API refused for good (400/401/403/404)", False),
+    "threads_dropped": (
+        "Threads dropped: queue full, spool full, or retries exhausted without a spool",
+        False,
+    ),
+    "threads_spooled": ("Threads written to the durable spool", False),
+    "threads_replayed": ("Threads read back from the spool at start", False),
+}
+
+
+class Counters:
+    """Thread-safe named counters; gauges are set, counters only grow."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._gauges: dict[str, Callable[[], int]] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        if amount:
+            with self._lock:
+                self._values[name] += amount
+
+    def set(self, name: str, value: int) -> None:
+        with self._lock:
+            self._values[name] = value
+
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """Read `name` from a live source instead of storing it."""
+        self._gauges[name] = read
+
+    def get(self, name: str) -> int:
+        read = self._gauges.get(name)
+        if read is not None:
+            return read()
+        with self._lock:
+            return self._values[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            values = dict(self._values)
+        for name, read in self._gauges.items():
+            values[name] = read()
+        return values
+
+    def register_metrics(self, meter_provider=None) -> None:
+        """Expose every counter as an observable instrument on the given (or global) MeterProvider."""
+        from opentelemetry import metrics
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("otel_context")
+
+        def callback_for(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            return lambda _options: [Observation(self.get(name))]
+
+        for name, (description, is_gauge) in COUNTERS.items():
+            factory = meter.create_observable_gauge if is_gauge else meter.create_observable_counter
+            factory(f"otel_context.{name}", callbacks=[callback_for(name)], description=description)

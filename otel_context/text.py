@@ -1,0 +1,51 @@
+"""Text helpers shared by readers and conversion: safe JSON parsing, UTF-8 repair, truncation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TRUNCATION_MARKER = "… [truncated {dropped} characters]"
+
+
+def parse_json(value: Any) -> Any:
+    """Parse an attribute that should hold JSON; a malformed one comes back as the plain string."""
+    if not isinstance(value, str):
+        return value
+    stripped = value.lstrip()
+    if not stripped or stripped[0] not in '[{"':
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return value
+
+
+def compact_json(value: Any) -> str:
+    """JSON without spaces, non-ASCII kept readable; anything unserialisable becomes its str()."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):
+        return str(value)
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Valid UTF-8 (lone surrogates replaced) and at most `limit` characters plus a truncation marker."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if limit > 0 and len(text) > limit:
+        return text[:limit] + TRUNCATION_MARKER.format(dropped=len(text) - limit)
+    return text
+
+
+def as_text(value: Any) -> str:
+    """Any attribute value as text: strings as they are, bytes decoded leniently, others as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return compact_json(value)
