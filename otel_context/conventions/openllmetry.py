@@ -137,7 +137,9 @@ class OpenLLMetry:
 
     def models(self, attributes: Mapping[str, Any]) -> list[str]:
         names = []
-        for key in ("gen_ai.response.model", "gen_ai.request.model"):
+        # LangChain's own `ls_model_name` run metadata names the model when the provider call does not.
+        keys = ("gen_ai.response.model", "gen_ai.request.model", self.association_prefix + "ls_model_name")
+        for key in keys:
             value = attributes.get(key)
             if isinstance(value, str) and value.lower() not in PLACEHOLDER_MODELS and value not in names:
                 names.append(value)

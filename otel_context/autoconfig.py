@@ -1,0 +1,49 @@
+"""Zero-code set-up for `OTEL_TRACES_EXPORTER=context opentelemetry-instrument python app.py`.
+
+Two traps are handled here:
+- without a distro/configurator installed, `opentelemetry-instrument` never configures the SDK and
+  ignores `OTEL_TRACES_EXPORTER`: `ContextDistro` and `ContextConfigurator` fill that gap;
+- with `opentelemetry-distro`, metrics and logs default to the OTLP exporter, which is usually not
+  installed, and the whole SDK set-up then fails (no tracing at all). `apply_defaults()` turns
+  metrics and logs off unless the user asked for them. The same rule, as one line in the
+  `otel_context_startup.pth` file installed in site-packages, runs at interpreter start, before any
+  distro reads the environment, so the order in which distros are found never matters.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+_SIGNALS_OFF_BY_DEFAULT = ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")
+
+
+def wants_context(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    names = environ.get("OTEL_TRACES_EXPORTER", "")
+    return "context" in (name.strip().lower() for name in names.split(","))
+
+
+def apply_defaults(environ: os._Environ[str] | dict[str, str] = os.environ) -> None:
+    """When traces go to Context, metrics and logs are off unless the user set them."""
+    if wants_context(environ):
+        for name in _SIGNALS_OFF_BY_DEFAULT:
+            if not environ.get(name):
+                environ[name] = "none"
+
+
+class ContextDistro(BaseDistro):
+    """Selected when it is the only distro (or `OTEL_PYTHON_DISTRO=context`): traces to Context by default."""
+
+    def _configure(self, **kwargs: object) -> None:
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "context")
+        apply_defaults()
+
+
+class ContextConfigurator(_OTelSDKConfigurator):
+    """The standard SDK set-up (TracerProvider + BatchSpanProcessor per exporter), with our defaults."""
+
+    def _configure(self, **kwargs: object) -> None:
+        apply_defaults()
+        super()._configure(**kwargs)

@@ -1,0 +1,145 @@
+"""Settings of the exporter and the sidecar, resolved once: keyword argument, else environment, else default.
+
+Environment variables follow the OTel exporter naming (`OTEL_EXPORTER_CONTEXT_*`); durations are
+milliseconds as the OTel specification defines timeouts. An empty variable counts as unset.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+DEFAULT_ENDPOINT = "https://api.context.ai"
+DEFAULT_TIMEOUT_MS = 10_000
+TOKEN_VARIABLES = ("OTEL_EXPORTER_CONTEXT_TOKEN", "CONTEXT_API_TOKEN", "CONTEXT_TOKEN")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the variable and what to do."""
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") and value.strip() else None
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    raw = env(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def resolve_token(explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit
+    for name in TOKEN_VARIABLES:
+        value = env(name)
+        if value is not None:
+            return value.strip()
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    """Everything the exporter needs; `repr` never shows the token."""
+
+    token: str | None = field(default=None, repr=False)
+    endpoint: str = DEFAULT_ENDPOINT
+    timeout_s: float = DEFAULT_TIMEOUT_MS / 1000
+    insecure: bool = False
+    tenant_id: str | None = None
+    max_pending_traces: int = 10_000
+    pending_ttl_s: float = 600.0
+    max_message_chars: int = 65_536
+    queue_size: int = 10_000
+    concurrency: int = 4
+    max_elapsed_s: float = 300.0
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+
+    @property
+    def plain_http(self) -> bool:
+        return urlsplit(self.endpoint).scheme == "http"
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(urlsplit(self.endpoint).hostname)
+
+    def describe(self) -> dict[str, object]:
+        """The settings as a dict for logs and `stats`, the token replaced by whether it is set."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token"}
+        out["token"] = "set" if self.token else "missing"
+        return out
+
+
+def resolve_settings(**overrides: object) -> ExporterSettings:
+    """Keyword arguments (None means not given) over `OTEL_EXPORTER_CONTEXT_*` over defaults."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    timeout_ms = _int_env("OTEL_EXPORTER_CONTEXT_TIMEOUT", DEFAULT_TIMEOUT_MS)
+    resolved = {
+        "token": resolve_token(given.pop("token", None)),  # type: ignore[arg-type]
+        "endpoint": env("OTEL_EXPORTER_CONTEXT_ENDPOINT") or DEFAULT_ENDPOINT,
+        "timeout_s": timeout_ms / 1000,
+        "insecure": _bool_env("OTEL_EXPORTER_CONTEXT_INSECURE", False),
+        "tenant_id": env("OTEL_EXPORTER_CONTEXT_TENANT_ID"),
+        "max_pending_traces": _int_env("OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES", 10_000),
+        "pending_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_PENDING_TTL", 600_000) / 1000,
+        "max_message_chars": _int_env("OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS", 65_536),
+        "queue_size": _int_env("OTEL_EXPORTER_CONTEXT_QUEUE_SIZE", 10_000),
+        "concurrency": _int_env("OTEL_EXPORTER_CONTEXT_CONCURRENCY", 4),
+        "max_elapsed_s": _int_env("OTEL_EXPORTER_CONTEXT_MAX_ELAPSED", 300_000) / 1000,
+        "spool_dir": env("OTEL_EXPORTER_CONTEXT_SPOOL_DIR"),
+        "spool_max_bytes": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
+    }
+    if "timeout" in given:  # keyword `timeout` is in seconds, like the OTLP exporters' constructors
+        resolved["timeout_s"] = float(given.pop("timeout"))  # type: ignore[arg-type]
+    resolved.update(given)
+    settings = ExporterSettings(**resolved)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def validate(settings: ExporterSettings) -> None:
+    parts = urlsplit(settings.endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"OTEL_EXPORTER_CONTEXT_ENDPOINT={settings.endpoint!r} is not an http(s) URL "
+            f"(expected something like {DEFAULT_ENDPOINT})"
+        )
+    if settings.plain_http and not settings.loopback and not settings.insecure:
+        raise ConfigError(
+            f"refusing to send the Context token in clear text to {settings.endpoint}: use https, a loopback "
+            "address, or set OTEL_EXPORTER_CONTEXT_INSECURE=true to opt in"
+        )
+    for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")

@@ -1,0 +1,6 @@
+"""Delivery: a bounded queue, background workers, retries, an optional durable spool. Knows nothing of spans."""
+
+from .pipeline import DeliveryQueue, QueueItem
+from .sender import ContextSender, SendOutcome
+
+__all__ = ["ContextSender", "DeliveryQueue", "QueueItem", "SendOutcome"]

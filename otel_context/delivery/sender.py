@@ -1,0 +1,112 @@
+"""One upload of one thread through `context-python`, classified as delivered, retryable or rejected.
+
+The client's own azure-core retry policy is switched off (`retry_total=0`): our queue owns retries, so
+the two never multiply. The token goes only to https, loopback, or an explicitly allowed endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from dataclasses import dataclass
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from getcontext import ContextAPI
+from getcontext.token import Credential
+
+from ..config import ExporterSettings
+from .retry import RETRYABLE_STATUS, parse_retry_after
+
+USER_AGENT = "otel-context"
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    verdict: Verdict
+    status: int | None = None
+    retry_after_s: float | None = None
+    reason: str = ""
+
+
+class ContextSender:
+    """Uploads thread bodies; one `ContextAPI` client per worker thread (HTTP sessions are not shared)."""
+
+    def __init__(self, settings: ExporterSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self._clients: list[ContextAPI] = []
+        self._lock = threading.Lock()
+        # azure-core refuses a bearer token over plain http unless told; allowed only where config.validate
+        # let it through (loopback or the explicit OTEL_EXPORTER_CONTEXT_INSECURE opt-in).
+        self._enforce_https = not settings.plain_http
+
+    def _client(self) -> ContextAPI:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = ContextAPI(
+                credential=Credential(self.settings.token or ""),
+                endpoint=self.settings.endpoint,
+                retry_total=0,
+                user_agent=USER_AGENT,
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def send(self, body: bytes) -> SendOutcome:
+        """POST one `{"conversation": ...}` body; never raises."""
+        timeout = self.settings.timeout_s
+        try:
+            self._client().log.conversation_thread(
+                body,
+                tenant_id=self.settings.tenant_id,
+                content_type="application/json",
+                enforce_https=self._enforce_https,
+                connection_timeout=timeout,
+                read_timeout=timeout,
+            )
+        except ClientAuthenticationError as error:
+            return SendOutcome(Verdict.REJECTED, 401, reason=_reason(error, "the Context API refused the token"))
+        except HttpResponseError as error:
+            status = error.status_code
+            response = error.response
+            retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+            verdict = Verdict.RETRY if status in RETRYABLE_STATUS or status is None else Verdict.REJECTED
+            return SendOutcome(verdict, status, retry_after, _reason(error, f"HTTP {status}"))
+        except (ServiceRequestError, ServiceResponseError) as error:
+            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error.message}")
+        except Exception as error:
+            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
+        return SendOutcome(Verdict.DELIVERED, 201)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _reason(error: HttpResponseError, default: str) -> str:
+    """The API's own words (its JSON `error`, else the first line of the body), never the request headers."""
+    response = error.response
+    text = ""
+    if response is not None:
+        try:
+            text = response.text()[:300]
+        except Exception:
+            text = ""
+    return f"{default}: {text}" if text else default

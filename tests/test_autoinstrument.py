@@ -1,0 +1,131 @@
+"""Zero code change: `OTEL_TRACES_EXPORTER=context opentelemetry-instrument python app.py`, in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from otel_context.local_api import LocalContextAPI
+
+from .conftest import REPO, TOKEN, read_threads, texts
+
+INSTRUMENT = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+
+
+@pytest.fixture(scope="session")
+def distro_overlay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`opentelemetry-distro` installed in a directory of its own, added to PYTHONPATH when wanted."""
+    target = tmp_path_factory.mktemp("distro")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), "opentelemetry-distro"],
+        check=True,
+    )
+    return target
+
+
+def run_app(script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), **extra: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
+    env.update(
+        OTEL_TRACES_EXPORTER="context",
+        OTEL_EXPORTER_CONTEXT_ENDPOINT=api.url,
+        CONTEXT_API_TOKEN=TOKEN,
+        OTEL_SERVICE_NAME="autoinstrumented",
+        PYTHONPATH=os.pathsep.join(str(p) for p in [REPO, *pythonpath]),
+    )
+    env.update(extra)
+    result = subprocess.run(
+        [INSTRUMENT, sys.executable, str(REPO / "examples" / script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_without_a_distro(local_api, client):
+    result = run_app("seed_chat.py", local_api)
+    assert "J'adore la programmation." in result.stdout
+    (thread,) = read_threads(client)
+    assert texts(thread)[-1] == ("message", "assistant", "J'adore la programmation.")
+    assert thread.metadata["service_name"] == "autoinstrumented"
+
+
+def test_with_opentelemetry_distro_installed(local_api, client, distro_overlay):
+    # The distro defaults metrics and logs to OTLP, which is not installed: tracing must still work.
+    import importlib.metadata as md
+
+    with pytest.raises(md.PackageNotFoundError):
+        md.version("opentelemetry-distro")  # only the overlay has it
+    result = run_app("seed_chain.py", local_api, pythonpath=[distro_overlay])
+    assert "Rainbow Threads" in result.stdout
+    (thread,) = read_threads(client)
+    assert texts(thread) == [("message", "user", "colorful socks"), ("message", "assistant", "Rainbow Threads")]
+    assert "Failed to auto initialize" not in result.stderr
+
+
+def test_beside_another_exporter(local_api, client, unused_tcp_port):
+    received: list[int] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    with _serve(sink, unused_tcp_port):
+        run_app(
+            "seed_chain.py",
+            local_api,
+            OTEL_TRACES_EXPORTER="otlp,context",
+            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{unused_tcp_port}/v1/traces",
+        )
+    assert received, "the OTLP exporter beside ours received nothing"
+    (thread,) = read_threads(client)
+    assert texts(thread)[-1][2] == "Rainbow Threads"
+
+
+class _serve:
+    """A throwaway OTLP/HTTP sink on a background loop."""
+
+    def __init__(self, handler, port: int) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/traces", handler)
+        self.runner = web.AppRunner(app)
+        self.port = port
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self):
+        import asyncio
+
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
