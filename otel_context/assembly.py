@@ -28,6 +28,7 @@ ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
 class _TraceEntry:
     first_seen: float
     items: list[Contribution] = field(default_factory=list)
+    span_ids: set[int] = field(default_factory=set)  # a Collector retry may deliver a span twice
 
 
 @dataclass(slots=True)
@@ -122,6 +123,10 @@ class TraceBuffer:
         entry = self._traces.get(span.trace_id)
         if entry is None:
             entry = self._traces[span.trace_id] = _TraceEntry(now)
+        elif span.span_id in entry.span_ids:
+            self.counters.add("duplicates")
+            return
+        entry.span_ids.add(span.span_id)
         entry.items.append(contribution(span, convention))
         self._held += 1
 
@@ -144,8 +149,9 @@ class TraceBuffer:
             return []
         found = descendants_of(root.span_id, entry.items)
         if found:
-            taken = {id(item) for item in found}
-            entry.items = [item for item in entry.items if id(item) not in taken]
+            taken = {item.span_id for item in found}
+            entry.items = [item for item in entry.items if item.span_id not in taken]
+            entry.span_ids -= taken
             self._held -= len(found)
         if not entry.items:
             del self._traces[root.trace_id]

@@ -47,3 +47,25 @@ class ContextConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: object) -> None:
         apply_defaults()
         super()._configure(**kwargs)
+
+
+def instrument_langchain_core() -> None:
+    """`opentelemetry_post_instrument` hook: instrument LangChain apps that have only `langchain-core`.
+
+    `opentelemetry-instrument` skips the LangChain instrumentation when the `langchain` package is
+    absent (its dist metadata lists `langchain` as the instrumented library), although the
+    instrumentation only needs `langchain-core`: LCEL-only apps would send nothing at all.
+    """
+    if not wants_context():
+        return
+    disabled = {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "langchain" in disabled or "*" in disabled:
+        return
+    try:
+        import langchain_core  # noqa: F401
+        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+    except ImportError:
+        return
+    instrumentor = LangchainInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(skip_dep_check=True)

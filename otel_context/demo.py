@@ -95,8 +95,9 @@ def _print_threads(exporter, started: dt.datetime, out: TextIO) -> None:
     client = ContextAPI(credential=Credential(settings.token or ""), endpoint=settings.endpoint, retry_total=0)
     listing = client.conversations(start_time=started.isoformat(), per_page=100, enforce_https=False)
     mine = [c for c in listing.conversations or [] if (c.metadata or {}).get("service_name") == "otel-context-demo"]
-    for index, summary in enumerate(reversed(mine), 1):
-        thread = client.conversation(summary.id, enforce_https=False)
+    threads = [client.conversation(summary.id, enforce_https=False) for summary in mine]
+    threads.sort(key=lambda t: t.messages[0].event_timestamp if t.messages else started)
+    for index, thread in enumerate(threads, 1):
         print(f"\nThread {index}: {thread.id}", file=out)
         for message in thread.messages or []:
             label = message.role if message.type in (None, "message") else f"{message.type}"

@@ -90,8 +90,9 @@ class ContextSpanExporter(SpanExporter):
             leftover = self.buffer.drain()
             if leftover and self.can_send:
                 self.delivery.submit(leftover)
-            self.delivery.shutdown(timeout_millis / 1000)
+            left = self.delivery.shutdown(timeout_millis / 1000)
             self._sender.close()
+            _logger.debug("otel-context shut down with %d thread(s) undelivered: %s", left, self.stats())
         except Exception:
             _logger.exception("otel-context shutdown failed")
 

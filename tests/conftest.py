@@ -13,7 +13,7 @@ from getcontext import ContextAPI
 from getcontext.token import Credential
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_context import ContextSpanExporter
@@ -37,24 +37,55 @@ def client(local_api: LocalContextAPI) -> Iterator[ContextAPI]:
     api.close()
 
 
+class _Router(SpanProcessor):
+    """Sends spans to the current test's BatchSpanProcessor.
+
+    The instrumentation can be instrumented only once per process (re-instrumenting after
+    `uninstrument()` yields no spans), so one TracerProvider serves the whole session and each test
+    plugs its own real BatchSpanProcessor + ContextSpanExporter into it.
+    """
+
+    def __init__(self) -> None:
+        self.target: SpanProcessor | None = None
+
+    def on_start(self, span, parent_context=None) -> None:
+        if self.target is not None:
+            self.target.on_start(span, parent_context)
+
+    def on_end(self, span) -> None:
+        if self.target is not None:
+            self.target.on_end(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.target.force_flush(timeout_millis) if self.target is not None else True
+
+
+_ROUTER = _Router()
+_PROVIDER = TracerProvider(resource=Resource.create({"service.name": "test-app"}))
+_PROVIDER.add_span_processor(_ROUTER)
+LangchainInstrumentor().instrument(tracer_provider=_PROVIDER)
+
+
 class App:
     """A LangChain app instrumented with OpenLLMetry, exporting through one ContextSpanExporter."""
 
     def __init__(self, exporter: ContextSpanExporter, **batch: int) -> None:
         self.exporter = exporter
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "test-app"}))
-        self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50, **batch))
-        self.tracer = self.provider.get_tracer("test-app")
-        self.instrumentor = LangchainInstrumentor()
-        self.instrumentor.instrument(tracer_provider=self.provider)
+        self.processor = BatchSpanProcessor(exporter, schedule_delay_millis=50, **batch)
+        self.tracer = _PROVIDER.get_tracer("test-app")
+        _ROUTER.target = self.processor
 
     def flush(self) -> None:
-        self.provider.force_flush()
+        self.processor.force_flush()
         assert self.exporter.force_flush(30_000)
 
     def close(self) -> None:
-        self.instrumentor.uninstrument()
-        self.provider.shutdown()
+        if _ROUTER.target is self.processor:
+            _ROUTER.target = None
+        self.processor.shutdown()
 
 
 @pytest.fixture
@@ -81,10 +112,10 @@ def app(make_app: Callable[..., App]) -> App:
 
 
 def read_threads(client: ContextAPI) -> list:
-    """Every stored thread, oldest first, through the real client's list and detail calls."""
+    """Every stored thread, in the order the app ran them, through the real client's list and detail calls."""
     listing = client.conversations(start_time="2000-01-01T00:00:00Z", per_page=1000, enforce_https=False)
-    ids = [c.id for c in listing.conversations or []]
-    return list(reversed([client.conversation(i, enforce_https=False) for i in ids]))
+    threads = [client.conversation(c.id, enforce_https=False) for c in listing.conversations or []]
+    return sorted(threads, key=lambda t: (t.messages[0].event_timestamp, t.messages[-1].event_timestamp))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -28,6 +28,14 @@ def distro_overlay(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+PROBE = (  # the signals' exporter settings and how many metric readers the SDK was given
+    "import os; from opentelemetry import metrics; "
+    "config = getattr(metrics.get_meter_provider(), '_sdk_config', None); "
+    "print(os.environ.get('OTEL_METRICS_EXPORTER'), os.environ.get('OTEL_LOGS_EXPORTER'), "
+    "len(getattr(config, 'metric_readers', ())))"
+)
+
+
 def run_app(script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), **extra: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
     env.update(
@@ -38,8 +46,9 @@ def run_app(script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), *
         PYTHONPATH=os.pathsep.join(str(p) for p in [REPO, *pythonpath]),
     )
     env.update(extra)
+    command = ["-c", PROBE] if script == "probe" else [str(REPO / "examples" / script)]
     result = subprocess.run(
-        [INSTRUMENT, sys.executable, str(REPO / "examples" / script)],
+        [INSTRUMENT, sys.executable, *command],
         env=env,
         capture_output=True,
         text=True,
@@ -57,17 +66,27 @@ def test_without_a_distro(local_api, client):
     assert thread.metadata["service_name"] == "autoinstrumented"
 
 
-def test_with_opentelemetry_distro_installed(local_api, client, distro_overlay):
-    # The distro defaults metrics and logs to OTLP, which is not installed: tracing must still work.
+@pytest.mark.parametrize(
+    "chosen",
+    [{}, {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator"}],
+    ids=["first-found", "opentelemetry-distro-forced"],
+)
+def test_with_opentelemetry_distro_installed(local_api, client, distro_overlay, chosen):
+    # The distro defaults metrics and logs to OTLP, which is not installed: tracing must still work,
+    # whichever distro and configurator are picked (the forced case is the worst one).
     import importlib.metadata as md
 
     with pytest.raises(md.PackageNotFoundError):
         md.version("opentelemetry-distro")  # only the overlay has it
-    result = run_app("seed_chain.py", local_api, pythonpath=[distro_overlay])
+    result = run_app("seed_chain.py", local_api, pythonpath=[distro_overlay], **chosen)
     assert "Rainbow Threads" in result.stdout
     (thread,) = read_threads(client)
     assert texts(thread) == [("message", "user", "colorful socks"), ("message", "assistant", "Rainbow Threads")]
     assert "Failed to auto initialize" not in result.stderr
+    # Metrics and logs stay off: the distro's OTLP defaults would fail (exporter absent) or, as here
+    # where the OTLP exporter happens to be installed, export to a collector nobody asked for.
+    probe = run_app("probe", local_api, pythonpath=[distro_overlay], **chosen)
+    assert probe.stdout.split() == ["none", "none", "0"]
 
 
 def test_beside_another_exporter(local_api, client, unused_tcp_port):

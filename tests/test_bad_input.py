@@ -12,7 +12,12 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from otel_context import ConfigError, ContextSpanExporter
 from otel_context.text import TRUNCATION_MARKER
 
-from .conftest import TOKEN, App, read_threads, texts, wait_for
+from .conftest import TOKEN, App, read_threads, wait_for
+
+
+def parts(role: str, content: str) -> str:
+    return json.dumps([{"role": role, "parts": [{"type": "text", "content": content}]}])
+
 
 CHAT = {"traceloop.workflow.name": "", "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-x"}
 
@@ -46,7 +51,9 @@ def test_huge_values_are_truncated_with_a_marker(make_app, client):
         app,
         **{
             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": huge}]}]),
-            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "fine"}]}]),
+            "gen_ai.output.messages": json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": "fine"}]}]
+            ),
         },
     )
     app.flush()
@@ -90,7 +97,7 @@ def test_missing_token_is_reported_once_and_counted(otel_logs, monkeypatch):
     try:
         for _ in range(3):
             FakeListChatModel(responses=["a"]).invoke("q")
-            app.provider.force_flush()
+            app.processor.force_flush()
         assert exporter.stats()["threads_dropped"] == 3
         assert exporter.stats()["threads_uploaded"] == 0
         errors = [r for r in otel_logs.records if "no Context API token" in r.getMessage()]
@@ -105,7 +112,7 @@ def test_api_down_never_blocks_export(make_app, local_api):
     exporter = app.exporter
     before = time.monotonic()
     FakeListChatModel(responses=["a"]).invoke("q")
-    app.provider.force_flush()
+    app.processor.force_flush()
     assert time.monotonic() - before < 1.0
     assert wait_for(lambda: exporter.stats()["threads_dropped"] == 1, timeout=10)
     assert exporter.stats()["threads_retried"] >= 1
@@ -127,7 +134,7 @@ def test_wrong_token_is_rejected_once_and_never_logged(make_app, otel_logs):
     ("endpoint", "message"),
     [
         ("http://api.example.com", "clear text"),
-        ("ftp://api.example.com", "not an http(s) URL"),
+        ("ftp://api.example.com", r"not an http\(s\) URL"),
     ],
 )
 def test_unsafe_or_invalid_endpoints_are_refused_clearly(endpoint, message):
@@ -167,9 +174,11 @@ def test_export_after_shutdown_fails_quietly(app):
 
 
 def test_spans_of_other_instrumentations_yield_nothing(app, client):
-    with app.tracer.start_as_current_span("GET /", attributes={"http.method": "GET"}):
-        with app.tracer.start_as_current_span("SELECT", attributes={"db.system": "postgresql"}):
-            pass
+    with (
+        app.tracer.start_as_current_span("GET /", attributes={"http.method": "GET"}),
+        app.tracer.start_as_current_span("SELECT", attributes={"db.system": "postgresql"}),
+    ):
+        pass
     app.flush()
     assert read_threads(client) == []
     assert app.exporter.stats()["spans_ignored"] == 2

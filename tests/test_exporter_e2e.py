@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
@@ -72,10 +73,8 @@ def test_failing_chain_adds_an_error_event_and_metadata(app, client):
         raise ValueError("upstream tool failed")
 
     chain = company_chain() | RunnableLambda(boom)
-    try:
+    with contextlib.suppress(ValueError):
         chain.invoke({"product": "socks"})
-    except ValueError:
-        pass
     app.flush()
     (thread,) = read_threads(client)
     assert texts(thread) == [
@@ -96,7 +95,9 @@ def test_metadata_user_session_tags_model_and_usage(app, client):
     class NamedModel(GenericFakeChatModel):
         model_name: str = "fake-gpt-4o"
 
-    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | NamedModel(messages=iter([reply])) | StrOutputParser()
+    chain = (
+        ChatPromptTemplate.from_messages([("human", "{q}")]) | NamedModel(messages=iter([reply])) | StrOutputParser()
+    )
     config = {"metadata": {"user_id": "u-123", "session_id": "s-42", "plan": "pro"}, "tags": ["support"]}
     chain.invoke({"q": "When does my order ship?"}, config=config)
     app.flush()
@@ -196,7 +197,7 @@ def test_200_concurrent_chains_across_threads_and_asyncio_never_mix(make_app, cl
     stored = read_threads(client)
     assert len(stored) == 200
     for thread in stored:
-        (kind_in, role_in, question), (kind_out, role_out, answer) = texts(thread)
+        (_kind_in, role_in, question), (_kind_out, role_out, answer) = texts(thread)
         assert (role_in, role_out) == ("user", "assistant")
         assert answer == f"answer {question}"
     assert sorted(int(texts(t)[0][2]) for t in stored) == list(range(200))

@@ -92,7 +92,7 @@ class ThreadStore:
                     f"body[{len(messages)}]: thread {thread_id} has only {len(messages)} message(s), "
                     f"got {len(updates)} updates"
                 )
-            for message, update in zip(messages, updates):
+            for message, update in zip(messages, updates, strict=False):
                 message.update({k: v for k, v in update.items() if v is not None})
             self._db.execute("UPDATE threads SET messages = ? WHERE id = ?", (json.dumps(messages), thread_id))
         return True

@@ -1,0 +1,512 @@
+"""A local stand-in for the Context API: same paths, bearer auth and JSON, threads kept in SQLite.
+
+The real `context-python` client can write threads here and read them back, so the whole delivery path is
+exercised over real HTTP without a Context account. Fault injection (latency, error statuses, connection
+resets) lets delivery tests prove retries, backoff and idempotence against a server that misbehaves on cue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import signal
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from .faults import FaultPlan, FaultSpecError
+from .store import ThreadStore
+from .validation import (
+    ValidationError,
+    canonical_timestamp,
+    parse_conversation_body,
+    parse_thread_updates,
+)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_PER_PAGE = 1000
+API_PREFIX = "/api/"
+ADMIN_PREFIX = "/_admin/"
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+SHUTDOWN_TIMEOUT_S = 1.0
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ConnectionDropped(Exception):
+    """Raised after a fault aborted the TCP connection: there is nobody left to answer."""
+
+
+class BearerAuth:
+    """Checks `Authorization: Bearer <token>`; with no token configured everyone is let in."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token or None
+
+    def problem(self, header: str | None) -> str | None:
+        """Why the header is refused, in words that never repeat the token; None when accepted."""
+        if self.token is None:
+            return None
+        if not header:
+            return "missing 'Authorization: Bearer <token>' header"
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return "Authorization header must use the Bearer scheme"
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            return "invalid bearer token"
+        return None
+
+
+class ServerStats:
+    """Counters of `/api` traffic for `/_admin/stats`; updated on the loop, read from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[str] = Counter()
+        self._responses: Counter[str] = Counter()
+
+    def received(self, key: str) -> None:
+        with self._lock:
+            self._requests[key] += 1
+
+    def answered(self, outcome: str) -> None:
+        with self._lock:
+            self._responses[outcome] += 1
+
+    def describe(self, store: ThreadStore) -> dict[str, Any]:
+        with self._lock:
+            requests, responses = dict(self._requests), dict(self._responses)
+        return {"requests": requests, "responses": responses, "writes": store.write_counts(), "threads": store.count()}
+
+
+STORE = web.AppKey("store", ThreadStore)
+FAULTS = web.AppKey("faults", FaultPlan)
+AUTH = web.AppKey("auth", BearerAuth)
+STATS = web.AppKey("stats", ServerStats)
+
+
+def create_app(store: ThreadStore, token: str | None = None, faults: FaultPlan | None = None) -> web.Application:
+    """The aiohttp application; `faults` is shared, so changing it in place changes the running server."""
+    app = web.Application(
+        middlewares=[answer_errors, inject_faults, require_token],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[STORE] = store
+    app[FAULTS] = faults if faults is not None else FaultPlan()
+    app[AUTH] = BearerAuth(token)
+    app[STATS] = ServerStats()
+    app.router.add_post("/api/v1/log/conversation/thread", post_thread)
+    app.router.add_patch("/api/v1/log/conversation/thread/{id}", patch_thread)
+    app.router.add_post("/api/v1/log/conversation/upsert", post_conversation)
+    app.router.add_post("/api/v1/log/conversation", post_conversation)
+    app.router.add_get("/api/v1/conversations", get_conversations)
+    app.router.add_get("/api/v1/conversations/{id}", get_conversation)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/_admin/faults", get_faults)
+    app.router.add_post("/_admin/faults", post_faults)
+    app.router.add_get("/_admin/stats", get_stats)
+    return app
+
+
+# --- middlewares: outermost first ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON `{"error": ...}`, and the `/api` request and answer counted."""
+    counted = request.path.startswith(API_PREFIX)
+    stats = request.app[STATS]
+    if counted:
+        stats.received(f"{request.method} {_route(request)}")
+    try:
+        response = await handler(request)
+    except ConnectionDropped:
+        if counted:
+            stats.answered("reset")
+        return web.Response()  # the transport is gone; aiohttp's write fails quietly
+    except web.HTTPException as exc:
+        response = _http_error(request, exc)
+    except (ValidationError, FaultSpecError) as exc:
+        response = json_error(400, str(exc))
+    except Exception as exc:
+        log.exception("local Context API failed on %s %s", request.method, request.path)
+        response = json_error(500, f"internal error: {type(exc).__name__}: {exc}")
+    if counted:
+        stats.answered(str(response.status))
+    return response
+
+
+@web.middleware
+async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply the fault plan to `/api` requests only; health and admin always answer."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    plan = request.app[FAULTS].snapshot()
+    if plan.resets(time.monotonic()):
+        drop_connection(request)
+    if plan.latency_s > 0:
+        await asyncio.sleep(plan.latency_s)
+    status = plan.failure_status(time.monotonic())
+    if status is not None and request.method in WRITE_METHODS:
+        retry_after = plan.retry_after_header(status)
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return json_error(status, f"injected fault: HTTP {status}", headers=headers)
+    return await handler(request)
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith((API_PREFIX, ADMIN_PREFIX)):
+        problem = request.app[AUTH].problem(request.headers.get("Authorization"))
+        if problem is not None:
+            return json_error(401, problem, headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+def drop_connection(request: web.Request) -> NoReturn:
+    """Reset the TCP connection (RST, no answer), as a crashed or restarting server would."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # linger 0: close sends RST instead of FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    raise ConnectionDropped
+
+
+# --- API handlers --------------------------------------------------------------------------------------------
+
+
+async def post_thread(request: web.Request) -> web.Response:
+    """Ingest or update a thread; the id is the writer's, or a new one."""
+    conv = parse_conversation_body(await read_json(request))
+    thread_id = request.app[STORE].upsert_thread(conv, request.query.get("tenant_id"))
+    return web.json_response({"status": "success", "data": {"id": thread_id}}, status=201)
+
+
+async def post_conversation(request: web.Request) -> web.Response:
+    """The legacy `Conversation` endpoints (`/log/conversation` and `/upsert`, used by the old LangChain handler)."""
+    conv = parse_conversation_body(await read_json(request))
+    thread_id = request.app[STORE].add_conversation(conv, request.query.get("tenant_id"))
+    return web.json_response({"status": "success", "data": {"id": thread_id}}, status=201)
+
+
+async def patch_thread(request: web.Request) -> web.Response:
+    thread_id = request.match_info["id"]
+    updates = parse_thread_updates(await read_json(request))
+    if not request.app[STORE].rate(thread_id, updates):
+        return json_error(404, f"no thread with id {thread_id!r}")
+    return web.Response(status=200)
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    thread_id = request.match_info["id"]
+    thread = request.app[STORE].get(thread_id)
+    if thread is None:
+        return json_error(404, f"no conversation with id {thread_id!r}")
+    return web.json_response(conversation_response(thread))
+
+
+async def get_conversations(request: web.Request) -> web.Response:
+    """A page of threads, newest first; without `start_time` every thread (the real API: the last 6 days)."""
+    query = request.query
+    page = _positive_int(query, "page", 1)
+    per_page = min(_positive_int(query, "per_page", 20), MAX_PER_PAGE)
+    items, total = request.app[STORE].list(
+        start_time=_time_param(query, "start_time"),
+        end_time=_time_param(query, "end_time"),
+        page=page,
+        per_page=per_page,
+        user_id=query.get("user_id"),
+        session_id=query.get("session_id"),
+        tenant_id=query.get("tenant_id"),
+    )
+    return web.json_response(
+        {"conversations": [conversation_response(t) for t in items], "pagination": pagination(total, page, per_page)}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "threads": request.app[STORE].count()})
+
+
+# --- admin handlers ------------------------------------------------------------------------------------------
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[FAULTS].describe())
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    """Replace the fault plan: durations are seconds from now, `{}` clears every fault."""
+    spec = await read_json(request)
+    if not isinstance(spec, dict):
+        raise ValidationError('body: must be a JSON object of faults, e.g. {"status": 500, "duration_s": 10}')
+    request.app[FAULTS].assign(FaultPlan.from_spec(spec))
+    return web.json_response(request.app[FAULTS].describe())
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATS].describe(request.app[STORE]))
+
+
+# --- rendering and parsing -----------------------------------------------------------------------------------
+
+
+def conversation_response(thread: dict[str, Any]) -> dict[str, Any]:
+    """A stored thread as `ConversationResponse`: analysis fields Context computes are left neutral."""
+    return {
+        "id": thread["id"],
+        "metadata": thread["metadata"],
+        "sentiment_trend": "flat",
+        "topics": [],
+        "suggested_topics": [],
+        "messages": [message_response(m) for m in thread["messages"]],
+        "feedback": thread["feedback"],
+        "tenant_id": thread["tenant_id"],
+        "created_at": thread["created_at"],
+        "updated_at": thread["updated_at"],
+    }
+
+
+def message_response(message: dict[str, Any]) -> dict[str, Any]:
+    """`MessageResponse`: the stored message (tool fields included) with the model's defaults filled in."""
+    return {"type": "message", "rating": None, "topics": [], "suggested_topics": [], **message}
+
+
+def pagination(total: int, page: int, per_page: int) -> dict[str, int | None]:
+    page_count = math.ceil(total / per_page)
+    return {
+        "total_records": total,
+        "per_page": per_page,
+        "current_page": page,
+        "previous_page": page - 1 if page > 1 else None,
+        "next_page": page + 1 if page < page_count else None,
+        "page_count": page_count,
+    }
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; a 413 past `client_max_size`, a 400 saying where the JSON breaks."""
+    raw = await request.read()
+    if not raw.strip():
+        raise ValidationError("body: empty, expected JSON")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"body: malformed JSON, not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"body: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    """NaN and Infinity are not JSON; stored, they would make every later read unparseable."""
+    raise ValidationError(f"body: malformed JSON: {name} is not a JSON value")
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        message = f"not found: {request.method} {request.path}"
+    elif exc.status == 405:
+        message = f"method {request.method} not allowed on {request.path}"
+    elif exc.status == 413:
+        message = f"body too large: {exc.text}"
+    else:
+        message = exc.reason
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return json_error(exc.status, message, headers=headers)
+
+
+def _route(request: web.Request) -> str:
+    """The route template (`/api/v1/conversations/{id}`), so stats do not grow a key per thread id."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+def _positive_int(query: Any, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name}: must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValidationError(f"{name}: must be a positive integer, got {raw!r}")
+    return value
+
+
+def _time_param(query: Any, name: str) -> datetime | None:
+    raw = query.get(name)
+    if not raw:
+        return None
+    if "T" in raw:  # an unencoded "+01:00" in a hand-written URL arrives as " 01:00"
+        raw = raw.replace(" ", "+")
+    return datetime.fromisoformat(canonical_timestamp(raw, name).replace("Z", "+00:00"))
+
+
+# --- running it ----------------------------------------------------------------------------------------------
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving, so port 0 yields the real port and a busy port fails in the caller."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_site(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
+
+
+class LocalContextAPI:
+    """The server in a background thread with its own event loop, for tests and demos.
+
+    >>> with LocalContextAPI(token="t") as api:
+    ...     client = ContextAPI(credential=Credential("t"), endpoint=api.url)
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        db_path: str = ":memory:",
+        token: str | None = None,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.faults = faults if faults is not None else FaultPlan()
+        self.store = ThreadStore(db_path)
+        self._app = create_app(self.store, token, self.faults)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return base_url(self.host, self.port)
+
+    def start(self, timeout_s: float = 10.0) -> LocalContextAPI:
+        """Return once the server accepts connections (port 0: a free port, then in `.port`)."""
+        sock = bind_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="local-context-api", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"local Context API did not start within {timeout_s} s")
+        if self._error is not None:
+            raise RuntimeError(f"local Context API failed to start: {self._error}") from self._error
+        return self
+
+    def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            runner = loop.run_until_complete(start_site(self._app, sock))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            sock.close()
+            loop.close()
+            return
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def set_faults(self, **spec: Any) -> None:
+        """Same keys as `POST /_admin/faults`: latency_s, status, duration_s, retry_after, reset_s, down_s."""
+        self.faults.assign(FaultPlan.from_spec(spec))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return self._app[STATS].describe(self.store)
+
+    def stop(self) -> None:
+        """Stop serving and close the database; in-flight requests get `SHUTDOWN_TIMEOUT_S` to finish."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+        self._loop = self._thread = None
+        self.store.close()
+
+    def __enter__(self) -> LocalContextAPI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def run(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    db: str = ":memory:",
+    token: str | None = None,
+    faults: FaultPlan | None = None,
+) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT; prints one "listening on" line a parent can wait for."""
+    asyncio.run(_serve_until_signalled(host, port, db, token, faults))
+
+
+async def _serve_until_signalled(host: str, port: int, db: str, token: str | None, faults: FaultPlan | None) -> None:
+    store = ThreadStore(db)
+    sock = bind_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    runner = await start_site(create_app(store, token, faults), sock)
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    print(f"Local Context API listening on {base_url(host, bound_port)}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still ends asyncio.run
+            loop.add_signal_handler(sig, callback)

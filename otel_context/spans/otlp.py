@@ -1,0 +1,234 @@
+"""OTLP trace export requests (protobuf or OTLP/JSON) -> `SpanRecord`s, for the OTLP receiver.
+
+Pure functions, no I/O: the receiver hands over the request body, gets records back plus one reason per
+rejected span, and answers full or partial success. Malformed bodies raise `OtlpDecodeError` (a
+`ValueError`), which the receiver answers with 400 / INVALID_ARGUMENT; invalid spans never fail a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from ..model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, AttributeValue, SpanEvent, SpanRecord
+
+
+class OtlpDecodeError(ValueError):
+    """The body is not a valid OTLP trace export request; the message says what is wrong and where."""
+
+
+# --- protobuf ----------------------------------------------------------------------------------------
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """Parse a binary OTLP body (`application/x-protobuf`, or a gRPC message).
+
+    A body cut inside a message raises. A body cut exactly between two top-level `ResourceSpans` parses
+    as a valid, shorter request: protobuf has no end marker, so only the transport (Content-Length, gRPC
+    framing) can catch that. Strings with invalid UTF-8 raise too (proto3 `string` fields must be UTF-8).
+    """
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as error:
+        raise OtlpDecodeError(f"malformed protobuf: {_short_protobuf_error(error)}") from None
+    return request
+
+
+def _short_protobuf_error(error: DecodeError) -> str:
+    # upb says "Error parsing message with type '<full name>': <reason>"; the reason is what matters.
+    text = str(error)
+    return text.rsplit("': ", 1)[-1] if "': " in text else text
+
+
+# --- OTLP/JSON ---------------------------------------------------------------------------------------
+
+# The OTLP/JSON deviations from the proto3 JSON mapping that `json_format` does not know: ids are hex,
+# not base64. These are the id fields of the trace signal, by message, in both key spellings.
+_SPAN_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+_LINK_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_PARSE_PREFIX = re.compile(r"(?:Failed to parse \w+ field: )+")
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Parse an OTLP/JSON body (`application/json`) as the OTLP specification maps it.
+
+    Ids are case-insensitive hex (protobuf's own JSON mapping would read them as base64 and silently give
+    wrong bytes, so they are converted here first); enums may be integers or names; 64-bit integers may
+    be strings or numbers; unknown fields are ignored; snake_case keys are accepted as well as
+    lowerCamelCase. Ids that are valid hex but of the wrong length are kept: `records_from_request`
+    rejects those spans alone, as it does for protobuf.
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise OtlpDecodeError(f"JSON body: invalid UTF-8 at byte {error.start}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise OtlpDecodeError(f"JSON body: invalid JSON: {error}") from None
+    except RecursionError:
+        raise OtlpDecodeError("JSON body: invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise OtlpDecodeError(f"JSON body: expected an object, got {type(data).__name__}")
+    _hex_ids_to_base64(data)
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        reason = _PARSE_PREFIX.sub("", str(error)).rstrip(".") or type(error).__name__
+        raise OtlpDecodeError(f"JSON body: {reason}") from None
+    return request
+
+
+def _hex_ids_to_base64(data: dict[str, Any]) -> None:
+    """Rewrite the hex ids in place as base64, the form `json_format` reads for `bytes` fields.
+
+    Anything not shaped as expected is left alone for `json_format` to report with its own message.
+    """
+    for i, resource_spans in _items(data, "resourceSpans", "resource_spans"):
+        for j, scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+            for k, span in _items(scope_spans, "spans", "spans"):
+                path = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
+                _rewrite_ids(span, _SPAN_ID_KEYS, path)
+                for n, link in _items(span, "links", "links"):
+                    _rewrite_ids(link, _LINK_ID_KEYS, f"{path}.links[{n}]")
+
+
+def _items(parent: Any, camel: str, snake: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    if not isinstance(parent, dict):
+        return ()
+    children = parent.get(camel, parent.get(snake))
+    if not isinstance(children, list):
+        return ()
+    return ((index, child) for index, child in enumerate(children) if isinstance(child, dict))
+
+
+def _rewrite_ids(message: dict[str, Any], keys: tuple[str, ...], path: str) -> None:
+    for key in keys:
+        if key not in message:
+            continue
+        value = message[key]
+        if value is None:  # JSON null: the field's default, as json_format treats it
+            continue
+        if not isinstance(value, str) or not _HEX.fullmatch(value):
+            size = 32 if key.startswith("trace") else 16
+            raise OtlpDecodeError(f"JSON body: {path}.{key}: expected {size} hex characters, got {value!r:.80}")
+        message[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+# --- SpanRecords -------------------------------------------------------------------------------------
+
+_STATUS = (STATUS_UNSET, STATUS_OK, STATUS_ERROR)  # indexed by opentelemetry.proto.trace.v1.Status.StatusCode
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
+def records_from_request(request: ExportTraceServiceRequest) -> tuple[list[SpanRecord], list[str]]:
+    """Every valid span as a `SpanRecord`, and one reason per span skipped as invalid.
+
+    A span is invalid when its trace id is not 16 bytes or all zeros, its span id not 8 bytes or all
+    zeros, or its parent span id neither empty nor 8 bytes (an all-zero parent means no parent). The
+    receiver reports the number of reasons as `rejected_spans` in a partial success.
+    """
+    records: list[SpanRecord] = []
+    rejected: list[str] = []
+    for i, resource_spans in enumerate(request.resource_spans):
+        # One read-only mapping shared by the resource's spans, like the SDK's `Resource.attributes`.
+        resource = MappingProxyType(_attributes(resource_spans.resource.attributes))
+        for j, scope_spans in enumerate(resource_spans.scope_spans):
+            for k, span in enumerate(scope_spans.spans):
+                trace_id = span.trace_id
+                span_id = span.span_id
+                parent_id = span.parent_span_id
+                problem = _id_problem(trace_id, span_id, parent_id)
+                if problem:
+                    rejected.append(f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}] ({span.name!r}): {problem}")
+                    continue
+                status = span.status
+                code = status.code
+                start_ns = span.start_time_unix_nano
+                events = span.events
+                records.append(
+                    SpanRecord(
+                        trace_id=int.from_bytes(trace_id, "big"),
+                        span_id=int.from_bytes(span_id, "big"),
+                        parent_id=int.from_bytes(parent_id, "big") or None,  # empty or all zeros: a root
+                        name=span.name,
+                        start_ns=start_ns,
+                        end_ns=span.end_time_unix_nano or start_ns,
+                        attributes=_attributes(span.attributes),
+                        events=tuple(
+                            [
+                                SpanEvent(event.name, event.time_unix_nano, _attributes(event.attributes))
+                                for event in events
+                            ]
+                        )
+                        if events
+                        else (),
+                        status_code=_STATUS[code] if 0 <= code < 3 else STATUS_UNSET,
+                        status_message=status.message,
+                        resource=resource,
+                    )
+                )
+    return records, rejected
+
+
+def _id_problem(trace_id: bytes, span_id: bytes, parent_id: bytes) -> str:
+    if len(trace_id) != 16:
+        return f"trace id is {len(trace_id)} bytes, expected 16"
+    if trace_id == _ZERO_TRACE_ID:
+        return "trace id is all zeros"
+    if len(span_id) != 8:
+        return f"span id is {len(span_id)} bytes, expected 8"
+    if span_id == _ZERO_SPAN_ID:
+        return "span id is all zeros"
+    if parent_id and len(parent_id) != 8:
+        return f"parent span id is {len(parent_id)} bytes, expected 8 or none"
+    return ""
+
+
+def _attributes(key_values: Iterable[KeyValue]) -> dict[str, AttributeValue]:
+    """`KeyValue`s as the SDK holds attributes. The hot path: a non-empty string, the common case, costs
+    one read; other kinds one `WhichOneof`. An empty `AnyValue` is left out (the SDK never sets one).
+    """
+    out: dict[str, AttributeValue] = {}
+    for key_value in key_values:
+        value = key_value.value
+        text = value.string_value
+        if text:
+            out[key_value.key] = text
+        else:
+            kind = value.WhichOneof("value")
+            if kind in _SCALARS:
+                out[key_value.key] = getattr(value, kind)
+            elif kind == "array_value":
+                out[key_value.key] = tuple([_any_value(item) for item in value.array_value.values])
+            elif kind is not None:
+                out[key_value.key] = _any_value(value)
+    return out
+
+
+def _any_value(value: AnyValue) -> AttributeValue:
+    """One `AnyValue`: arrays become tuples (as SDK attributes), kvlists dicts, bytes repaired UTF-8."""
+    kind = value.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    if kind == "array_value":
+        return tuple([_any_value(item) for item in value.array_value.values])
+    if kind == "kvlist_value":
+        return _attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return value.bytes_value.decode("utf-8", "replace")
+    return None  # an empty AnyValue: OTLP's null, which arrays may hold
