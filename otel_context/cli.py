@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -28,6 +29,30 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    """Counters of a running sidecar (`--url`), or what waits in a spool directory (`--spool`)."""
+    if args.spool:
+        from .delivery.spool import SPOOL_FILE, Spool
+
+        path = os.path.join(args.spool, SPOOL_FILE)
+        if not os.path.exists(path):
+            print(f"no spool at {path}", file=sys.stderr)
+            return 1
+        spool = Spool(args.spool, max_bytes=0)
+        print(json.dumps({"spool": path, "threads": spool.count(), "bytes": spool.size_bytes}))
+        spool.close()
+        return 0
+    import urllib.request
+
+    request = urllib.request.Request(args.url.rstrip("/") + "/stats")
+    token = args.token or os.environ.get("OTEL_CONTEXT_SERVE_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        print(json.dumps(json.load(response), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-context", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local-api", help="run the local Context-compatible API (SQLite)")
     local_api_cli.add_arguments(local)
     local.set_defaults(func=local_api_cli.main)
+
+    stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")
+    stats.add_argument("--url", default="http://127.0.0.1:4319", help="the sidecar's HTTP address")
+    stats.add_argument("--token", help="bearer token the sidecar requires (default: $OTEL_CONTEXT_SERVE_TOKEN)")
+    stats.add_argument("--spool", help="a spool directory (OTEL_EXPORTER_CONTEXT_SPOOL_DIR) to inspect instead")
+    stats.set_defaults(func=_stats)
 
     convert = commands.add_parser("convert", help="print the threads that span dumps (to_json) convert to")
     convert.add_argument("files", nargs="+")

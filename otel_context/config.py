@@ -83,6 +83,8 @@ class ExporterSettings:
     queue_size: int = 10_000
     concurrency: int = 4
     max_elapsed_s: float = 300.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
 
@@ -117,6 +119,8 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "queue_size": _int_env("OTEL_EXPORTER_CONTEXT_QUEUE_SIZE", 10_000),
         "concurrency": _int_env("OTEL_EXPORTER_CONTEXT_CONCURRENCY", 4),
         "max_elapsed_s": _int_env("OTEL_EXPORTER_CONTEXT_MAX_ELAPSED", 300_000) / 1000,
+        "retry_initial_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF", 500) / 1000,
+        "retry_max_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF", 30_000) / 1000,
         "spool_dir": env("OTEL_EXPORTER_CONTEXT_SPOOL_DIR"),
         "spool_max_bytes": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
     }

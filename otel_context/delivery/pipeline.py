@@ -48,13 +48,11 @@ class DeliveryQueue:
         send: Callable[[bytes], SendOutcome],
         settings: ExporterSettings,
         counters: Counters,
-        *,
-        backoff: Backoff = Backoff(),  # noqa: B008 - frozen value object
     ) -> None:
         self._send = send
         self.settings = settings
         self.counters = counters
-        self.backoff = backoff
+        self.backoff = Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s)
         self._queue: deque[QueueItem] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0

@@ -70,9 +70,11 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     rejects those spans alone, as it does for protobuf.
     """
     try:
-        text = body.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise OtlpDecodeError(f"JSON body: invalid UTF-8 at byte {error.start}") from None
+    if text.startswith("\ufeff"):  # a byte order mark, which JSON parsers may ignore (RFC 8259)
+        text = text[1:]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
