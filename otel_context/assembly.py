@@ -113,6 +113,11 @@ class TraceBuffer:
         return self._held
 
     @property
+    def pending_roots(self) -> int:
+        """Roots waiting out their settle time: threads about to be queued."""
+        return len(self._pending)
+
+    @property
     def held_traces(self) -> int:
         return len(self._traces)
 

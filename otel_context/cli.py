@@ -29,6 +29,22 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .config import resolve_receiver_settings, resolve_settings
+    from .receiver.service import run
+
+    receiver = resolve_receiver_settings(
+        host=args.host,
+        port=args.port,
+        grpc_port=args.grpc_port,
+        token=args.token,
+        max_body_bytes=args.max_body_bytes,
+        settle_s=args.settle_ms / 1000 if args.settle_ms is not None else None,
+    )
+    delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
+    return run(receiver, delivery)
+
+
 def _stats(args: argparse.Namespace) -> int:
     """Counters of a running sidecar (`--url`), or what waits in a spool directory (`--spool`)."""
     if args.spool:
@@ -65,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local-api", help="run the local Context-compatible API (SQLite)")
     local_api_cli.add_arguments(local)
     local.set_defaults(func=local_api_cli.main)
+
+    serve = commands.add_parser("serve", help="the Collector sidecar: receive OTLP, deliver threads to Context")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1; $OTEL_CONTEXT_SERVE_HOST)")
+    serve.add_argument("--port", type=int, help="OTLP/HTTP port (default 4319; $OTEL_CONTEXT_SERVE_PORT)")
+    serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port, -1 for none (default 4320)")
+    serve.add_argument("--token", help="bearer token the Collector must send ($OTEL_CONTEXT_SERVE_TOKEN)")
+    serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)")
+    serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)")
+    serve.add_argument("--endpoint", help="Context API ($OTEL_EXPORTER_CONTEXT_ENDPOINT)")
+    serve.add_argument("--spool-dir", help="durable spool ($OTEL_EXPORTER_CONTEXT_SPOOL_DIR)")
+    serve.set_defaults(func=_serve)
 
     stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")
     stats.add_argument("--url", default="http://127.0.0.1:4319", help="the sidecar's HTTP address")

@@ -147,3 +147,35 @@ def validate(settings: ExporterSettings) -> None:
     for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """The sidecar's listening side: `otel-context serve` flags, else `OTEL_CONTEXT_SERVE_*`, else defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 4319
+    grpc_port: int | None = 4320  # None: no gRPC listener
+    token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    settle_s: float = 2.0
+    retry_after_s: int = 2
+
+
+def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320)
+    resolved: dict[str, object] = {
+        "host": env("OTEL_CONTEXT_SERVE_HOST") or "127.0.0.1",
+        "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319),
+        "grpc_port": grpc_port if grpc_port >= 0 else None,
+        "token": env("OTEL_CONTEXT_SERVE_TOKEN"),
+        "max_body_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        "max_decompressed_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024),
+        "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000) / 1000,
+    }
+    resolved.update(given)
+    if resolved.get("grpc_port") is not None and int(resolved["grpc_port"]) < 0:  # type: ignore[arg-type]
+        resolved["grpc_port"] = None
+    return ReceiverSettings(**resolved)  # type: ignore[arg-type]

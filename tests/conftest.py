@@ -107,6 +107,24 @@ def make_app(local_api: LocalContextAPI) -> Iterator[Callable[..., App]]:
 
 
 @pytest.fixture
+def capture() -> Iterator[Callable[[Callable[[], object]], list]]:
+    """Run app code and return the finished SDK spans it produced (for sending them as OTLP)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    def run(code: Callable[[], object]) -> list:
+        memory = InMemorySpanExporter()
+        _ROUTER.target = SimpleSpanProcessor(memory)
+        try:
+            code()
+        finally:
+            _ROUTER.target = None
+        return list(memory.get_finished_spans())
+
+    yield run
+
+
+@pytest.fixture
 def app(make_app: Callable[..., App]) -> App:
     return make_app()
 

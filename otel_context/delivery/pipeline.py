@@ -71,8 +71,12 @@ class DeliveryQueue:
                 self._start()
 
     # -- producer side ----------------------------------------------------------------------------
-    def submit(self, threads: Iterable[ConversationThread]) -> int:
-        """Queue threads for upload; returns how many were accepted (the rest are counted as dropped)."""
+    def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:
+        """Queue threads for upload; returns how many were accepted (the rest are counted as dropped).
+
+        `admitted=True` is for callers that push back before accepting work (the sidecar answers 503
+        when `backlog_full()`): their threads may pass the bound by one request's worth, never dropped.
+        """
         items = [QueueItem(t.id, encode_thread(t)) for t in threads]
         if not items:
             return 0
@@ -81,7 +85,7 @@ class DeliveryQueue:
             return 0
         accepted = self._spool_items(items) if self.spool is not None else items
         with self._cond:
-            room = self.settings.queue_size - len(self._queue)
+            room = len(accepted) if admitted else self.settings.queue_size - len(self._queue)
             if self.spool is not None and (self._overflow or room < len(accepted)):
                 self._overflow = True  # on disk; workers will load them when memory frees up
                 keep = []
@@ -113,6 +117,13 @@ class DeliveryQueue:
         if len(stored) < len(items):
             self._drop(len(items) - len(stored), "the spool is full")
         return stored
+
+    def backlog_full(self, coming: int = 0) -> bool:
+        """Whether new work should wait: the memory queue (or the spool) plus `coming` is at 90 %."""
+        if self.spool is not None:
+            return self.spool.size_bytes >= 0.9 * self.spool.max_bytes
+        with self._cond:
+            return len(self._queue) + coming >= 0.9 * self.settings.queue_size
 
     def pending(self) -> int:
         """Threads not yet delivered: queued in memory, in flight, or waiting in the spool."""

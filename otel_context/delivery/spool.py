@@ -31,33 +31,38 @@ class Spool:
             "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " thread_id TEXT NOT NULL, body BLOB NOT NULL)"
         )
-        self._bytes = self._db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items").fetchone()[0]
+        self._count, self._bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items"
+        ).fetchone()
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        """Items stored (kept in memory: read by gauges, and still right after `close`)."""
+        return self._count
 
     def add(self, items: Iterable[tuple[str, bytes]]) -> list[int | None]:
         """Store items in one transaction; each gets its sequence number, or None when the spool is full."""
         out: list[int | None] = []
         with self._lock:
+            added = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for thread_id, body in items:
-                    if self._bytes + len(body) > self.max_bytes:
+                    if self._bytes + added + len(body) > self.max_bytes:
                         out.append(None)
                         continue
                     cursor = self._db.execute("INSERT INTO items (thread_id, body) VALUES (?, ?)", (thread_id, body))
-                    self._bytes += len(body)
+                    added += len(body)
                     out.append(cursor.lastrowid)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._bytes += added
+            self._count += sum(seq is not None for seq in out)
         return out
 
     def remove(self, seq: int) -> None:
@@ -65,6 +70,7 @@ class Spool:
             row = self._db.execute("DELETE FROM items WHERE seq = ? RETURNING LENGTH(body)", (seq,)).fetchone()
             if row is not None:
                 self._bytes -= row[0]
+                self._count -= 1
 
     def read_after(self, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Items in arrival order after `seq`: the replay at start and the refill after an overflow."""

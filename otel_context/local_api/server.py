@@ -395,8 +395,8 @@ async def start_site(app: web.Application, sock: socket.socket) -> web.AppRunner
 class LocalContextAPI:
     """The server in a background thread with its own event loop, for tests and demos.
 
-    >>> with LocalContextAPI(token="t") as api:
-    ...     client = ContextAPI(credential=Credential("t"), endpoint=api.url)
+    Use: `with LocalContextAPI(token="t") as api:` then point a `ContextAPI(..., endpoint=api.url)` at it
+    and pass `enforce_https=False` per call (plain http on loopback).
     """
 
     def __init__(

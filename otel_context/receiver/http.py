@@ -1,0 +1,101 @@
+"""OTLP/HTTP receiver (`POST /v1/traces`) on aiohttp, answering as the OTLP specification says.
+
+200 with an `ExportTraceServiceResponse` in the request's content type (a Collector treats an
+unparseable 2xx body as a permanent error), partial success for invalid spans, 400 malformed,
+401 without the bearer token, 413 too large (also after decompression), 415 unsupported type or
+encoding, 503 with `Retry-After` when the delivery queue is full so the Collector retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from ..bridge import Bridge
+from ..config import ReceiverSettings
+from .otlp_io import Rejected, decode, gunzip, ingest, status_message
+
+BRIDGE = web.AppKey("bridge", Bridge)
+SETTINGS = web.AppKey("settings", ReceiverSettings)
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}  # google.rpc.Code for each HTTP status
+
+
+def create_receiver_app(bridge: Bridge, settings: ReceiverSettings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[BRIDGE] = bridge
+    app[SETTINGS] = settings
+    app.router.add_post("/v1/traces", post_traces)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+def authorized(settings: ReceiverSettings, header: str | None) -> bool:
+    if not settings.token:
+        return True
+    expected = f"Bearer {settings.token}"
+    return header is not None and hmac.compare_digest(header.encode(), expected.encode())
+
+
+async def post_traces(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    content_type = request.content_type
+    is_json = content_type == JSON
+    try:
+        if not authorized(settings, request.headers.get("Authorization")):
+            raise Rejected(401, "missing or wrong bearer token")
+        if content_type not in (PROTOBUF, JSON):
+            raise Rejected(415, f"unsupported content type {content_type!r}; send {PROTOBUF} or {JSON}")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            raise Rejected(415, f"unsupported content encoding {encoding!r}; send gzip or none")
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            raise Rejected(413, f"body exceeds {settings.max_body_bytes} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Rejected(413, f"body exceeds {settings.max_body_bytes} bytes") from None
+        if encoding == "gzip":
+            body = gunzip(body, settings.max_decompressed_bytes)
+        accepted = ingest(request.app[BRIDGE], decode(body, json=is_json))
+    except Rejected as rejected:
+        return _error(rejected, is_json, settings)
+    if is_json:
+        payload = json_format.MessageToDict(accepted.response)
+        return web.Response(body=json.dumps(payload).encode(), content_type=JSON)
+    return web.Response(body=accepted.response.SerializeToString(), content_type=PROTOBUF)
+
+
+def _error(rejected: Rejected, is_json: bool, settings: ReceiverSettings) -> web.Response:
+    headers: dict[str, str] = {}
+    if rejected.status in (429, 503):
+        headers["Retry-After"] = str(settings.retry_after_s)
+    if rejected.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    code = _GRPC_CODE.get(rejected.status, 2)
+    if is_json:
+        body = json.dumps({"code": code, "message": rejected.message}).encode()
+        return web.Response(status=rejected.status, body=body, content_type=JSON, headers=headers)
+    body = status_message(code, rejected.message)
+    return web.Response(status=rejected.status, body=body, content_type=PROTOBUF, headers=headers)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE]
+    status = "backlogged" if bridge.backlog_full() else "ok"
+    return web.json_response({"status": status, "threads_queued": bridge.counters.get("threads_queued")})
+
+
+async def stats(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not authorized(settings, request.headers.get("Authorization")):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+    bridge = request.app[BRIDGE]
+    body: dict[str, Any] = {"counters": bridge.counters.snapshot(), "delivery": bridge.settings.describe()}
+    return web.json_response(body)

@@ -1,0 +1,139 @@
+"""`otel-context serve`: run the OTLP receivers and the bridge until SIGTERM, then flush (or spool)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+
+import grpc
+from aiohttp import web
+
+from ..bridge import Bridge
+from ..config import ExporterSettings, ReceiverSettings
+from .grpc import create_grpc_server
+from .http import create_receiver_app
+
+_logger = logging.getLogger("otel_context.receiver")
+TICK_S = 0.25
+
+
+class Sidecar:
+    """The receivers and their bridge, on the running asyncio loop."""
+
+    def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings) -> None:
+        self.receiver = receiver
+        self.delivery = delivery
+        self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True)
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.receiver.host}:{self.http_port}"
+
+    async def start(self) -> None:
+        # auto_decompress=False: aiohttp would otherwise inflate gzip bodies without any bound (a gzip
+        # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
+        app = create_receiver_app(self.bridge, self.receiver)
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.receiver.host, self.receiver.port).start()
+        self.http_port = self._runner.addresses[0][1]
+        if self.receiver.grpc_port is not None:
+            self._grpc, self.grpc_port = create_grpc_server(self.bridge, self.receiver, self.receiver.grpc_port)
+            await self._grpc.start()
+        self._ticker = asyncio.create_task(self._tick())
+
+    def describe(self) -> str:
+        where = f"OTLP/HTTP on {self.http_url}/v1/traces"
+        if self.grpc_port is not None:
+            where += f", OTLP/gRPC on {self.receiver.host}:{self.grpc_port}"
+        return f"{where}, delivering to {self.delivery.endpoint}"
+
+    async def stop(self, timeout_s: float = 20.0) -> int:
+        """Stop receiving, build pending roots, deliver within `timeout_s`; threads left undelivered."""
+        self._stopping.set()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._ticker is not None:
+            await self._ticker
+        return await asyncio.get_running_loop().run_in_executor(None, self.bridge.shutdown, timeout_s)
+
+    async def _tick(self) -> None:
+        """Release roots whose settle time passed; the receivers themselves only buffer and convert."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), TICK_S)
+            try:
+                self.bridge.tick()
+            except Exception:
+                _logger.exception("otel-context serve: tick failed")
+
+
+async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown_timeout_s: float = 20.0) -> int:
+    """Serve until SIGTERM or SIGINT; returns the number of threads left undelivered."""
+    sidecar = Sidecar(receiver, delivery)
+    sidecar.bridge.counters.register_metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    await sidecar.start()
+    print(f"otel-context serve: {sidecar.describe()}", flush=True)
+    await stop.wait()
+    print("otel-context serve: stopping, delivering what is queued", flush=True)
+    left = await sidecar.stop(shutdown_timeout_s)
+    where = " (kept in the spool)" if delivery.spool_dir and left else ""
+    print(f"otel-context serve: stopped, {left} thread(s) undelivered{where}", flush=True)
+    return left
+
+
+def run(receiver: ReceiverSettings, delivery: ExporterSettings) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(serve(receiver, delivery))
+    return 0
+
+
+class SidecarThread:
+    """A `Sidecar` on its own loop in a background thread: for tests, benchmarks and embedding."""
+
+    def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="otel-context-sidecar", daemon=True)
+        self._receiver, self._delivery = receiver, delivery
+        self.sidecar: Sidecar | None = None
+
+    def start(self) -> Sidecar:
+        self._thread.start()
+
+        async def make() -> Sidecar:
+            sidecar = Sidecar(self._receiver, self._delivery)
+            await sidecar.start()
+            return sidecar
+
+        self.sidecar = asyncio.run_coroutine_threadsafe(make(), self._loop).result(30)
+        return self.sidecar
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        assert self.sidecar is not None
+        left = asyncio.run_coroutine_threadsafe(self.sidecar.stop(timeout_s), self._loop).result(timeout_s + 30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        return left
+
+    def __enter__(self) -> Sidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
