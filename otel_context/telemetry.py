@@ -23,6 +23,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "spans_late": ("Spans that arrived after their root's thread was built", False),
     "duplicates": ("Roots delivered twice (e.g. a Collector retry) and converted once", False),
     "conversion_errors": ("Roots that could not be converted", False),
+    "requests_pushed_back": ("OTLP requests the sidecar refused with 503 because its queue was full", False),
     "threads_converted": ("Threads built from roots", False),
     "threads_queued": ("Threads waiting in the delivery queue", True),
     "threads_uploaded": ("Threads the Context API accepted", False),

@@ -56,6 +56,7 @@ def decode(body: bytes, *, json: bool) -> ExportTraceServiceRequest:
 def ingest(bridge: Bridge, request: ExportTraceServiceRequest) -> Accepted:
     """Hand a decoded request to the bridge; invalid spans make a partial success, never a failure."""
     if bridge.backlog_full():
+        bridge.counters.add("requests_pushed_back")
         raise Rejected(503, "otel-context's delivery queue is full; retry later")
     records, problems = records_from_request(request)
     bridge.accept(records)

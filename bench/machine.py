@@ -1,0 +1,35 @@
+"""What the benchmark ran on: CPU model, cores, Python, date, load."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe() -> dict[str, str]:
+    """The machine and run facts printed at the top of results.md."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return {
+        "CPU": cpu_model(),
+        "cores": str(os.cpu_count() or "?"),
+        "Python": f"{platform.python_implementation()} {sys.version.split()[0]}",
+        "OS": f"{platform.system()} {platform.release()}",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load average at start": load,
+    }
