@@ -1,9 +1,15 @@
 """Trace assembly: hold what a root will need until the root arrives, bounded in traces and age.
 
 Children end before their parents, so a trace reaches us over several batches, the root last. For
-every GenAI span that is not a root we keep only a compact `Contribution` (models, usage); when a
-root arrives its descendants are collected and the thread is built. The receiver, where spans of a
-trace come from many services in any order, sets `settle_s` so a root waits briefly for stragglers.
+every GenAI span that is not a root we keep only a compact `Contribution` (models, usage, tool run,
+rating); when a root arrives its descendants are collected and the thread is built.
+
+Some conventions cannot tell from a span alone whether it is a root (OpenInference marks every chain
+CHAIN; a provider's model span looks the same alone or under a LangChain span). Such a span is a
+*candidate*: it becomes a contribution when its parent turns out to be a GenAI span, and a root when
+the parent is something else (an HTTP server span), when it has no parent, or when no parent has come
+within `root_wait_s`. The receiver, where spans of a trace come from many services in any order, sets
+`settle_s` so a root also waits briefly for stragglers.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from .model import ConversationThread, SpanRecord
 from .telemetry import Counters
 
 _logger = logging.getLogger(__name__)
-ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
+ROOT_CLASSES = frozenset({SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE})
+CANDIDATE_CLASSES = frozenset({SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL})
+Key = tuple[int, int]  # (trace id, span id)
 
 
 @dataclass(slots=True)
@@ -32,11 +40,29 @@ class _TraceEntry:
 
 
 @dataclass(slots=True)
-class _PendingRoot:
+class _Waiting:
+    """A span and how it is read; for a pending root `due` is when to build it, for a candidate when to give up."""
+
     due: float
     span: SpanRecord
     span_class: SpanClass
     convention: Convention
+
+
+class _Recent:
+    """A bounded set of keys, oldest forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self._keys: OrderedDict[Key, None] = OrderedDict()
+        self._size = size
+
+    def add(self, key: Key) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
 
 class TraceBuffer:
@@ -48,6 +74,7 @@ class TraceBuffer:
         max_traces: int = 10_000,
         max_age_s: float = 600.0,
         settle_s: float = 0.0,
+        root_wait_s: float = 10.0,
         options: ConversionOptions = DEFAULT_OPTIONS,
         counters: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -56,16 +83,19 @@ class TraceBuffer:
         self.max_traces = max_traces
         self.max_age_s = max_age_s
         self.settle_s = settle_s
+        self.root_wait_s = root_wait_s
         self.options = options
         self.counters = counters or Counters()
         self._clock = clock
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _TraceEntry] = OrderedDict()
         self._held = 0
-        self._pending: dict[tuple[int, int], _PendingRoot] = {}
-        self._done: OrderedDict[tuple[int, int], None] = OrderedDict()
-        self._remember = remember_roots
-        self.counters.gauge("spans_held", lambda: self._held)
+        self._pending: dict[Key, _Waiting] = {}
+        self._candidates: dict[Key, _Waiting] = {}
+        self._waiting_on: dict[Key, list[Key]] = {}  # parent key -> candidates waiting to learn what it is
+        self._done = _Recent(remember_roots)
+        self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
+        self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
     def add(self, spans: Iterable[SpanRecord]) -> list[ConversationThread]:
         """Take a batch; return the threads of the roots it completes (and of roots now due)."""
@@ -74,19 +104,17 @@ class TraceBuffer:
         with self._lock:
             for span in spans:
                 received += 1
+                key = (span.trace_id, span.span_id)
                 found = convention_for(span.attributes)
+                self._resolve_waiters(key, is_genai=found is not None, now=now)
                 if found is None:
                     ignored += 1
+                    self._foreign.add(key)
                     continue
-                convention, span_class = found
-                key = (span.trace_id, span.span_id)
-                if key in self._done or key in self._pending:
+                if key in self._done or key in self._pending or key in self._candidates:
                     self.counters.add("duplicates")
                     continue
-                if span_class in ROOT_CLASSES:
-                    self._pending[key] = _PendingRoot(now + self.settle_s, span, span_class, convention)
-                else:
-                    self._hold(span, convention, now)
+                self._place(span, *found, now)
             ready = self._take_due(now)
             self._evict(now)
         self.counters.add("spans_received", received)
@@ -102,7 +130,7 @@ class TraceBuffer:
         return self._convert(ready)
 
     def drain(self) -> list[ConversationThread]:
-        """At shutdown: build every pending root now; held spans without a root are evicted."""
+        """At shutdown: build every pending root and candidate now; held spans without a root are evicted."""
         with self._lock:
             ready = self._take_due(float("inf"))
             self._evict(float("inf"))
@@ -110,7 +138,7 @@ class TraceBuffer:
 
     @property
     def held_spans(self) -> int:
-        return self._held
+        return self._held + len(self._candidates)
 
     @property
     def pending_roots(self) -> int:
@@ -121,7 +149,46 @@ class TraceBuffer:
     def held_traces(self) -> int:
         return len(self._traces)
 
-    def _hold(self, span: SpanRecord, convention: Convention, now: float) -> None:
+    # -- placing spans ----------------------------------------------------------------------------
+    def _place(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
+        if span_class in ROOT_CLASSES:
+            self._make_root(span, span_class, convention, now)
+        elif span_class in CANDIDATE_CLASSES:
+            parent = (span.trace_id, span.parent_id)
+            if span.parent_id is None or parent in self._foreign:
+                self._make_root(span, span_class, convention, now)
+            elif self._is_genai(parent):
+                self._hold(span, convention, span_class, now)
+            else:  # the parent has not come yet: wait to learn what it is
+                self._candidates[(span.trace_id, span.span_id)] = _Waiting(
+                    now + self.root_wait_s, span, span_class, convention
+                )
+                self._waiting_on.setdefault(parent, []).append((span.trace_id, span.span_id))
+        else:
+            self._hold(span, convention, span_class, now)
+
+    def _is_genai(self, key: Key) -> bool:
+        """Whether this span was seen and is a GenAI span (a pending root, a candidate or a held step)."""
+        if key in self._pending or key in self._candidates:
+            return True
+        entry = self._traces.get(key[0])
+        return entry is not None and key[1] in entry.span_ids
+
+    def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
+        """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span."""
+        for key in self._waiting_on.pop(parent, ()):
+            waiting = self._candidates.pop(key, None)
+            if waiting is None:
+                continue
+            if is_genai:
+                self._hold(waiting.span, waiting.convention, waiting.span_class, now)
+            else:
+                self._make_root(waiting.span, waiting.span_class, waiting.convention, now)
+
+    def _make_root(self, span: SpanRecord, span_class: SpanClass, convention: Convention, now: float) -> None:
+        self._pending[(span.trace_id, span.span_id)] = _Waiting(now + self.settle_s, span, span_class, convention)
+
+    def _hold(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
         if (span.trace_id, span.parent_id) in self._done:
             self.counters.add("spans_late")  # its root's thread is already built
             return
@@ -132,19 +199,21 @@ class TraceBuffer:
             self.counters.add("duplicates")
             return
         entry.span_ids.add(span.span_id)
-        entry.items.append(contribution(span, convention))
+        entry.items.append(contribution(span, convention, span_class, self.options.include_tools))
         self._held += 1
 
-    def _take_due(self, now: float) -> list[tuple[_PendingRoot, list[Contribution]]]:
+    # -- releasing roots --------------------------------------------------------------------------
+    def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution]]]:
+        for key in [k for k, c in self._candidates.items() if c.due <= now]:
+            waiting = self._candidates.pop(key)  # no parent came in time: a root after all
+            self._make_root(waiting.span, waiting.span_class, waiting.convention, min(now, waiting.due))
         if not self._pending:
             return []
         ready = []
         for key in [k for k, p in self._pending.items() if p.due <= now]:
             pending = self._pending.pop(key)
             ready.append((pending, self._collect(pending.span)))
-            self._done[key] = None
-            if len(self._done) > self._remember:
-                self._done.popitem(last=False)
+            self._done.add(key)
         return ready
 
     def _collect(self, root: SpanRecord) -> list[Contribution]:
@@ -174,7 +243,7 @@ class TraceBuffer:
             self.counters.add("traces_evicted")
             self.counters.add("spans_evicted", len(entry.items))
 
-    def _convert(self, ready: list[tuple[_PendingRoot, list[Contribution]]]) -> list[ConversationThread]:
+    def _convert(self, ready: list[tuple[_Waiting, list[Contribution]]]) -> list[ConversationThread]:
         threads = []
         for pending, descendants in ready:
             try:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .conventions import Convention, SpanClass, Usage
+from .conventions.base import ToolStep
+from .feedback import span_rating
 from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord
 from .render import render
 from .text import as_text, clean_text
@@ -26,6 +28,7 @@ class ConversionOptions:
 
     max_message_chars: int = 65_536
     max_metadata_chars: int = 2_048
+    include_tools: bool = False  # the root's tool runs as `type: tool` messages between question and answer
 
 
 DEFAULT_OPTIONS = ConversionOptions()
@@ -37,8 +40,12 @@ class Contribution:
 
     span_id: int
     parent_id: int | None
+    kind: str = "step"  # "llm", "tool" or "step"
+    start_ns: int = 0
     models: tuple[str, ...] = ()
     usage: Usage = field(default_factory=Usage)
+    tool: ToolStep | None = None
+    rating: int | None = None
 
 
 def thread_id(trace_id: int, span_id: int) -> str:
@@ -46,13 +53,18 @@ def thread_id(trace_id: int, span_id: int) -> str:
     return str(uuid.uuid5(THREAD_NAMESPACE, f"{trace_id:032x}/{span_id:016x}"))
 
 
-def contribution(span: SpanRecord, convention: Convention) -> Contribution:
+def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass, with_tools: bool) -> Contribution:
     attributes = span.attributes
+    is_tool = span_class is SpanClass.TOOL
     return Contribution(
         span_id=span.span_id,
         parent_id=span.parent_id,
+        kind="llm" if span_class.is_llm else "tool" if is_tool else "step",
+        start_ns=span.start_ns,
         models=tuple(convention.models(attributes)),
         usage=convention.usage(attributes),
+        tool=convention.tool_step(attributes) if is_tool and with_tools else None,
+        rating=span_rating(span),
     )
 
 
@@ -63,35 +75,43 @@ def convert_root(
     descendants: Iterable[Contribution] = (),
     options: ConversionOptions = DEFAULT_OPTIONS,
 ) -> ConversationThread:
-    """One thread for a chain root or a standalone model call."""
+    """One thread for a chain root, a standalone model call, or a lone tool run."""
     attributes = root.attributes
-    if span_class is SpanClass.CHAIN_ROOT:
+    descendants = list(descendants)
+    own = contribution(root, convention, span_class, with_tools=True)
+    if span_class.is_chain:
         messages = _chain_messages(root, convention)
+        if options.include_tools:
+            steps = sorted((c for c in descendants if c.tool is not None), key=lambda c: c.start_ns)
+            at = 1 if messages and messages[0].role == "user" else 0
+            messages[at:at] = [_tool_message(c.tool, c.start_ns) for c in steps if c.tool is not None]
+    elif span_class is SpanClass.TOOL:
+        messages = [_tool_message(own.tool, root.start_ns)] if own.tool is not None else []
     else:
         messages = _llm_messages(root, convention)
-    if not any(m.type == "message" and m.role in ("user", "assistant") for m in messages):
-        messages.insert(0, Message(role="system", type="event", text=NO_CONTENT_TEXT, timestamp_ns=root.start_ns))
+    if not messages:
+        messages.append(Message(role="system", type="event", text=NO_CONTENT_TEXT, timestamp_ns=root.start_ns))
+    rating = _last_rating(own, descendants)
+    if rating is not None:
+        answer = next((m for m in reversed(messages) if m.role == "assistant" and m.type == "message"), None)
+        if answer is not None:
+            answer.rating = rating
     error = _error(root)
     if error is not None:
         messages.append(Message(role="system", type="event", text=f"{error[0]}: {error[1]}", timestamp_ns=root.end_ns))
 
-    own = contribution(root, convention)
-    models = list(own.models)
-    usage = Usage()
-    usage.add(own.usage)
-    for item in descendants:
-        usage.add(item.usage)
-        models.extend(m for m in item.models if m not in models)
-
+    models, usage = _models_and_usage(own, descendants)
     metadata: dict[str, str] = {
         "trace_id": root.trace_hex,
         "span_id": root.span_hex,
         "latency_ms": str(round(max(0, root.end_ns - root.start_ns) / 1e6, 3)),
         "source": "otel-context",
     }
-    if span_class is SpanClass.CHAIN_ROOT:
+    if span_class.is_chain:
         name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name") or root.name
         metadata["workflow"] = as_text(name)
+    elif span_class is SpanClass.TOOL:
+        metadata["operation"] = "execute_tool"
     else:
         metadata["operation"] = as_text(attributes.get("gen_ai.operation.name", "chat"))
     if models:
@@ -108,6 +128,8 @@ def convert_root(
         metadata["tags"] = ",".join(tags)
     for key, value in convention.properties(attributes).items():
         metadata.setdefault(key, value)
+    if rating is not None:
+        metadata["feedback_rating"] = str(rating)
     if error is not None:
         metadata["error"] = "true"
         metadata["error_type"] = error[0]
@@ -119,6 +141,46 @@ def convert_root(
         metadata={k: clean_text(v, options.max_metadata_chars) for k, v in metadata.items()},
         trace_id=root.trace_hex,
         end_ns=root.end_ns,
+        start_ns=root.start_ns,
+    )
+
+
+def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage]:
+    """Models and token totals of a trace, counting one model call once.
+
+    A provider instrumentation (OpenAI, Anthropic, ...) beside the LangChain one adds a span for the same
+    call under the LangChain model span; its usage is the same tokens, so it counts only when its parent
+    reported none. Its model name is often the more precise one and is kept.
+    """
+    by_id = {c.span_id: c for c in descendants}
+    by_id[own.span_id] = own
+    models = list(own.models)
+    usage = Usage()
+    usage.add(own.usage)
+    for item in descendants:
+        models.extend(m for m in item.models if m not in models)
+        parent = by_id.get(item.parent_id) if item.parent_id is not None else None
+        if item.kind == "llm" and parent is not None and parent.kind == "llm" and parent.usage:
+            continue
+        usage.add(item.usage)
+    return models, usage
+
+
+def _last_rating(own: Contribution, descendants: list[Contribution]) -> int | None:
+    rated = [c for c in (*descendants, own) if c.rating is not None]
+    return max(rated, key=lambda c: c.start_ns).rating if rated else None
+
+
+def _tool_message(step: ToolStep, start_ns: int) -> Message:
+    text = step.output if step.output is not None else ""
+    return Message(
+        role="assistant",
+        type="tool",
+        text=text,
+        name=step.name,
+        input=step.input,
+        observation=step.output,
+        timestamp_ns=start_ns,
     )
 
 
@@ -135,7 +197,7 @@ def _chain_messages(root: SpanRecord, convention: Convention) -> list[Message]:
 
 
 def _llm_messages(root: SpanRecord, convention: Convention) -> list[Message]:
-    inputs, outputs = convention.llm_messages(root.attributes)
+    inputs, outputs = convention.llm_messages(root.attributes, root.events)
     for message in inputs:
         message.timestamp_ns = root.start_ns
     for message in outputs:

@@ -87,6 +87,7 @@ class ConversationThread:
     messages: list[Message]
     metadata: dict[str, str]
     trace_id: str = ""
+    start_ns: int = 0
     end_ns: int = 0
 
     def to_wire(self) -> dict[str, Any]:

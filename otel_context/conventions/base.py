@@ -7,16 +7,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..model import Message
+from ..model import Message, SpanEvent
 
 
 class SpanClass(enum.Enum):
-    """What a GenAI span is, for assembly: a chain root, a model call, or a step inside a chain."""
+    """What a GenAI span is, for assembly.
+
+    Some conventions say outright whether a span is a root (OpenLLMetry marks the topmost chain
+    `workflow`, and a chat span inside a chain carries the workflow name). Others only say "a chain"
+    or "a model call": `CHAIN` and `LLM` are roots unless their parent turns out to be a GenAI span.
+    """
 
     CHAIN_ROOT = "chain_root"
     LLM_STANDALONE = "llm_standalone"  # a model call not inside a chain: its own thread
     LLM_IN_CHAIN = "llm_in_chain"
-    STEP = "step"  # tasks, tools, agents, nested chains
+    CHAIN = "chain"  # a chain: the root if its parent is not a GenAI span
+    LLM = "llm"  # a model call: standalone if its parent is not a GenAI span
+    TOOL = "tool"  # a tool run: a step, or a root of its own in a bare agent loop
+    STEP = "step"  # tasks, agents, retrievers, nested chains
+
+    @property
+    def is_llm(self) -> bool:
+        return self in (SpanClass.LLM_STANDALONE, SpanClass.LLM_IN_CHAIN, SpanClass.LLM)
+
+    @property
+    def is_chain(self) -> bool:
+        return self in (SpanClass.CHAIN_ROOT, SpanClass.CHAIN)
 
 
 @dataclass(slots=True)
@@ -34,6 +50,15 @@ class Usage:
         return bool(self.input_tokens or self.output_tokens or self.total_tokens)
 
 
+@dataclass(slots=True)
+class ToolStep:
+    """One tool run, as Context's `type: tool` message shows it."""
+
+    name: str
+    input: Any = None
+    output: str | None = None
+
+
 class Convention(Protocol):
     """Reads one family of span attributes (OpenLLMetry, OpenInference, GenAI semconv, ...)."""
 
@@ -48,14 +73,19 @@ class Convention(Protocol):
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
         """Token usage the span reports."""
 
-    def llm_messages(self, attributes: Mapping[str, Any]) -> tuple[list[Message], list[Message]]:
+    def llm_messages(
+        self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()
+    ) -> tuple[list[Message], list[Message]]:
         """A model call's (system and input messages, output messages), in order, untimed."""
 
     def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
         """The chain's input and output as parsed values (None when not recorded)."""
 
+    def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
+        """A tool span's name, input and output."""
+
     def tags(self, attributes: Mapping[str, Any]) -> list[str]:
         """Tags the user gave the run."""
 
     def properties(self, attributes: Mapping[str, Any]) -> dict[str, str]:
-        """User-supplied association properties: user_id, session_id and the like."""
+        """User-supplied properties: user_id, session_id and the like."""

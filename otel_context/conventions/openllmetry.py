@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..model import Message
+from ..model import Message, SpanEvent
 from ..text import as_text, compact_json, parse_json
-from .base import SpanClass, Usage
+from .base import SpanClass, ToolStep, Usage
 
 ASSOCIATION_PREFIX = "traceloop.association.properties."
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "completion", "generate_content", "llm"})
@@ -113,6 +113,15 @@ class MessageBuilder:
         self.messages.append(Message(role="assistant", type="tool", text=observation, observation=observation))
 
 
+def _tool_output(value: Any) -> str | None:
+    """A tool's observation: a ToolMessage's content, else the value as text."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and isinstance(value.get("kwargs"), Mapping) and "content" in value["kwargs"]:
+        return as_text(value["kwargs"]["content"])
+    return as_text(value)
+
+
 class OpenLLMetry:
     """The Traceloop / OpenLLMetry LangChain instrumentation."""
 
@@ -125,6 +134,8 @@ class OpenLLMetry:
         kind = attributes.get("traceloop.span.kind")
         if kind == "workflow":
             return SpanClass.CHAIN_ROOT
+        if kind == "tool":
+            return SpanClass.TOOL
         if kind in STEP_KINDS:
             return SpanClass.STEP
         if "traceloop.workflow.name" not in attributes and kind is None:
@@ -152,7 +163,9 @@ class OpenLLMetry:
         total = _int(get("llm.usage.total_tokens", get("gen_ai.usage.total_tokens"))) or prompt + completion
         return Usage(prompt, completion, total)
 
-    def llm_messages(self, attributes: Mapping[str, Any]) -> tuple[list[Message], list[Message]]:
+    def llm_messages(
+        self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()
+    ) -> tuple[list[Message], list[Message]]:
         builder = MessageBuilder()
         system = attributes.get("gen_ai.system_instructions")
         if system is not None:
@@ -225,6 +238,13 @@ class OpenLLMetry:
             raw_out = raw_out["outputs"]
         return raw_in, raw_out
 
+    def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
+        raw_in, raw_out = self.chain_io(attributes)
+        if isinstance(raw_in, Mapping) and set(raw_in) == {"input"}:
+            raw_in = raw_in["input"]  # a tool's string input, as LangChain wraps it
+        name = attributes.get("traceloop.entity.name") or attributes.get("gen_ai.tool.name") or "tool"
+        return ToolStep(name=as_text(name), input=parse_json(raw_in), output=_tool_output(raw_out))
+
     def tags(self, attributes: Mapping[str, Any]) -> list[str]:
         """LangChain run tags the user gave the root (`seq:step:*` and the like are LangChain's own)."""
         raw = parse_json(attributes.get("traceloop.entity.input"))
@@ -241,7 +261,12 @@ class OpenLLMetry:
                 name = key[len(prefix) :]
                 if name and not _INTERNAL_PROPERTY.match(name):
                     found[name] = as_text(value)
-        for key, name in (("user.id", "user_id"), ("enduser.id", "user_id"), ("session.id", "session_id")):
+        for key, name in (
+            ("user.id", "user_id"),
+            ("enduser.id", "user_id"),
+            ("session.id", "session_id"),
+            ("gen_ai.conversation.id", "conversation_id"),
+        ):
             value = attributes.get(key)
             if value is not None and name not in found:
                 found[name] = as_text(value)
