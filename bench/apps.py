@@ -89,7 +89,11 @@ def run_mix(round_no: int = 0) -> None:
         )
         config = {"metadata": {"user_id": user, "session_id": f"s-{round_no}"}, "tags": ["naming"]}
         four_steps.invoke({"product": f"colorful socks {round_no}"}, config=config)
-    inner = ChatPromptTemplate.from_messages([("human", "Write a poem about {topic}")]) | _chat("A poem.") | StrOutputParser()
+    inner = (
+        ChatPromptTemplate.from_messages([("human", "Write a poem about {topic}")])
+        | _chat("A poem.")
+        | StrOutputParser()
+    )
     outer = (
         RunnableParallel(poem=inner)
         | ChatPromptTemplate.from_messages([("human", "Translate to French: {poem}")])

@@ -96,7 +96,13 @@ def run(mix: SpanMix, *, total_spans: int, repeats: int, batch_size: int = 512) 
 def section(run: ConversionRun) -> Section:
     reference = run.rate(REFERENCE)
     rows = [
-        (name, num(run.rate(name), 0), num(min(run.rates[name]), 0), num(max(run.rates[name]), 0), f"{run.rate(name) / reference:.2f}")
+        (
+            name,
+            num(run.rate(name), 0),
+            num(min(run.rates[name]), 0),
+            num(max(run.rates[name]), 0),
+            f"{run.rate(name) / reference:.2f}",
+        )
         for name in PATHS
     ]
     value = run.rate(OURS) / reference
@@ -112,5 +118,7 @@ def section(run: ConversionRun) -> Section:
             f"Ratio otel-context / OTLP encoder: **{value:.2f}** (target ≥ {RATIO_GOAL:g}).",
         ]
     )
-    target = Target("conversion spans/s ÷ OTLP protobuf encoder", f"{value:.2f}", f"≥ {RATIO_GOAL:g}", value >= RATIO_GOAL)
+    target = Target(
+        "conversion spans/s ÷ OTLP protobuf encoder", f"{value:.2f}", f"≥ {RATIO_GOAL:g}", value >= RATIO_GOAL
+    )
     return Section(CONVERSION, body, [target])

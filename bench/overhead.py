@@ -169,7 +169,7 @@ def section(run: OverheadRun, chart: str) -> Section:
         "(`python -m bench.overhead_worker`). Latency is added to the local Context API (fault mode) and to "
         "the OTLP sink alike. `provider.shutdown()` runs after the timed loops.",
         "",
-        table(header, rows, "llrrrrr"),
+        table(header, rows, "lllrrrr"),
         "",
         f"![overhead]({chart})",
         "",

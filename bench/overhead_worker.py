@@ -134,7 +134,9 @@ def build(setup: str, api_url: str, sink_url: str, token: str) -> SetUp:
             call,
             settle=lambda: provider.force_flush(),
             shutdown=provider.shutdown,
-            report=lambda: {"spans_received_by_sink": http_json(f"{sink_url}/_admin/stats", token=token)["spans"] - before},
+            report=lambda: {
+                "spans_received_by_sink": http_json(f"{sink_url}/_admin/stats", token=token)["spans"] - before
+            },
         )
     raise SystemExit(f"unknown set-up {setup!r}; expected one of {', '.join(SETUPS)}")
 

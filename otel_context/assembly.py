@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .conventions import Convention, SpanClass, convention_for
+from .conventions import CONVENTIONS, Convention, SpanClass, convention_for
 from .convert import DEFAULT_OPTIONS, Contribution, ConversionOptions, contribution, convert_root, descendants_of
 from .model import ConversationThread, SpanRecord
 from .telemetry import Counters
@@ -79,7 +79,9 @@ class TraceBuffer:
         counters: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
         remember_roots: int = 100_000,
+        conventions: tuple[Convention, ...] = CONVENTIONS,
     ) -> None:
+        self.conventions = conventions
         self.max_traces = max_traces
         self.max_age_s = max_age_s
         self.settle_s = settle_s
@@ -105,7 +107,7 @@ class TraceBuffer:
             for span in spans:
                 received += 1
                 key = (span.trace_id, span.span_id)
-                found = convention_for(span.attributes)
+                found = convention_for(span.attributes, self.conventions)
                 self._resolve_waiters(key, is_genai=found is not None, now=now)
                 if found is None:
                     ignored += 1

@@ -6,13 +6,21 @@ The in-process exporter feeds it SDK spans; the sidecar feeds it OTLP. One conve
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from .assembly import TraceBuffer
 from .config import TOKEN_VARIABLES, ExporterSettings
+from .conventions import default_conventions
 from .convert import ConversionOptions
 from .delivery import ContextSender, DeliveryQueue
-from .model import SpanRecord
+from .feedback import feedback_target, span_rating
+from .model import ConversationThread, SpanRecord
+from .redaction import Redactor
+from .selection import ThreadSelection
+from .sessions import MemorySessions, SessionStore, SqliteSessions, Turn, merge, session_of
 from .telemetry import Counters
 
 _logger = logging.getLogger("otel_context")
@@ -28,6 +36,7 @@ class Bridge:
         *,
         settle_s: float = 0.0,
         push_back: bool = False,
+        session_db: str | None = None,
     ):
         """`push_back=True` (the sidecar): callers check `backlog_full()` and refuse work instead of dropping."""
         self.settings = settings
@@ -37,11 +46,20 @@ class Bridge:
             max_traces=settings.max_pending_traces,
             max_age_s=settings.pending_ttl_s,
             settle_s=settle_s,
-            options=ConversionOptions(max_message_chars=settings.max_message_chars),
+            root_wait_s=settings.root_wait_s,
+            options=ConversionOptions(
+                max_message_chars=settings.max_message_chars, include_tools=settings.include_tools
+            ),
             counters=self.counters,
+            conventions=default_conventions(settings.association_prefix),
         )
         self._sender = ContextSender(settings)
         self.delivery = DeliveryQueue(self._sender.send, settings, self.counters)
+        self.redactor = Redactor(list(settings.redact), settings.redact_hook)
+        self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
+        self.sessions = _session_store(settings, session_db) if settings.sessions else None
+        self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace or thread id -> (thread, answer)
+        self._lock = threading.Lock()
         self._warned_token = False
 
     @property
@@ -51,7 +69,13 @@ class Bridge:
 
     def accept(self, records: Iterable[SpanRecord]) -> bool:
         """Convert what these spans complete and queue it; False if any thread was dropped."""
-        return self._submit(self.buffer.add(records))
+        records = list(records)
+        ratings = [(target, rating) for span in records if (target := feedback_target(span)) and
+                   (rating := span_rating(span)) is not None]  # fmt: skip
+        ok = self._submit(self.buffer.add(records))
+        for target, rating in ratings:
+            self._rate(*target, rating)
+        return ok
 
     def tick(self) -> bool:
         """Queue the roots whose settle time has passed (the sidecar calls this on a timer)."""
@@ -62,6 +86,7 @@ class Bridge:
         return self.delivery.backlog_full(coming=self.buffer.pending_roots)
 
     def flush(self, timeout_s: float) -> bool:
+        self._submit(self.buffer.due())
         return self.delivery.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> int:
@@ -69,17 +94,71 @@ class Bridge:
         self._submit(self.buffer.drain())
         left = self.delivery.shutdown(timeout_s)
         self._sender.close()
+        if isinstance(self.sessions, SqliteSessions):
+            self.sessions.close()
         _logger.debug("otel-context shut down with %d thread(s) undelivered: %s", left, self.counters.snapshot())
         return left
 
-    def _submit(self, threads: list) -> bool:
+    def _prepare(self, threads: list[ConversationThread]) -> list[ConversationThread]:
+        """Filter, sample, redact, and fold session turns into their session's thread."""
+        out: list[ConversationThread] = []
+        for thread in threads:
+            skipped = self.selection.verdict(thread, thread.name)
+            if skipped is not None:
+                self.counters.add(skipped)
+                continue
+            if self.redactor:
+                thread = self.redactor.thread(thread)
+            turn_trace = thread.trace_id
+            session = session_of(thread) if self.sessions is not None else None
+            if session is not None:
+                assert self.sessions is not None
+                part, turns = self.sessions.add(session, Turn.of(thread))
+                thread = merge(session, part, turns)
+            self._remember(thread.id, thread)
+            self._remember(turn_trace, thread)
+            out.append(thread)
+        return out
+
+    def _remember(self, key: str, thread: ConversationThread) -> None:
+        """Where the last answer of a recent thread is, for feedback that arrives later."""
+        if not key:
+            return
+        answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
+        with self._lock:
+            self._recent[key] = (thread.id, answers[-1] if answers else len(thread.messages) - 1)
+            if len(self._recent) > 10_000:
+                self._recent.popitem(last=False)
+
+    def _rate(self, key: str, value: str, rating: int) -> None:
+        """Feedback from a later trace: PATCH the rating onto the answer it names."""
+        found: tuple[str, int] | None = None
+        if key == "context.feedback.session_id" and self.sessions is not None:
+            part, turns = self.sessions.turns(value)
+            if turns:
+                thread = merge(value, part, turns)
+                answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
+                found = (thread.id, answers[-1] if answers else len(thread.messages) - 1)
+        else:
+            with self._lock:
+                found = self._recent.get(value)
+        if found is None or not self.can_send:
+            self.counters.add("ratings_unmatched")
+            _logger.info("otel-context: feedback for %s=%s matches no recent thread", key, value)
+            return
+        thread_id, index = found
+        self.delivery.submit_rating(thread_id, index, rating)
+        self.counters.add("ratings_sent")
+
+    def _submit(self, threads: list[ConversationThread]) -> bool:
         if not threads:
             return True
         if not self.can_send:
             self._warn_missing_token()
             self.counters.add("threads_dropped", len(threads))
             return False
-        return self.delivery.submit(threads, admitted=self.push_back) == len(threads)
+        prepared = self._prepare(threads)
+        return self.delivery.submit(prepared, admitted=self.push_back) == len(prepared)
 
     def _warn_missing_token(self) -> None:
         if not self._warned_token:
@@ -89,3 +168,13 @@ class Bridge:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
+
+
+def _session_store(settings: ExporterSettings, session_db: str | None) -> SessionStore:
+    """Sessions in SQLite when a path is given (or beside the spool), else bounded in memory."""
+    path = session_db or settings.session_db
+    if path is None and settings.spool_dir:
+        path = os.path.join(settings.spool_dir, "otel-context-sessions.db")
+    if path:
+        return SqliteSessions(path, settings.session_max_turns, settings.session_ttl_s)
+    return MemorySessions(max_turns=settings.session_max_turns, ttl_s=settings.session_ttl_s)

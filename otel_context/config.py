@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
@@ -45,6 +46,25 @@ def _bool_env(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _list_env(name: str) -> tuple[str, ...]:
+    raw = env(name)
+    return _split(raw) if raw else ()
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
@@ -87,6 +107,18 @@ class ExporterSettings:
     retry_max_s: float = 30.0
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
+    root_wait_s: float = 10.0
+    include_tools: bool = False
+    redact: tuple[str, ...] = ()
+    redact_hook: Callable[[str], str] | None = field(default=None, repr=False)
+    include_workflows: tuple[str, ...] = ()
+    exclude_workflows: tuple[str, ...] = ()
+    sample_ratio: float = 1.0
+    association_prefix: str = "traceloop.association.properties."
+    sessions: bool = True
+    session_db: str | None = None
+    session_ttl_s: float = 86_400.0
+    session_max_turns: int = 200
 
     @property
     def plain_http(self) -> bool:
@@ -98,8 +130,9 @@ class ExporterSettings:
 
     def describe(self) -> dict[str, object]:
         """The settings as a dict for logs and `stats`, the token replaced by whether it is set."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("token", "redact_hook")}
         out["token"] = "set" if self.token else "missing"
+        out["redact_hook"] = "set" if self.redact_hook else None
         return out
 
 
@@ -123,7 +156,23 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "retry_max_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF", 30_000) / 1000,
         "spool_dir": env("OTEL_EXPORTER_CONTEXT_SPOOL_DIR"),
         "spool_max_bytes": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
+        "root_wait_s": _int_env("OTEL_EXPORTER_CONTEXT_ROOT_WAIT", 10_000) / 1000,
+        "include_tools": _bool_env("OTEL_EXPORTER_CONTEXT_INCLUDE_TOOLS", False),
+        "redact": _list_env("OTEL_EXPORTER_CONTEXT_REDACT"),
+        "include_workflows": _list_env("OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS"),
+        "exclude_workflows": _list_env("OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS"),
+        "sample_ratio": _float_env("OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", 1.0),
+        "association_prefix": env("OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX") or "traceloop.association.properties.",
+        "sessions": _bool_env("OTEL_EXPORTER_CONTEXT_SESSIONS", True),
+        "session_db": env("OTEL_EXPORTER_CONTEXT_SESSION_DB"),
+        "session_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_TTL", 86_400_000) / 1000,
+        "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
     }
+    redact = given.pop("redact", None)
+    if callable(redact):  # `redact=callable`: a hook applied after the built-in patterns
+        resolved["redact_hook"] = redact
+    elif redact is not None:
+        resolved["redact"] = tuple(redact) if not isinstance(redact, str) else _split(redact)
     if "timeout" in given:  # keyword `timeout` is in seconds, like the OTLP exporters' constructors
         resolved["timeout_s"] = float(given.pop("timeout"))  # type: ignore[arg-type]
     resolved.update(given)
@@ -143,6 +192,16 @@ def validate(settings: ExporterSettings) -> None:
         raise ConfigError(
             f"refusing to send the Context token in clear text to {settings.endpoint}: use https, a loopback "
             "address, or set OTEL_EXPORTER_CONTEXT_INSECURE=true to opt in"
+        )
+    if not 0.0 <= settings.sample_ratio <= 1.0:
+        raise ConfigError(f"OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO must be between 0 and 1, got {settings.sample_ratio}")
+    from .redaction import PATTERNS
+
+    unknown = sorted(set(settings.redact) - set(PATTERNS) - {"all"})
+    if unknown:
+        raise ConfigError(
+            f"OTEL_EXPORTER_CONTEXT_REDACT names unknown pattern(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(PATTERNS)} or all"
         )
     for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
         if getattr(settings, name) <= 0:

@@ -142,6 +142,7 @@ def convert_root(
         trace_id=root.trace_hex,
         end_ns=root.end_ns,
         start_ns=root.start_ns,
+        name=metadata.get("workflow") or root.name,
     )
 
 

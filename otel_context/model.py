@@ -67,6 +67,22 @@ class Message:
     metadata: dict[str, str] | None = None
     rating: int | None = None
 
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        """A message stored as wire JSON (a session's earlier turns)."""
+        stamp = data.get("event_timestamp")
+        return cls(
+            role=data.get("role"),  # type: ignore[arg-type]
+            text=data.get("message", ""),
+            type=data.get("type", "message"),
+            timestamp_ns=parse_iso8601(stamp) if stamp else None,
+            name=data.get("name"),
+            input=data.get("input"),
+            observation=data.get("observation"),
+            metadata=data.get("metadata"),
+            rating=data.get("rating"),
+        )
+
     def to_wire(self) -> dict[str, Any]:
         """The JSON object `context-python` sends for a `Message`."""
         out: dict[str, Any] = {"role": self.role, "message": self.text, "type": self.type}
@@ -89,6 +105,7 @@ class ConversationThread:
     trace_id: str = ""
     start_ns: int = 0
     end_ns: int = 0
+    name: str = ""  # the workflow (chain) or span name, for include/exclude filters
 
     def to_wire(self) -> dict[str, Any]:
         """The `conversation` object of `POST /api/v1/log/conversation/thread`."""
@@ -103,3 +120,11 @@ def iso8601(timestamp_ns: int) -> str:
     """Nanoseconds since the epoch as the millisecond ISO 8601 UTC string Context stores."""
     moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso8601(text: str) -> int:
+    """The inverse of `iso8601`, for timestamps read back from storage."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

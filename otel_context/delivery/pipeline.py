@@ -14,13 +14,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..config import ExporterSettings
 from ..model import ConversationThread
 from ..telemetry import Counters
+from .item import RATING, THREAD, QueueItem, encode_thread
 from .retry import Backoff
 from .sender import SendOutcome, Verdict
 from .spool import Spool
@@ -28,34 +28,24 @@ from .spool import Spool
 _logger = logging.getLogger("otel_context.delivery")
 
 
-@dataclass(slots=True)
-class QueueItem:
-    thread_id: str
-    body: bytes
-    seq: int | None = None  # row in the spool, when there is one
-
-
-def encode_thread(thread: ConversationThread) -> bytes:
-    """The request body of `POST /api/v1/log/conversation/thread`."""
-    return json.dumps({"conversation": thread.to_wire()}, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 class DeliveryQueue:
     """Memory queue + optional spool + worker threads started on first use."""
 
     def __init__(
         self,
-        send: Callable[[bytes], SendOutcome],
+        send: Callable[[QueueItem], SendOutcome],
         settings: ExporterSettings,
         counters: Counters,
     ) -> None:
-        self._send = send
+        self._send = send  # (item) -> outcome
         self.settings = settings
         self.counters = counters
         self.backoff = Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s)
         self._queue: deque[QueueItem] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._busy: set[str] = set()  # thread ids being uploaded: one request per thread at a time, in order
+        self._queued: dict[str, QueueItem] = {}  # thread id -> its queued upload, replaced by a newer version
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._deadline = float("inf")  # after shutdown(timeout): give up retrying past this instant
@@ -85,25 +75,54 @@ class DeliveryQueue:
             return 0
         accepted = self._spool_items(items) if self.spool is not None else items
         with self._cond:
-            room = len(accepted) if admitted else self.settings.queue_size - len(self._queue)
-            if self.spool is not None and (self._overflow or room < len(accepted)):
+            fresh = [item for item in accepted if not self._coalesce(item)]
+            room = len(fresh) if admitted else self.settings.queue_size - len(self._queue)
+            if self.spool is not None and (self._overflow or room < len(fresh)):
                 self._overflow = True  # on disk; workers will load them when memory frees up
                 keep = []
             else:
-                keep = accepted[: max(0, room)]
-            self._queue.extend(keep)
-            if keep and keep[-1].seq is not None:
-                self._cursor = max(self._cursor, keep[-1].seq)
-            self._cond.notify(len(keep) or 1)
-        if self.spool is None and len(keep) < len(items):
-            self._drop(len(items) - len(keep), "the delivery queue is full")
+                keep = fresh[: max(0, room)]
+            self._enqueue(keep)
+        if self.spool is None and len(keep) < len(fresh):
+            self._drop(len(fresh) - len(keep), "the delivery queue is full")
         self._start()
-        return len(accepted) if self.spool is not None else len(keep)
+        return len(accepted) if self.spool is not None else len(accepted) - len(fresh) + len(keep)
+
+    def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
+        """Queue a PATCH that sets `rating` on message `index` of a thread (after its pending upload)."""
+        body = json.dumps([{} for _ in range(index)] + [{"rating": rating}]).encode()
+        items = [QueueItem(thread_id, body, RATING)]
+        if self.spool is not None:
+            items = self._spool_items(items)
+        with self._cond:
+            self._enqueue(items)
+        self._start()
+
+    def _coalesce(self, item: QueueItem) -> bool:
+        """A newer version of a thread still waiting in the queue replaces the older one there."""
+        queued = self._queued.get(item.thread_id)
+        if queued is None or item.kind != THREAD:
+            return False
+        old_seq = queued.seq
+        queued.body, queued.seq = item.body, item.seq
+        if old_seq is not None and self.spool is not None:
+            self.spool.remove(old_seq)
+        return True
+
+    def _enqueue(self, items: list[QueueItem]) -> None:
+        """Append under the lock and wake workers."""
+        for item in items:
+            self._queue.append(item)
+            if item.kind == THREAD:
+                self._queued[item.thread_id] = item
+            if item.seq is not None:
+                self._cursor = max(self._cursor, item.seq)
+        self._cond.notify(len(items) or 1)
 
     def _spool_items(self, items: list[QueueItem]) -> list[QueueItem]:
         assert self.spool is not None
         try:
-            seqs = self.spool.add((item.thread_id, item.body) for item in items)
+            seqs = self.spool.add((item.thread_id, item.kind, item.body) for item in items)
         except Exception as error:
             self._log_once("spool-error", "otel-context cannot write its spool (%s); threads are dropped", error)
             self._drop(len(items), "the spool is not writable")
@@ -152,6 +171,7 @@ class DeliveryQueue:
             self._deadline = time.monotonic()
             left = list(self._queue)
             self._queue.clear()
+            self._queued.clear()
             self._cond.notify_all()
         for worker in self._workers:
             worker.join(timeout=max(0.5, self.settings.timeout_s + 0.5))
@@ -178,20 +198,25 @@ class DeliveryQueue:
     # -- consumer side ----------------------------------------------------------------------------
     def _next(self) -> QueueItem | None:
         with self._cond:
-            while not self._queue:
+            while True:
+                for index, item in enumerate(self._queue):
+                    if item.thread_id not in self._busy:
+                        del self._queue[index]
+                        if self._queued.get(item.thread_id) is item:
+                            del self._queued[item.thread_id]
+                        self._busy.add(item.thread_id)
+                        self._in_flight += 1
+                        return item
                 if self._stopping:
                     return None
-                if self._overflow:
+                if self._overflow and not self._queue:
                     self._cond.release()
                     try:
                         self._refill()
                     finally:
                         self._cond.acquire()
-                    if self._queue:
-                        break
+                    continue
                 self._cond.wait(0.5)
-            self._in_flight += 1
-            return self._queue.popleft()
 
     def _refill(self) -> int:
         """Load spooled items not yet in memory (replay at start, catch-up after an overflow)."""
@@ -199,11 +224,8 @@ class DeliveryQueue:
         room = self.settings.queue_size - len(self._queue)
         rows = self.spool.read_after(self._cursor, max(1, room))
         with self._cond:
-            self._queue.extend(QueueItem(thread_id, body, seq) for seq, thread_id, body in rows)
-            if rows:
-                self._cursor = rows[-1][0]
+            self._enqueue([QueueItem(thread_id, body, kind, seq) for seq, thread_id, kind, body in rows])
             self._overflow = len(rows) >= max(1, room)
-            self._cond.notify_all()
         return len(rows)
 
     def _work(self) -> None:
@@ -215,6 +237,7 @@ class DeliveryQueue:
                 finally:
                     with self._cond:
                         self._in_flight -= 1
+                        self._busy.discard(item.thread_id)
                         self._cond.notify_all()
 
     def _deliver(self, item: QueueItem) -> None:
@@ -222,9 +245,10 @@ class DeliveryQueue:
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._send(item.body)
+            outcome = self._send(item)
             if outcome.verdict is Verdict.DELIVERED:
-                self.counters.add("threads_uploaded")
+                if item.kind == THREAD:
+                    self.counters.add("threads_uploaded")
                 self._forget(item)
                 return
             if outcome.verdict is Verdict.REJECTED:

@@ -21,6 +21,7 @@ from getcontext import ContextAPI
 from getcontext.token import Credential
 
 from ..config import ExporterSettings
+from .item import RATING, QueueItem
 from .retry import RETRYABLE_STATUS, parse_retry_after
 
 USER_AGENT = "otel-context"
@@ -66,18 +67,21 @@ class ContextSender:
                 self._clients.append(client)
         return client
 
-    def send(self, body: bytes) -> SendOutcome:
-        """POST one `{"conversation": ...}` body; never raises."""
+    def send(self, item: QueueItem) -> SendOutcome:
+        """POST a thread, or PATCH ratings onto one; never raises."""
         timeout = self.settings.timeout_s
+        options = {
+            "content_type": "application/json",
+            "enforce_https": self._enforce_https,
+            "connection_timeout": timeout,
+            "read_timeout": timeout,
+        }
         try:
-            self._client().log.conversation_thread(
-                body,
-                tenant_id=self.settings.tenant_id,
-                content_type="application/json",
-                enforce_https=self._enforce_https,
-                connection_timeout=timeout,
-                read_timeout=timeout,
-            )
+            log = self._client().log
+            if item.kind == RATING:
+                log.update_conversation_thread(item.thread_id, item.body, **options)
+            else:
+                log.conversation_thread(item.body, tenant_id=self.settings.tenant_id, **options)
         except ClientAuthenticationError as error:
             return SendOutcome(Verdict.REJECTED, 401, reason=_reason(error, "the Context API refused the token"))
         except HttpResponseError as error:

@@ -29,7 +29,7 @@ class Spool:
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " thread_id TEXT NOT NULL, body BLOB NOT NULL)"
+            " thread_id TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'thread', body BLOB NOT NULL)"
         )
         self._count, self._bytes = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items"
@@ -43,18 +43,20 @@ class Spool:
         """Items stored (kept in memory: read by gauges, and still right after `close`)."""
         return self._count
 
-    def add(self, items: Iterable[tuple[str, bytes]]) -> list[int | None]:
+    def add(self, items: Iterable[tuple[str, str, bytes]]) -> list[int | None]:
         """Store items in one transaction; each gets its sequence number, or None when the spool is full."""
         out: list[int | None] = []
         with self._lock:
             added = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for thread_id, body in items:
+                for thread_id, kind, body in items:
                     if self._bytes + added + len(body) > self.max_bytes:
                         out.append(None)
                         continue
-                    cursor = self._db.execute("INSERT INTO items (thread_id, body) VALUES (?, ?)", (thread_id, body))
+                    cursor = self._db.execute(
+                        "INSERT INTO items (thread_id, kind, body) VALUES (?, ?, ?)", (thread_id, kind, body)
+                    )
                     added += len(body)
                     out.append(cursor.lastrowid)
                 self._db.execute("COMMIT")
@@ -72,11 +74,11 @@ class Spool:
                 self._bytes -= row[0]
                 self._count -= 1
 
-    def read_after(self, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, str, str, bytes]]:
         """Items in arrival order after `seq`: the replay at start and the refill after an overflow."""
         with self._lock:
             return self._db.execute(
-                "SELECT seq, thread_id, body FROM items WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+                "SELECT seq, thread_id, kind, body FROM items WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
 
     def close(self) -> None:

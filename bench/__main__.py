@@ -1,0 +1,109 @@
+"""`python -m bench [--quick] [--out DIR]`: run every benchmark side by side, print and write the results.
+
+Writes `results.md` and `overhead.png` to `--out` (default: this `bench/` folder). `--quick` is the CI
+smoke run (under a minute, figures indicative only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import conversion, delivery, machine, memory, overhead, report, sidecar
+from .apps import SpanMix, capture_mix
+from .services import LocalApiProcess, OtlpSink
+
+HERE = Path(__file__).resolve().parent
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each benchmark to run."""
+
+    n: int
+    warmup: int
+    rounds: int
+    conversion_spans: int
+    conversion_repeats: int
+    sidecar_requests: int
+    sidecar_sends: int
+    memory_traces: int
+    delivery: tuple[tuple[float, int], ...]
+    latencies: tuple[float, ...] = (0.0, 0.02)
+
+
+FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)))
+QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run in under a minute")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.md and overhead.png go (default bench/)")
+    parser.add_argument("--n", type=int, help="timed calls per set-up, phase and round (benchmark 1)")
+    parser.add_argument("--rounds", type=int, help="rounds of benchmark 1")
+    parser.add_argument(
+        "--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)} (default: all)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(ALL)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    n = args.n or plan.n
+    rounds = args.rounds or plan.rounds
+    facts = machine.describe()
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections: list[report.Section] = []
+    with LocalApiProcess() as api, OtlpSink() as sink:
+        log(f"local Context API at {api.url}, OTLP sink at {sink.url}")
+        mix = SpanMix(capture_mix())
+        if "overhead" in only:
+            log(f"1. app overhead: {n} calls x {len(overhead.SETUPS)} set-ups x {len(plan.latencies)} latencies")
+            result = overhead.run(
+                api, sink, n=n, warmup=plan.warmup, rounds=rounds, latencies=list(plan.latencies), log=log
+            )
+            overhead.chart(result, args.out / "overhead.png")
+            sections.append(overhead.section(result, "overhead.png"))
+        if "conversion" in only:
+            log("2. conversion throughput")
+            converted = conversion.run(mix, total_spans=plan.conversion_spans, repeats=plan.conversion_repeats)
+            sections.append(conversion.section(converted))
+        if "sidecar" in only:
+            log("3. sidecar throughput")
+            served = sidecar.run(api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, log=log)
+            sections.append(sidecar.section(served))
+        if "memory" in only:
+            log("4. memory")
+            sections.append(memory.section(memory.run(plan.memory_traces)))
+        if "delivery" in only:
+            log("5. end-to-end delivery")
+            sections.append(delivery.section(delivery.run(api, mix, list(plan.delivery), log=log)))
+    mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
+    settings = (
+        f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "
+        f"{time.perf_counter() - started:,.0f} s. Medians and ratios are measured side by side in this one run."
+    )
+    text = report.render(facts, settings, sections)
+    path = report.write(args.out, text)
+    print(text)
+    log(f"wrote {path}" + (f" and {args.out / 'overhead.png'}" if "overhead" in only else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Benchmark 3: OTLP/HTTP requests of 100 spans per second through `otel-context serve`, delivering to the
+local Context API, against the raw `ExportTraceServiceRequest.FromString` rate of the same bodies.
+
+The sidecar runs as its own process (`python -m otel_context.cli serve`); a concurrent aiohttp client in
+this process posts the bodies, retrying 503s as a Collector would, and the run ends when every thread
+is uploaded. A single-threaded breakdown then times each in-process stage on the same bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_context import ContextSpanExporter
+from otel_context.assembly import TraceBuffer
+from otel_context.delivery.pipeline import encode_thread
+from otel_context.model import ConversationThread
+from otel_context.spans.otlp import decode_protobuf, records_from_request
+
+from .apps import SpanMix
+from .report import SIDECAR, Section, Target, num, table
+from .services import TOKEN, LocalApiProcess, http_json
+from .stats import median
+
+SPANS_PER_REQUEST = 100
+SERVE_TOKEN = "bench-collector"
+RATIO_GOAL = 0.5
+UPLOAD = "upload (delivery queue, 1 worker: one POST per thread)"
+
+
+@dataclass
+class SidecarRun:
+    requests: int
+    spans: int
+    threads: int
+    concurrency: int
+    settle_ms: int
+    accept_s: float
+    done_s: float
+    answered_503: int
+    counters: dict[str, int]
+    raw_rate: float
+    stages: dict[str, float] = field(default_factory=dict)  # µs per request, single thread
+    threads_per_request: float = 0.0
+
+    @property
+    def accepted_rate(self) -> float:
+        return self.requests / self.accept_s
+
+    @property
+    def delivered_rate(self) -> float:
+        return self.requests / self.done_s
+
+
+class ServeProcess:
+    """`otel-context serve` on a free port, HTTP only, delivering to `api_url`."""
+
+    def __init__(self, api_url: str, settle_ms: int) -> None:
+        self.api_url = api_url
+        self.settle_ms = settle_ms
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in __exit__)
+
+    def __enter__(self) -> ServeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
+        env["OTEL_EXPORTER_CONTEXT_TOKEN"] = TOKEN
+        command = [
+            sys.executable,
+            "-m",
+            "otel_context.cli",
+            "serve",
+            "--port",
+            "0",
+            "--grpc-port",
+            "-1",
+            "--token",
+            SERVE_TOKEN,
+            "--settle-ms",
+            str(self.settle_ms),
+            "--endpoint",
+            self.api_url,
+        ]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # "otel-context serve: OTLP/HTTP on http://h:p/v1/traces, ..."
+        if "OTLP/HTTP on " not in line:
+            self.__exit__()
+            self._log.seek(0)
+            raise RuntimeError(f"otel-context serve did not start: {line!r} {self._log.read()[-2000:]}")
+        self.url = line.split("OTLP/HTTP on ", 1)[1].split("/v1/traces", 1)[0]
+        return self
+
+    def stats(self) -> dict[str, int]:
+        return http_json(f"{self.url}/stats", token=SERVE_TOKEN)["counters"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        self._process = None
+        self._log.close()
+
+
+async def post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
+    """POST every body with `concurrency` connections; 503s are retried shortly after. Returns the 503 count."""
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {SERVE_TOKEN}"}
+    pending = iter(bodies)
+    refused = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal refused
+        for body in pending:
+            while True:
+                async with session.post(f"{url}/v1/traces", data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status == 200:
+                        break
+                    if response.status != 503:
+                        raise RuntimeError(f"sidecar answered {response.status}")
+                refused += 1
+                await asyncio.sleep(0.05)  # a Collector would wait Retry-After; keep the pipe full instead
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return refused
+
+
+def raw_rate(bodies: list[bytes], repeats: int = 5) -> float:
+    """Requests/s of `ExportTraceServiceRequest.FromString` alone (median of `repeats`)."""
+    rates = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        for body in bodies:
+            ExportTraceServiceRequest.FromString(body)
+        rates.append(len(bodies) / (time.perf_counter() - started))
+    return median(rates)
+
+
+def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, float], float]:
+    """µs per request of each in-process stage, single thread; and threads per request."""
+    stages: dict[str, float] = {"decode_protobuf": 0.0, "records_from_request": 0.0}
+    stages.update({"TraceBuffer.add (assemble + convert)": 0.0, "encode_thread (JSON bodies)": 0.0})
+    clock = time.perf_counter_ns
+    buffer = TraceBuffer()
+    thread_bodies: list[bytes] = []
+    all_threads: list[ConversationThread] = []
+    gc.collect()
+    for body in bodies:
+        t0 = clock()
+        request = decode_protobuf(body)
+        t1 = clock()
+        records, _ = records_from_request(request)
+        t2 = clock()
+        threads = buffer.add(records)
+        t3 = clock()
+        encoded = [encode_thread(thread) for thread in threads]
+        t4 = clock()
+        thread_bodies.extend(encoded)
+        all_threads.extend(threads)
+        for name, took in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            stages[name] += took
+    per_request = {name: took / 1000 / len(bodies) for name, took in stages.items()}
+    threads_per_request = len(thread_bodies) / len(bodies)
+    per_thread = upload_us_per_thread(api_url, all_threads[: sends + 1])
+    per_request[UPLOAD] = per_thread * threads_per_request
+    return per_request, threads_per_request
+
+
+def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> float:
+    """µs per thread uploaded by the exporter's delivery queue with a single worker (sequential POSTs)."""
+    exporter = ContextSpanExporter(endpoint=api_url, token=TOKEN, concurrency=1, register_metrics=False)
+    try:
+        exporter.delivery.submit(threads[:1])  # connect once
+        exporter.force_flush(60_000)
+        started = time.perf_counter_ns()
+        exporter.delivery.submit(threads[1:])
+        exporter.force_flush(600_000)
+        took = time.perf_counter_ns() - started
+        uploaded = exporter.stats()["threads_uploaded"] - 1
+    finally:
+        exporter.shutdown(60_000)
+    if uploaded != len(threads) - 1:
+        raise RuntimeError(f"upload sample: {uploaded} of {len(threads) - 1} threads uploaded")
+    return took / 1000 / uploaded
+
+
+def run(
+    api: LocalApiProcess,
+    mix: SpanMix,
+    *,
+    requests: int,
+    concurrency: int = 4,
+    settle_ms: int = 100,
+    sends: int = 200,
+    log: Callable[[str], None] = print,
+) -> SidecarRun:
+    batches = mix.span_batches(requests * SPANS_PER_REQUEST, SPANS_PER_REQUEST)[:requests]
+    bodies = [encode_spans(batch).SerializeToString() for batch in batches]
+    spans = sum(len(b) for b in batches)
+    threads = len({s.context.trace_id for b in batches for s in b if s.context is not None and s.parent is None})
+    with ServeProcess(api.url, settle_ms) as serve:
+        asyncio.run(post_all(serve.url, bodies[:2], 1))  # warm-up: connections, first conversions
+        warm = serve.stats()
+        expected = warm["threads_uploaded"] + threads
+        started = time.perf_counter()
+        refused = asyncio.run(post_all(serve.url, bodies, concurrency))
+        accept_s = time.perf_counter() - started
+        while True:
+            counters = serve.stats()
+            if counters["threads_uploaded"] + counters["threads_dropped"] + counters["threads_rejected"] >= expected:
+                break
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"sidecar delivery did not finish: {counters}")
+            time.sleep(0.02)
+        done_s = time.perf_counter() - started
+    log(f"  sidecar: {requests} requests accepted in {accept_s:.1f} s, delivered in {done_s:.1f} s")
+    delta = {key: counters[key] - warm.get(key, 0) for key in counters if isinstance(counters[key], int)}
+    result = SidecarRun(
+        requests, spans, threads, concurrency, settle_ms, accept_s, done_s, refused, delta, raw_rate(bodies)
+    )
+    result.stages, result.threads_per_request = breakdown(bodies, api.url, sends)
+    return result
+
+
+def section(run: SidecarRun) -> Section:
+    rows = [
+        (
+            "`ExportTraceServiceRequest.FromString` alone",
+            num(run.raw_rate, 0),
+            num(run.raw_rate * SPANS_PER_REQUEST, 0),
+            "1.00",
+        ),
+        (
+            "otel-context serve: answered 200 (converted and queued)",
+            num(run.accepted_rate, 0),
+            num(run.accepted_rate * SPANS_PER_REQUEST, 0),
+            f"{run.accepted_rate / run.raw_rate:.3f}",
+        ),
+        (
+            "otel-context serve: every thread uploaded to the local API",
+            num(run.delivered_rate, 0),
+            num(run.delivered_rate * SPANS_PER_REQUEST, 0),
+            f"{run.delivered_rate / run.raw_rate:.3f}",
+        ),
+    ]
+    total = sum(run.stages.values())
+    in_process = sum(v for k, v in run.stages.items() if k != UPLOAD)
+    stage_rows = [(f"`{name}`", num(us), f"{us / total:.0%}", num(1e6 / us, 0)) for name, us in run.stages.items()]
+    stage_rows.append(("total", num(total), "100%", num(1e6 / total, 0)))
+    counters = run.counters
+    value = run.delivered_rate / run.raw_rate
+    body = "\n".join(
+        [
+            f"{run.requests:,} OTLP/HTTP protobuf requests of {SPANS_PER_REQUEST} spans ({run.spans:,} spans, "
+            f"{run.threads:,} traces) from the realistic mix, posted by an aiohttp client with {run.concurrency} "
+            f"connections to `otel-context serve` (own process, settle {run.settle_ms} ms), which delivers to the "
+            f"local Context API (own process). 503 answers (backlog full) retried after 50 ms: {run.answered_503:,}. "
+            f"Sidecar counters: threads_converted={counters.get('threads_converted')}, "
+            f"threads_uploaded={counters.get('threads_uploaded')}, threads_retried={counters.get('threads_retried')}, "
+            f"threads_dropped={counters.get('threads_dropped')}.",
+            "",
+            table(("path", "requests/s", "spans/s", "× FromString"), rows),
+            "",
+            f"Ratio (every thread uploaded) / FromString: **{value:.3f}** (target ≥ {RATIO_GOAL:g}); "
+            f"answered-200 rate / FromString: {run.accepted_rate / run.raw_rate:.3f}.",
+            "",
+            f"Where the time goes, per request of {SPANS_PER_REQUEST} spans ({run.threads_per_request:.1f} threads), "
+            "single thread, same bodies (`otel_context/spans/otlp.py`, `otel_context/assembly.py`, "
+            "`otel_context/delivery/`):",
+            "",
+            table(("stage", "µs per request", "share", "requests/s alone"), stage_rows),
+            "",
+            f"In-process stages without upload: {num(in_process)} µs per request ({num(1e6 / in_process, 0)} "
+            f"requests/s, {1e6 / in_process / run.raw_rate:.3f} × FromString). The HTTP server (aiohttp) is not in "
+            "this table.",
+        ]
+    )
+    target = Target(
+        "sidecar requests/s ÷ FromString (delivered)", f"{value:.3f}", f"≥ {RATIO_GOAL:g}", value >= RATIO_GOAL
+    )
+    return Section(SIDECAR, body, [target])

@@ -1,0 +1,305 @@
+"""The OpenTelemetry GenAI semantic conventions, as provider instrumentations write them.
+
+`opentelemetry-instrumentation-openai-v2`, Traceloop's `opentelemetry-instrumentation-openai` and
+the like describe one model call per span (`gen_ai.operation.name` or `llm.request.type`) and say
+nothing about LangChain. The messages have moved three times, and all three are still in use, so they
+are read in this order:
+
+1. span attributes: `gen_ai.system_instructions`, `gen_ai.input.messages`, `gen_ai.output.messages`
+   (semconv 1.37 and later), or the flat `gen_ai.prompt.{i}.*` / `gen_ai.completion.{i}.*` keys;
+2. span events: `gen_ai.client.inference.operation.details` (the same three keys as attributes);
+   else one event per message (semconv 1.28 to 1.36): `gen_ai.system.message`, `gen_ai.user.message`,
+   `gen_ai.assistant.message`, `gen_ai.tool.message`, `gen_ai.choice`, whose body is either in
+   attributes of its own (`content`, `role`, `tool_calls`, `id`, `message`, `index`, `finish_reason`)
+   or a JSON object in `gen_ai.event.content` or `body`;
+   else `gen_ai.content.prompt` / `gen_ai.content.completion` carrying `gen_ai.prompt` /
+   `gen_ai.completion` (semconv 1.26 and 1.27).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..model import Message, SpanEvent
+from ..text import as_text, compact_json, parse_json
+from .base import SpanClass, ToolStep, Usage
+from .openllmetry import ASSOCIATION_PREFIX, PLACEHOLDER_MODELS, MessageBuilder, OpenLLMetry
+
+# Keys of the conventions registered before this one: their spans are theirs, whatever else they carry.
+OTHER_CONVENTION_KEYS = ("traceloop.span.kind", "traceloop.workflow.name", "openinference.span.kind")
+OPERATIONS = {
+    "chat": SpanClass.LLM,
+    "text_completion": SpanClass.LLM,
+    "completion": SpanClass.LLM,  # `llm.request.type` of Traceloop's provider instrumentations
+    "generate_content": SpanClass.LLM,
+    "execute_tool": SpanClass.TOOL,
+    "invoke_agent": SpanClass.CHAIN,
+}
+DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+CHOICE_EVENT = "gen_ai.choice"
+CONTENT_EVENTS = {"gen_ai.content.prompt": "gen_ai.prompt", "gen_ai.content.completion": "gen_ai.completion"}
+BODY_KEYS = ("gen_ai.event.content", "body", "event.body")  # the whole event body as one JSON object
+BODY_FIELDS = ("content", "role", "id", "tool_call_id", "tool_calls", "message", "index", "finish_reason")
+_FLAT_KEY = re.compile(r"^gen_ai\.(prompt|completion)\.\d+\.")
+
+
+def _is_block(value: Any) -> bool:
+    """A content block of some provider: a GenAI part, an OpenAI content part, a Bedrock block."""
+    return isinstance(value, str) or (
+        isinstance(value, Mapping) and any(k in value for k in ("type", "text", "toolUse", "toolResult"))
+    )
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """Message content in any recorded shape as GenAI parts (`text`, `tool_call`, `tool_call_response`)."""
+    if content is None or content == "":
+        return []
+    parsed = parse_json(content)
+    if isinstance(parsed, Mapping) and _is_block(parsed):
+        parsed = [parsed]
+    if not (isinstance(parsed, list) and parsed and all(_is_block(b) for b in parsed)):
+        # plain text, or JSON that is no content blocks: the text as the model saw it
+        return [{"type": "text", "content": content if isinstance(content, str) else compact_json(content)}]
+    parts: list[dict[str, Any]] = []
+    for block in parsed:
+        if isinstance(block, str):
+            parts.append({"type": "text", "content": block})
+        elif isinstance(block.get("toolUse"), Mapping):  # Bedrock Converse
+            use = block["toolUse"]
+            call = {"type": "tool_call", "id": use.get("toolUseId"), "name": use.get("name")}
+            parts.append({**call, "arguments": use.get("input")})
+        elif isinstance(block.get("toolResult"), Mapping):
+            result = block["toolResult"]
+            response = _text(_parts(result.get("content")))
+            parts.append({"type": "tool_call_response", "id": result.get("toolUseId"), "response": response})
+        elif block.get("type") == "tool_call_response" and "response" not in block and "result" in block:
+            parts.append({**block, "response": block["result"]})  # the semconv docs' example says `result`
+        elif "type" not in block:
+            parts.append({"type": "text", "content": block.get("text")})
+        else:
+            parts.append(dict(block))
+    return parts
+
+
+def _text(parts: Iterable[Mapping[str, Any]]) -> str:
+    texts = [as_text(p.get("content", p.get("text"))) for p in parts if p.get("type", "text") == "text"]
+    return "\n".join(t for t in texts if t)
+
+
+def _tool_call_parts(calls: Any) -> list[dict[str, Any]]:
+    """OpenAI-style `tool_calls` (`{"id", "function": {"name", "arguments"}}`) as `tool_call` parts."""
+    calls = parse_json(calls)
+    if isinstance(calls, Mapping):
+        calls = [calls]
+    if not isinstance(calls, list):
+        return []
+    parts = []
+    for call in calls:
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": call.get("id"),
+                "name": function.get("name") or call.get("name"),
+                "arguments": function.get("arguments", call.get("arguments", call.get("args"))),
+            }
+        )
+    return parts
+
+
+def _message_parts(role: str, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A `{role, parts}` (semconv 1.37) or `{role, content, tool_calls, tool_call_id | id}` message as parts."""
+    if "parts" in message:
+        return _parts(message["parts"])
+    parts = _parts(message.get("content"))
+    if role == "tool":
+        call_id = message.get("tool_call_id", message.get("id"))
+        if not any(p.get("type") == "tool_call_response" for p in parts):
+            parts = [{"type": "tool_call_response", "id": call_id, "response": _text(parts)}]
+        return parts
+    return parts + _tool_call_parts(message.get("tool_calls"))
+
+
+def _message_list(value: Any) -> list[Mapping[str, Any]]:
+    parsed = parse_json(value)
+    if isinstance(parsed, Mapping):
+        parsed = [parsed]
+    if isinstance(parsed, str) and parsed:
+        return [{"content": parsed}]
+    return [m for m in parsed if isinstance(m, Mapping)] if isinstance(parsed, list) else []
+
+
+def _add_system(builder: MessageBuilder, instructions: Any) -> None:
+    """`gen_ai.system_instructions`: a list of parts, or plain text."""
+    if instructions is not None:
+        builder.add("system", _parts(instructions))
+
+
+def _read_lists(builder: MessageBuilder, system: Any, inputs: Any, outputs: Any) -> int:
+    """System instructions, input and output message lists into the builder; returns the split."""
+    _add_system(builder, system)
+    for message in _message_list(inputs):
+        role = as_text(message.get("role")) or "user"
+        builder.add(role, _message_parts(role.lower(), message))
+    split = len(builder.messages)
+    for message in _message_list(outputs):
+        role = as_text(message.get("role")) or "assistant"
+        builder.add(role, _message_parts(role.lower(), message), force_assistant=True)
+    return split
+
+
+def _event_body(event: SpanEvent) -> dict[str, Any]:
+    """An old-style message event's body: a JSON object in one attribute, or one attribute per field."""
+    attributes = event.attributes
+    body: dict[str, Any] = {}
+    for key in BODY_KEYS:
+        if key in attributes:
+            parsed = parse_json(attributes[key])
+            body = dict(parsed) if isinstance(parsed, Mapping) else {"content": parsed}
+            break
+    for key in BODY_FIELDS:
+        if key not in body and key in attributes:
+            body[key] = attributes[key]
+    return body
+
+
+def _choice_message(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A `gen_ai.choice` body's message: `message` is an object, or (Strands) the content itself."""
+    message = parse_json(body.get("message"))
+    if isinstance(message, Mapping) and any(k in message for k in ("content", "tool_calls", "role", "parts")):
+        found = dict(message)
+    else:
+        found = {"content": body.get("message", body.get("content"))}
+    if "tool_calls" not in found and body.get("tool_calls") is not None:
+        found["tool_calls"] = body["tool_calls"]
+    return found
+
+
+def _read_message_events(builder: MessageBuilder, events: Iterable[SpanEvent]) -> int:
+    """Semconv 1.28-1.36 message events: inputs in order, then choices by index; returns the split."""
+    choices: list[tuple[int, int, dict[str, Any]]] = []
+    for position, event in enumerate(events):
+        if event.name == CHOICE_EVENT:
+            body = _event_body(event)
+            index = body.get("index")
+            choices.append((index if isinstance(index, int) else position, position, _choice_message(body)))
+        elif event.name in MESSAGE_EVENTS:
+            role = MESSAGE_EVENTS[event.name]
+            builder.add(role, _message_parts(role, _event_body(event)))
+    split = len(builder.messages)
+    for _, _, message in sorted(choices, key=lambda c: (c[0], c[1])):
+        builder.add("assistant", _message_parts("assistant", message), force_assistant=True)
+    return split
+
+
+def _read_content_events(builder: MessageBuilder, events: Iterable[SpanEvent]) -> int | None:
+    """Semconv 1.26-1.27: `gen_ai.content.prompt` / `.completion` events; None when there are none."""
+    found = {name: event for event in events if (name := event.name) in CONTENT_EVENTS}
+    if not found:
+        return None
+    prompt = found.get("gen_ai.content.prompt")
+    completion = found.get("gen_ai.content.completion")
+    return _read_lists(
+        builder,
+        None,
+        prompt.attributes.get("gen_ai.prompt") if prompt else None,
+        completion.attributes.get("gen_ai.completion") if completion else None,
+    )
+
+
+class GenAISemconv:
+    """Spans of provider instrumentations that follow the OpenTelemetry GenAI semantic conventions."""
+
+    name = "genai"
+
+    def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
+        # Usage keys, flat message keys and user properties are the ones OpenLLMetry reads too.
+        self._openllmetry = OpenLLMetry(association_prefix)
+
+    def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
+        if any(key in attributes for key in OTHER_CONVENTION_KEYS):
+            return None
+        operation = attributes.get("gen_ai.operation.name") or attributes.get("llm.request.type")
+        if isinstance(operation, str) and operation:
+            return OPERATIONS.get(operation.lower(), SpanClass.STEP)  # embeddings, create_agent, rerank, ...
+        if (attributes.get("gen_ai.system") or attributes.get("gen_ai.provider.name")) and (
+            attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
+        ):
+            return SpanClass.LLM  # semconv 1.26: no operation name yet
+        return None
+
+    def models(self, attributes: Mapping[str, Any]) -> list[str]:
+        for key in ("gen_ai.response.model", "gen_ai.request.model"):
+            value = attributes.get(key)
+            if isinstance(value, str) and value.strip().lower() not in PLACEHOLDER_MODELS:
+                return [value.strip()]
+        return []
+
+    def usage(self, attributes: Mapping[str, Any]) -> Usage:
+        return self._openllmetry.usage(attributes)
+
+    def llm_messages(
+        self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()
+    ) -> tuple[list[Message], list[Message]]:
+        builder = MessageBuilder()
+        system = attributes.get("gen_ai.system_instructions")
+        if "gen_ai.input.messages" in attributes or "gen_ai.output.messages" in attributes:
+            split = _read_lists(
+                builder, system, attributes.get("gen_ai.input.messages"), attributes.get("gen_ai.output.messages")
+            )
+        elif any(_FLAT_KEY.match(key) for key in attributes):
+            _add_system(builder, system)
+            split = OpenLLMetry._read_flat(attributes, builder)
+        else:
+            split = self._read_events(builder, system, events)
+        return builder.messages[:split], builder.messages[split:]
+
+    @staticmethod
+    def _read_events(builder: MessageBuilder, system: Any, events: tuple[SpanEvent, ...]) -> int:
+        details = next((e for e in events if e.name == DETAILS_EVENT), None)
+        if details is not None:
+            get = details.attributes.get
+            return _read_lists(
+                builder,
+                get("gen_ai.system_instructions", system),
+                get("gen_ai.input.messages"),
+                get("gen_ai.output.messages"),
+            )
+        _add_system(builder, system)
+        if any(e.name in MESSAGE_EVENTS or e.name == CHOICE_EVENT for e in events):
+            return _read_message_events(builder, events)
+        split = _read_content_events(builder, events)
+        return len(builder.messages) if split is None else split
+
+    def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
+        """An agent span's question and answer: its last user and last assistant message, if recorded."""
+        inputs, outputs = self.llm_messages(attributes)
+        asked = [m.text for m in inputs if m.type == "message" and m.role == "user"]
+        answered = [m.text for m in outputs if m.type == "message" and m.role == "assistant"]
+        return (asked[-1] if asked else None), (answered[-1] if answered else None)
+
+    def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
+        """`execute_tool`: `gen_ai.tool.name`, `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`."""
+        result = attributes.get("gen_ai.tool.call.result")
+        return ToolStep(
+            name=as_text(attributes.get("gen_ai.tool.name")) or "tool",
+            input=parse_json(attributes.get("gen_ai.tool.call.arguments")),
+            output=None if result is None else as_text(parse_json(result)),
+        )
+
+    def tags(self, attributes: Mapping[str, Any]) -> list[str]:
+        return []
+
+    def properties(self, attributes: Mapping[str, Any]) -> dict[str, str]:
+        """`user.id`, `enduser.id`, `session.id`, `gen_ai.conversation.id` (and OpenLLMetry association properties)."""
+        return self._openllmetry.properties(attributes)

@@ -1,0 +1,229 @@
+"""Arize OpenInference (`openinference-instrumentation-langchain`): `openinference.span.kind` and friends.
+
+OpenInference marks every LangChain run with a kind (CHAIN, LLM, TOOL, ...) but never says which chain
+is the top one: the root is simply the CHAIN span whose parent is not a GenAI span, which assembly
+decides. Chain input and output are `input.value` / `output.value`, JSON only when the mime type says
+so; a run whose input is a one-key dict with a string value is recorded as that bare string. Model
+messages are flat keys: `llm.input_messages.{i}.message.role/content/...`. LangChain config metadata
+lands in the `metadata` JSON string, and only `session_id` (or `conversation_id`, `thread_id`) is also
+copied to `session.id`; `user.id` and `tag.tags` come only from OpenInference's `using_attributes`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import Message, SpanEvent
+from ..text import as_text, parse_json
+from .base import SpanClass, ToolStep, Usage
+from .openllmetry import PLACEHOLDER_MODELS, MessageBuilder
+
+KIND = "openinference.span.kind"
+JSON_MIME = "application/json"
+CHAIN_KINDS = frozenset({"CHAIN", "AGENT"})
+# LangChain's own run metadata (ls_provider, lc_versions, langgraph_node, checkpoint_ns, ...): noise.
+_INTERNAL_METADATA = re.compile(r"^(ls_|lc_|langgraph_|checkpoint_)")
+_MESSAGE_KEY = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
+_CONTENT_KEY = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
+_TOOL_CALL_KEY = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+_PROMPT_KEY = re.compile(r"^llm\.prompts\.(\d+)\.prompt\.text$")
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _langchain_messages(value: Any) -> Any:
+    """Rewrite `message_to_dict` dumps (`{"type": "ai", "data": {...}}`) as `{"type", "content"}` messages.
+
+    OpenInference serialises a LangChain message that is a run's whole input or output that way (a chain
+    without an output parser returns an AIMessage); `render` reads the `{"type", "content"}` shape.
+    """
+    if isinstance(value, list):
+        return [_langchain_messages(item) for item in value]
+    if not isinstance(value, Mapping):
+        return value
+    data = value.get("data")
+    if set(value) == {"type", "data"} and isinstance(data, Mapping) and "content" in data:
+        return {"type": value["type"], "content": data["content"]}
+    return {key: _langchain_messages(item) for key, item in value.items()}
+
+
+def _io_value(attributes: Mapping[str, Any], side: str) -> Any:
+    """`input.value` / `output.value`, parsed when its mime type is JSON, else the text as recorded."""
+    value = attributes.get(f"{side}.value")
+    if value is None:
+        return None
+    if attributes.get(f"{side}.mime_type") == JSON_MIME:
+        return _langchain_messages(parse_json(value))
+    return value
+
+
+def _message_fields(attributes: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
+    """`llm.{input,output}_messages.{i}.message.*` grouped by (side, index); side 0 is input."""
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, value in attributes.items():
+        match = _MESSAGE_KEY.match(key)
+        if match:
+            side = 0 if match.group(1) == "input" else 1
+            found.setdefault((side, int(match.group(2))), {})[match.group(3)] = value
+    return found
+
+
+def _message_parts(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One OpenInference message as GenAI parts: text, tool calls, a tool result."""
+    texts: list[str] = []
+    if fields.get("content") not in (None, ""):
+        texts.append(as_text(fields["content"]))
+    contents: dict[int, dict[str, Any]] = {}
+    calls: dict[int, dict[str, Any]] = {}
+    for key, value in fields.items():
+        if match := _CONTENT_KEY.match(key):
+            contents.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        elif match := _TOOL_CALL_KEY.match(key):
+            calls.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    for _, content in sorted(contents.items()):
+        if content.get("type", "text") == "text" and content.get("text") not in (None, ""):
+            texts.append(as_text(content["text"]))
+    if fields.get("tool_call_id") is not None:
+        return [{"type": "tool_call_response", "id": fields["tool_call_id"], "response": "\n".join(texts)}]
+    parts: list[dict[str, Any]] = [{"type": "text", "content": text} for text in texts]
+    for _, call in sorted(calls.items()):
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": call.get("id"),
+                "name": call.get("function.name"),
+                "arguments": call.get("function.arguments"),
+            }
+        )
+    if fields.get("function_call_name"):  # OpenAI's legacy function calling
+        parts.append(
+            {
+                "type": "tool_call",
+                "name": fields["function_call_name"],
+                "arguments": fields.get("function_call_arguments_json"),
+            }
+        )
+    return parts
+
+
+def _prompts(attributes: Mapping[str, Any]) -> list[str]:
+    """Text-completion prompts: `llm.prompts` (a list) or `llm.prompts.{i}.prompt.text`."""
+    value = attributes.get("llm.prompts")
+    if isinstance(value, list | tuple):
+        return [as_text(v) for v in value if v not in (None, "")]
+    indexed = sorted((int(m.group(1)), v) for k, v in attributes.items() if (m := _PROMPT_KEY.match(k)))
+    return [as_text(v) for _, v in indexed if v not in (None, "")]
+
+
+def _generations_text(value: Any) -> str | None:
+    """The last generation's text of an LLM run's output (`{"generations": [[{"text": ...}]]}`)."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("generations"), list):
+        return None
+    texts = [
+        g["text"]
+        for row in value["generations"]
+        for g in (row if isinstance(row, list) else [row])
+        if isinstance(g, Mapping) and isinstance(g.get("text"), str) and g["text"]
+    ]
+    return texts[-1] if texts else None
+
+
+def _metadata(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    parsed = parse_json(attributes.get("metadata"))
+    return parsed if isinstance(parsed, Mapping) else {}
+
+
+class OpenInference:
+    """The Arize OpenInference LangChain instrumentation."""
+
+    name = "openinference"
+
+    def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
+        kind = attributes.get(KIND)
+        if not isinstance(kind, str):
+            return None
+        kind = kind.upper()
+        if kind in CHAIN_KINDS:
+            return SpanClass.CHAIN
+        if kind == "LLM":
+            return SpanClass.LLM
+        if kind == "TOOL":
+            return SpanClass.TOOL
+        return SpanClass.STEP  # RETRIEVER, EMBEDDING, RERANKER, GUARDRAIL, EVALUATOR, PROMPT, UNKNOWN
+
+    def models(self, attributes: Mapping[str, Any]) -> list[str]:
+        candidates = (
+            attributes.get("llm.model_name"),
+            attributes.get("embedding.model_name"),
+            _metadata(attributes).get("ls_model_name"),
+        )
+        for value in candidates:
+            if isinstance(value, str) and value.strip().lower() not in PLACEHOLDER_MODELS:
+                return [value.strip()]
+        return []
+
+    def usage(self, attributes: Mapping[str, Any]) -> Usage:
+        prompt = _int(attributes.get("llm.token_count.prompt"))
+        completion = _int(attributes.get("llm.token_count.completion"))
+        total = _int(attributes.get("llm.token_count.total")) or prompt + completion
+        return Usage(prompt, completion, total)
+
+    def llm_messages(
+        self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()
+    ) -> tuple[list[Message], list[Message]]:
+        builder = MessageBuilder()
+        split: int | None = None
+        for (side, _), fields in sorted(_message_fields(attributes).items()):
+            if side == 1 and split is None:
+                split = len(builder.messages)
+            role = fields.get("role") or ("user" if side == 0 else "assistant")
+            builder.add(as_text(role), _message_parts(fields), force_assistant=side == 1)
+        if split is None:  # no output messages: a text-completion model, or a chat reply not recorded
+            if not builder.messages:
+                for prompt in _prompts(attributes):
+                    builder.add("user", prompt)
+            split = len(builder.messages)
+            reply = _generations_text(_io_value(attributes, "output"))
+            if reply:
+                builder.add("assistant", reply)
+        return builder.messages[:split], builder.messages[split:]
+
+    def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
+        return _io_value(attributes, "input"), _io_value(attributes, "output")
+
+    def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
+        raw_in, raw_out = self.chain_io(attributes)
+        if isinstance(raw_in, Mapping) and set(raw_in) == {"input"}:
+            raw_in = raw_in["input"]  # a tool's string input, as LangChain wraps it
+        if isinstance(raw_out, Mapping) and "content" in raw_out and raw_out.get("type") == "tool":
+            raw_out = raw_out["content"]  # a ToolMessage: the tool was called with a ToolCall
+        output = None if raw_out is None else as_text(raw_out)
+        return ToolStep(name=as_text(attributes.get("tool.name")) or "tool", input=parse_json(raw_in), output=output)
+
+    def tags(self, attributes: Mapping[str, Any]) -> list[str]:
+        """`tag.tags`, set with `using_attributes(tags=...)` (LangChain's own run tags are not recorded)."""
+        tags = parse_json(attributes.get("tag.tags"))
+        if isinstance(tags, str):
+            tags = [tags]
+        if not isinstance(tags, list | tuple):
+            return []
+        return [t for t in tags if isinstance(t, str) and t]
+
+    def properties(self, attributes: Mapping[str, Any]) -> dict[str, str]:
+        """`user.id`, `session.id`, and the string values of the `metadata` JSON (LangChain config metadata)."""
+        found: dict[str, str] = {}
+        for key, value in _metadata(attributes).items():
+            if isinstance(value, str) and isinstance(key, str) and key and not _INTERNAL_METADATA.match(key):
+                found[key] = value
+        for key, name in (("user.id", "user_id"), ("session.id", "session_id")):
+            value = attributes.get(key)
+            if value not in (None, ""):
+                found[name] = as_text(value)
+        return found

@@ -1,0 +1,24 @@
+"""What the delivery queue carries: a thread upload or a rating update, as the bytes to send."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..model import ConversationThread
+
+THREAD = "thread"  # POST the whole thread
+RATING = "rating"  # PATCH ratings onto a thread's messages
+
+
+@dataclass(slots=True)
+class QueueItem:
+    thread_id: str
+    body: bytes
+    kind: str = THREAD
+    seq: int | None = None  # row in the spool, when there is one
+
+
+def encode_thread(thread: ConversationThread) -> bytes:
+    """The request body of `POST /api/v1/log/conversation/thread`."""
+    return json.dumps({"conversation": thread.to_wire()}, ensure_ascii=False, separators=(",", ":")).encode()
