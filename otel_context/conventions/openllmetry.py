@@ -239,11 +239,15 @@ class OpenLLMetry:
         return raw_in, raw_out
 
     def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
-        raw_in, raw_out = self.chain_io(attributes)
-        if isinstance(raw_in, Mapping) and set(raw_in) == {"input"}:
-            raw_in = raw_in["input"]  # a tool's string input, as LangChain wraps it
+        """LangChain's tool run: `{"input_str", "inputs"}` in, `{"output"}` out."""
+        raw_in = parse_json(attributes.get("traceloop.entity.input", attributes.get("gen_ai.tool.call.arguments")))
+        raw_out = parse_json(attributes.get("traceloop.entity.output", attributes.get("gen_ai.tool.call.result")))
+        if isinstance(raw_in, Mapping):
+            raw_in = raw_in.get("inputs") if raw_in.get("inputs") is not None else raw_in.get("input_str", raw_in)
+        if isinstance(raw_out, Mapping) and "output" in raw_out:
+            raw_out = raw_out["output"]
         name = attributes.get("traceloop.entity.name") or attributes.get("gen_ai.tool.name") or "tool"
-        return ToolStep(name=as_text(name), input=parse_json(raw_in), output=_tool_output(raw_out))
+        return ToolStep(name=as_text(name), input=raw_in, output=_tool_output(raw_out))
 
     def tags(self, attributes: Mapping[str, Any]) -> list[str]:
         """LangChain run tags the user gave the root (`seq:step:*` and the like are LangChain's own)."""

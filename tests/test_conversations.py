@@ -1,0 +1,220 @@
+"""Beyond the old handler: sessions, feedback, tool steps, redaction and filters — in process and in the sidecar."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+from otel_context import ContextSpanExporter
+from otel_context.config import resolve_receiver_settings, resolve_settings
+from otel_context.receiver.service import SidecarThread
+from otel_context.sessions import session_thread_id
+
+from .conftest import TOKEN, App, read_threads, texts, wait_for
+
+
+class Pipeline:
+    """The app's spans go to Context either in process or through the sidecar (OTLP/HTTP)."""
+
+    def __init__(self, app: App, bridge, sidecar: SidecarThread | None = None) -> None:
+        self.app, self.bridge, self.sidecar = app, bridge, sidecar
+
+    def flush(self) -> None:
+        self.app.processor.force_flush()
+        if self.sidecar is None:
+            assert self.app.exporter.force_flush(30_000)
+            return
+        assert wait_for(lambda: self.bridge.buffer.pending_roots == 0 and self.bridge.flush(0.01), timeout=20)
+        time.sleep(0.3)  # past the settle time of roots that came last
+        assert self.bridge.flush(20)
+
+    @property
+    def counters(self):
+        return self.bridge.counters
+
+
+@pytest.fixture(params=["exporter", "sidecar"])
+def make_pipeline(request, local_api) -> Iterator:
+    made: list[tuple[App, SidecarThread | None]] = []
+
+    def make(**settings: object) -> Pipeline:
+        settings.setdefault("endpoint", local_api.url)
+        settings.setdefault("token", TOKEN)
+        if request.param == "exporter":
+            app = App(ContextSpanExporter(register_metrics=False, **settings))
+            made.append((app, None))
+            return Pipeline(app, app.exporter.bridge)
+        receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.1)
+        sidecar = SidecarThread(receiver, resolve_settings(**settings))
+        running = sidecar.start()
+        app = App(OTLPSpanExporter(endpoint=f"{running.http_url}/v1/traces"))  # type: ignore[arg-type]
+        made.append((app, sidecar))
+        return Pipeline(app, running.bridge, sidecar)
+
+    yield make
+    for app, sidecar in made:
+        app.close()
+        if sidecar is not None:
+            sidecar.stop()
+
+
+def chain(answer: str):
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    return prompt | FakeListChatModel(responses=[answer]) | StrOutputParser()
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+@tool
+def shout(text: str) -> str:
+    """Shout a text."""
+    return text.upper()
+
+
+def test_session_turns_become_one_thread_in_order(make_pipeline, client):
+    pipeline = make_pipeline()
+    config = {"metadata": {"session_id": "s-1", "user_id": "u-1"}}
+    for n in range(3):
+        chain(f"answer {n}").invoke({"question": f"question {n}"}, config=config)
+        pipeline.flush()  # each turn is uploaded, and re-uploaded whole with the next one
+    (thread,) = read_threads(client)
+    assert thread.id == session_thread_id("s-1")
+    assert [m.message for m in thread.messages] == [
+        "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2",
+    ]  # fmt: skip
+    assert thread.metadata["turns"] == "3" and thread.metadata["user_id"] == "u-1"
+
+
+def test_a_bare_agent_loop_lands_in_one_thread(make_pipeline, client):
+    pipeline = make_pipeline(include_tools=True)
+    config = {"metadata": {"session_id": "loop-7"}}
+    chat = FakeListChatModel(responses=["I will shout it.", "Done: HELLO"])
+    chat.invoke("please shout hello", config=config)  # one trace per call, no root chain
+    shout.invoke({"text": "hello"}, config=config)
+    chat.invoke("and now?", config=config)
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert texts(thread) == [
+        ("message", "user", "please shout hello"),
+        ("message", "assistant", "I will shout it."),
+        ("tool", "assistant", "HELLO"),
+        ("message", "user", "and now?"),
+        ("message", "assistant", "Done: HELLO"),
+    ]
+    assert thread.messages[2].additional_properties["name"] == "shout"
+
+
+def test_tool_steps_sit_between_question_and_answer_when_asked(make_pipeline, client):
+    pipeline = make_pipeline(include_tools=True)
+    steps = RunnableLambda(lambda x: {"product": multiply.invoke({"a": x["a"], "b": 3}), "loud": shout.invoke("hey")})
+    (steps | RunnableLambda(lambda r: f"{r['loud']} {r['product']}")).invoke({"a": 2})
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert [(m.type, m.message) for m in thread.messages] == [
+        ("message", '{"a":2}'),
+        ("tool", "6"),
+        ("tool", "HEY"),
+        ("message", "HEY 6"),
+    ]
+    multiply_step = thread.messages[1].additional_properties
+    assert (multiply_step["name"], multiply_step["input"], multiply_step["observation"]) == (
+        "multiply",
+        {"a": 2, "b": 3},
+        "6",
+    )
+
+
+def test_tool_steps_are_off_by_default(make_pipeline, client):
+    pipeline = make_pipeline()
+    (RunnableLambda(lambda x: shout.invoke(x)) | StrOutputParser()).invoke("hey")
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert [m.type for m in thread.messages] == ["message", "message"]
+
+
+def test_redaction_patterns_and_hook_apply_before_anything_leaves(make_pipeline, client):
+    pipeline = make_pipeline(redact=["all"])
+    secret = "Mail jane.doe@example.com, call +1 415-555-0134, card 4111 1111 1111 1111, key sk-abcdef1234567890XYZ"
+    chain("I will email jane.doe@example.com").invoke({"question": secret}, config={"metadata": {"user_id": "a@b.io"}})
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    sent = " ".join(m.message for m in thread.messages) + " ".join(thread.metadata.values())
+    for leaked in ("jane.doe@example.com", "415-555-0134", "4111 1111 1111 1111", "sk-abcdef1234567890XYZ", "a@b.io"):
+        assert leaked not in sent
+    assert thread.messages[0].message == (
+        "Mail [REDACTED:email], call [REDACTED:phone], card [REDACTED:card], key [REDACTED:api_key]"
+    )
+
+
+def test_a_redaction_hook(local_api, client):
+    app = App(ContextSpanExporter(endpoint=local_api.url, token=TOKEN, register_metrics=False,
+                                  redact=lambda text: text.replace("Acme", "[client]")))  # fmt: skip
+    try:
+        chain("Acme rocks").invoke({"question": "Tell me about Acme"})
+        app.flush()
+    finally:
+        app.close()
+    (thread,) = read_threads(client)
+    assert [m.message for m in thread.messages] == ["Tell me about [client]", "[client] rocks"]
+
+
+def test_include_and_exclude_workflows_by_name(make_pipeline, client):
+    pipeline = make_pipeline(include_workflows=["support*"], exclude_workflows=["support-internal"])
+    chain("a").with_config(run_name="support-bot").invoke({"question": "kept"})
+    chain("b").with_config(run_name="support-internal").invoke({"question": "excluded"})
+    chain("c").with_config(run_name="smalltalk").invoke({"question": "not included"})
+    pipeline.flush()
+    assert [texts(t)[0][2] for t in read_threads(client)] == ["kept"]
+    assert pipeline.counters.get("threads_filtered") == 2
+
+
+def test_sampling_by_ratio_is_counted(make_pipeline, client):
+    pipeline = make_pipeline(sample_ratio=0.5)
+    for n in range(40):
+        chain("a").invoke({"question": f"q{n}"})
+    pipeline.flush()
+    sent = len(read_threads(client))
+    assert 5 < sent < 35  # deterministic per trace id, about half
+    assert sent + pipeline.counters.get("threads_sampled_out") == 40
+
+
+def test_feedback_in_the_run_rates_its_answer(make_pipeline, client):
+    pipeline = make_pipeline()
+
+    def rate(answer: str) -> str:
+        trace.get_current_span().set_attribute("context.feedback.rating", 1)
+        return answer
+
+    (chain("great answer") | RunnableLambda(rate)).invoke({"question": "q"})
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert [m.rating for m in thread.messages] == [None, 1]
+
+
+def test_feedback_sent_later_patches_the_session_thread(make_pipeline, client, local_api):
+    pipeline = make_pipeline()
+    config = {"metadata": {"session_id": "s-9"}}
+    chain("first").invoke({"question": "one"}, config=config)
+    chain("second").invoke({"question": "two"}, config=config)
+    pipeline.flush()
+    feedback = {"context.feedback.session_id": "s-9", "context.feedback.rating": -1}
+    with pipeline.app.tracer.start_as_current_span("user feedback", attributes=feedback):
+        pass
+    pipeline.flush()
+    assert wait_for(lambda: local_api.stats()["requests"].get("PATCH /api/v1/log/conversation/thread/{id}", 0) == 1)
+    (thread,) = read_threads(client)
+    assert [m.rating for m in thread.messages] == [None, None, None, -1]
+    assert pipeline.counters.get("ratings_sent") == 1
