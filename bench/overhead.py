@@ -29,6 +29,7 @@ WHAT = {
     "otel-context": "instrumentation + `BatchSpanProcessor(ContextSpanExporter)`",
     "otlp": "instrumentation + `BatchSpanProcessor(OTLPSpanExporter)` to a local sink",
 }
+CHART_PAIRS = (*BASELINE.items(), ("otel-context", "noop"))
 SHARE_GOAL = 0.02
 RATIO_GOAL = 100.0
 
@@ -230,17 +231,16 @@ def chart(run: OverheadRun, path: Path) -> None:
         bars = left.bar(xs, medians, width, label=f"API +{latency * 1000:g} ms")
         left.scatter(xs, [run.p99_us(s, latency) for s in SETUPS], marker="_", color="black", s=120, zorder=3)
         left.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=7)
-        added_setups = list(BASELINE)
-        added = [max(_added(run, s, latency), 0.1) for s in added_setups]
-        xs2 = [i + (index - (len(run.latencies) - 1) / 2) * width for i in range(len(added_setups))]
-        bars2 = right.bar(xs2, added, width, label=f"API +{latency * 1000:g} ms")
+        added = [run.med_us(s, latency) - run.med_us(b, latency) for s, b in CHART_PAIRS]
+        xs2 = [i + (index - (len(run.latencies) - 1) / 2) * width for i in range(len(CHART_PAIRS))]
+        bars2 = right.bar(xs2, [max(a, 0.1) for a in added], width, label=f"API +{latency * 1000:g} ms")
         right.bar_label(bars2, labels=[f"{a:,.0f}" for a in added], fontsize=7)
     left.set_xticks(range(len(SETUPS)), SETUPS, rotation=15)
     left.set_yscale("log")
     left.set_ylabel("µs per invoke() (median; — = p99)")
     left.set_title("Per-call latency on the app's thread")
     left.legend()
-    right.set_xticks(range(len(BASELINE)), [f"{s}\nvs {b}" for s, b in BASELINE.items()])
+    right.set_xticks(range(len(CHART_PAIRS)), [f"{s}\nvs {b}" for s, b in CHART_PAIRS])
     right.set_yscale("log")
     right.set_ylabel("added µs per invoke() (median)")
     right.set_title("Added latency over the baseline")

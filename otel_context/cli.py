@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=args.token,
         max_body_bytes=args.max_body_bytes,
         settle_s=args.settle_ms / 1000 if args.settle_ms is not None else None,
+        state_dir=args.state_dir,
     )
     delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
     return run(receiver, delivery)
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="bearer token the Collector must send ($OTEL_CONTEXT_SERVE_TOKEN)")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)")
     serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)")
+    serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)")
     serve.add_argument("--endpoint", help="Context API ($OTEL_EXPORTER_CONTEXT_ENDPOINT)")
     serve.add_argument("--spool-dir", help="durable spool ($OTEL_EXPORTER_CONTEXT_SPOOL_DIR)")
     serve.set_defaults(func=_serve)

@@ -220,6 +220,7 @@ class ReceiverSettings:
     max_decompressed_bytes: int = 64 * 1024 * 1024
     settle_s: float = 2.0
     retry_after_s: int = 2
+    state_dir: str = "otel-context-state"  # sessions.db: a session's turns survive restarts
 
 
 def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
@@ -233,6 +234,7 @@ def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
         "max_body_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
         "max_decompressed_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024),
         "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000) / 1000,
+        "state_dir": env("OTEL_CONTEXT_SERVE_STATE_DIR") or "otel-context-state",
     }
     resolved.update(given)
     if resolved.get("grpc_port") is not None and int(resolved["grpc_port"]) < 0:  # type: ignore[arg-type]

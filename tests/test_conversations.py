@@ -43,7 +43,7 @@ class Pipeline:
 
 
 @pytest.fixture(params=["exporter", "sidecar"])
-def make_pipeline(request, local_api) -> Iterator:
+def make_pipeline(request, local_api, tmp_path) -> Iterator:
     made: list[tuple[App, SidecarThread | None]] = []
 
     def make(**settings: object) -> Pipeline:
@@ -53,7 +53,7 @@ def make_pipeline(request, local_api) -> Iterator:
             app = App(ContextSpanExporter(register_metrics=False, **settings))
             made.append((app, None))
             return Pipeline(app, app.exporter.bridge)
-        receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.1)
+        receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.1, state_dir=str(tmp_path))
         sidecar = SidecarThread(receiver, resolve_settings(**settings))
         running = sidecar.start()
         app = App(OTLPSpanExporter(endpoint=f"{running.http_url}/v1/traces"))  # type: ignore[arg-type]
@@ -218,3 +218,19 @@ def test_feedback_sent_later_patches_the_session_thread(make_pipeline, client, l
     (thread,) = read_threads(client)
     assert [m.rating for m in thread.messages] == [None, None, None, -1]
     assert pipeline.counters.get("ratings_sent") == 1
+
+
+def test_sidecar_sessions_survive_a_restart(local_api, client, tmp_path):
+    receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.1, state_dir=str(tmp_path))
+    config = {"metadata": {"session_id": "long-chat"}}
+    for n in range(2):  # one turn per sidecar life
+        sidecar = SidecarThread(receiver, resolve_settings(endpoint=local_api.url, token=TOKEN))
+        running = sidecar.start()
+        app = App(OTLPSpanExporter(endpoint=f"{running.http_url}/v1/traces"))  # type: ignore[arg-type]
+        chain(f"answer {n}").invoke({"question": f"question {n}"}, config=config)
+        app.processor.force_flush()
+        app.close()
+        assert sidecar.stop() == 0
+    (thread,) = read_threads(client)
+    assert [m.message for m in thread.messages] == ["question 0", "answer 0", "question 1", "answer 1"]
+    assert (tmp_path / "sessions.db").exists()

@@ -41,9 +41,11 @@ def company_chain(answer: str = "Rainbow Threads"):
 
 
 @pytest.fixture
-def sidecar(local_api, request):
+def sidecar(local_api, request, tmp_path):
     options = getattr(request, "param", {})
-    receiver = resolve_receiver_settings(port=0, grpc_port=0, token=SERVE_TOKEN, settle_s=0.3, **options)
+    receiver = resolve_receiver_settings(
+        port=0, grpc_port=0, token=SERVE_TOKEN, settle_s=0.3, state_dir=str(tmp_path), **options
+    )
     delivery = resolve_settings(endpoint=local_api.url, token=TOKEN, retry_initial_s=0.1, retry_max_s=0.5)
     with SidecarThread(receiver, delivery) as running:
         yield running
@@ -225,6 +227,7 @@ def test_sigterm_with_work_queued_keeps_it_in_the_spool(local_api, client, captu
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
     env.update(
         PYTHONPATH=str(REPO),
+        OTEL_CONTEXT_SERVE_STATE_DIR=str(tmp_path / "state"),
         OTEL_EXPORTER_CONTEXT_ENDPOINT=local_api.url,
         OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
         OTEL_EXPORTER_CONTEXT_SPOOL_DIR=str(tmp_path / "spool"),

@@ -70,7 +70,7 @@ class Process:
 
 
 @pytest.fixture
-def pipeline(local_api: LocalContextAPI, request):
+def pipeline(local_api: LocalContextAPI, request, tmp_path):
     """otel-context serve (a process) behind rotel (a process); yields rotel's gRPC and HTTP ports."""
     delivery = getattr(request, "param", {})
     serve_port = free_port()
@@ -81,6 +81,7 @@ def pipeline(local_api: LocalContextAPI, request):
             OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
             OTEL_CONTEXT_SERVE_TOKEN=SERVE_TOKEN,
             OTEL_CONTEXT_SERVE_SETTLE="300",
+            OTEL_CONTEXT_SERVE_STATE_DIR=str(tmp_path),
             **delivery,
         ),
         ready="otel-context serve:",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,8 @@ class Sidecar:
     def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings) -> None:
         self.receiver = receiver
         self.delivery = delivery
-        self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True)
+        sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
+        self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
