@@ -6,10 +6,10 @@ input) or AI message (for an output); anything else becomes compact JSON.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from .text import as_text, compact_json
+from .text import blocks_text, compact_json
 
 _HUMAN = frozenset({"human", "user", "HumanMessage", "HumanMessageChunk"})
 _AI = frozenset({"ai", "assistant", "AIMessage", "AIMessageChunk"})
@@ -31,21 +31,6 @@ def _message_fields(value: Any) -> tuple[str, Any] | None:
     if kind in _MESSAGE_TYPES and "content" in value:
         return str(kind), value.get("content")
     return None
-
-
-def _content_text(content: Any) -> str:
-    """Message content: a string, or a list of content blocks whose text parts are joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):
-        texts = []
-        for block in content:
-            if isinstance(block, str):
-                texts.append(block)
-            elif isinstance(block, Mapping) and block.get("type", "text") == "text":
-                texts.append(as_text(block.get("text", block.get("content", ""))))
-        return "\n".join(t for t in texts if t)
-    return as_text(content)
 
 
 def _message_list(value: Any) -> list[tuple[str, Any]] | None:
@@ -74,11 +59,11 @@ def render(value: Any, *, side: str) -> str | None:
     wanted = _HUMAN if side == "input" else _AI
     single = _message_fields(value)
     if single is not None:
-        return _content_text(single[1])
+        return blocks_text(single[1])
     messages = _message_list(value)
     if messages:
         preferred = [content for kind, content in messages if kind in wanted]
-        return _content_text(preferred[-1] if preferred else messages[-1][1])
+        return blocks_text(preferred[-1] if preferred else messages[-1][1])
     if isinstance(value, Mapping) and len(value) == 1:
         (only,) = value.values()
         if isinstance(only, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 TRUNCATION_MARKER = "… [truncated {dropped} characters]"
@@ -49,3 +50,24 @@ def as_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "replace")
     return compact_json(value)
+
+
+def blocks_text(content: Any) -> str:
+    """The text of message content: a string, or a list of content blocks / GenAI `parts`.
+
+    Text blocks hold their text under `text` (LangChain, OpenAI) or `content` (GenAI parts); other
+    block types (images, tool calls) carry no text and are left out.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list | tuple):
+        return as_text(content)
+    texts = []
+    for block in content:
+        if isinstance(block, str):
+            texts.append(block)
+        elif isinstance(block, Mapping) and block.get("type", "text") == "text":
+            texts.append(as_text(block.get("content", block.get("text", ""))))
+    return "\n".join(t for t in texts if t)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..model import Message, SpanEvent
-from ..text import as_text, compact_json, parse_json
+from ..text import as_text, blocks_text, compact_json, parse_json
 from .base import SpanClass, ToolStep, Usage
 
 ASSOCIATION_PREFIX = "traceloop.association.properties."
@@ -44,23 +44,6 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _parts_text(parts: Any) -> str:
-    """The text of a GenAI `parts` list (or a bare string / content-block list)."""
-    if isinstance(parts, str):
-        return parts
-    if isinstance(parts, Mapping):
-        parts = [parts]
-    if not isinstance(parts, list):
-        return as_text(parts)
-    texts = []
-    for part in parts:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, Mapping) and part.get("type", "text") == "text":
-            texts.append(as_text(part.get("content", part.get("text", ""))))
-    return "\n".join(t for t in texts if t)
-
-
 class MessageBuilder:
     """Turns (role, parts) pairs into Context messages, pairing tool calls with their results."""
 
@@ -83,7 +66,7 @@ class MessageBuilder:
                 self._tool_result(part.get("id"), part.get("response"))
             else:
                 text_parts.append(part)
-        text = _parts_text(text_parts)
+        text = blocks_text(text_parts)
         if role == "tool":
             if text:
                 self._tool_result(None, text)
@@ -169,7 +152,7 @@ class OpenLLMetry:
         builder = MessageBuilder()
         system = attributes.get("gen_ai.system_instructions")
         if system is not None:
-            text = _parts_text(parse_json(system))
+            text = blocks_text(parse_json(system))
             if text:
                 builder.messages.append(Message(role="system", text=text))
         if "gen_ai.input.messages" in attributes or "gen_ai.output.messages" in attributes:
@@ -212,7 +195,7 @@ class OpenLLMetry:
             content = fields.get("content")
             if content is not None:
                 parsed = parse_json(content)
-                parts.append({"type": "text", "content": _parts_text(parsed) if parsed is not content else content})
+                parts.append({"type": "text", "content": blocks_text(parsed) if parsed is not content else content})
             for index in sorted({int(k.split(".")[1]) for k in fields if k.startswith("tool_calls.")}):
                 prefix = f"tool_calls.{index}."
                 parts.append(
