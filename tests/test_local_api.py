@@ -365,3 +365,9 @@ def test_cli_serves_until_sigterm(tmp_path: Path):
             if server.poll() is None:
                 server.kill()
     assert ThreadStore(str(db)).write_count("via-cli") == 1
+
+
+def test_a_huge_page_number_is_a_400_not_a_500(local_api):
+    status, _, body = raw(local_api, "GET", "/api/v1/conversations?page=99999999999999999999")
+    assert status == 400
+    assert "page" in str(body)

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from . import view, view_access
 from .faults import FaultPlan, FaultSpecError
 from .store import ThreadStore
 from .validation import (
@@ -119,6 +120,8 @@ def create_app(store: ThreadStore, token: str | None = None, faults: FaultPlan |
     app.router.add_get("/_admin/faults", get_faults)
     app.router.add_post("/_admin/faults", post_faults)
     app.router.add_get("/_admin/stats", get_stats)
+    app.router.add_get("/", view_threads)
+    app.router.add_get("/threads/{id}", view_thread)
     return app
 
 
@@ -265,6 +268,44 @@ async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATS].describe(request.app[STORE]))
 
 
+# --- web view handlers (HTML; rendering in view.py, access rules in view_access.py) -------------------------
+
+
+async def view_threads(request: web.Request) -> web.Response:
+    """`GET /`: a page of threads, newest first, filtered by `user_id` / `session_id`."""
+    denied = view_access.check(request, request.app[AUTH])
+    if denied is not None:
+        return denied
+    query = request.query
+    user_id = query.get("user_id", "").strip() or None
+    session_id = query.get("session_id", "").strip() or None
+    page = _view_int(query.get("page"), 1)
+    per_page = min(_view_int(query.get("per_page"), view.PER_PAGE), view.MAX_PER_PAGE)
+    items, total = request.app[STORE].list(page=page, per_page=per_page, user_id=user_id, session_id=session_id)
+    return view_access.html_response(view.threads_page(items, total, page, per_page, user_id, session_id))
+
+
+async def view_thread(request: web.Request) -> web.Response:
+    """`GET /threads/{id}`: one thread as a conversation, or a 404 page."""
+    denied = view_access.check(request, request.app[AUTH])
+    if denied is not None:
+        return denied
+    thread_id = request.match_info["id"]
+    thread = request.app[STORE].get(thread_id)
+    if thread is None:
+        return view_access.html_response(view.not_found_page(thread_id), status=404)
+    return view_access.html_response(view.thread_page(thread))
+
+
+def _view_int(raw: str | None, default: int) -> int:
+    """A page number from a hand-edited URL: anything but a positive integer means the default; capped for SQLite."""
+    try:
+        value = int(raw or "")
+    except ValueError:
+        return default
+    return min(value, 10**9) if value >= 1 else default
+
+
 # --- rendering and parsing -----------------------------------------------------------------------------------
 
 
@@ -342,6 +383,9 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else request.path
 
 
+MAX_QUERY_INT = 1_000_000_000
+
+
 def _positive_int(query: Any, name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
@@ -350,8 +394,8 @@ def _positive_int(query: Any, name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ValidationError(f"{name}: must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ValidationError(f"{name}: must be a positive integer, got {raw!r}")
+    if not 1 <= value <= MAX_QUERY_INT:  # SQLite integers are 64-bit: a larger page would be a 500
+        raise ValidationError(f"{name}: must be an integer from 1 to {MAX_QUERY_INT}, got {raw!r}")
     return value
 
 
