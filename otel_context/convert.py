@@ -207,16 +207,18 @@ def _llm_messages(root: SpanRecord, convention: Convention) -> list[Message]:
 
 
 def _error(root: SpanRecord) -> tuple[str, str] | None:
-    """(type, text) of a failed root, from its `exception` event, `error.type` and status."""
+    """(type, text) of a failed root: the `exception` event's type and message first (a status
+    description may hold a whole traceback), then `error.type` and the status description."""
     if root.status_code != STATUS_ERROR:
         return None
-    error_type = as_text(root.attributes.get("error.type"))
-    message = root.status_message
+    error_type = message = ""
     for event in root.events:
         if event.name == "exception":
-            error_type = error_type or as_text(event.attributes.get("exception.type"))
-            message = message or as_text(event.attributes.get("exception.message"))
+            error_type = as_text(event.attributes.get("exception.type"))
+            message = as_text(event.attributes.get("exception.message"))
             break
+    error_type = error_type or as_text(root.attributes.get("error.type"))
+    message = message or root.status_message
     return error_type or "Error", message or "the root span ended with status ERROR"
 
 

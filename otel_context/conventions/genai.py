@@ -192,7 +192,8 @@ def _read_message_events(builder: MessageBuilder, events: Iterable[SpanEvent]) -
         if event.name == CHOICE_EVENT:
             body = _event_body(event)
             index = body.get("index")
-            choices.append((index if isinstance(index, int) else position, position, _choice_message(body)))
+            index = int(index) if isinstance(index, int | str) and str(index).isdigit() else position
+            choices.append((index, position, _choice_message(body)))
         elif event.name in MESSAGE_EVENTS:
             role = MESSAGE_EVENTS[event.name]
             builder.add(role, _message_parts(role, _event_body(event)))
