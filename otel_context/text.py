@@ -10,7 +10,13 @@ TRUNCATION_MARKER = "… [truncated {dropped} characters]"
 
 
 def parse_json(value: Any) -> Any:
-    """Parse an attribute that should hold JSON; a malformed one comes back as the plain string."""
+    """Parse an attribute that should hold JSON; a malformed one comes back as the plain string.
+
+    A structured value (an OTLP array or kvlist, as some GenAI events carry) is already parsed; an
+    array arrives as a tuple and is returned as a list, like its JSON twin.
+    """
+    if isinstance(value, tuple):
+        return list(value)
     if not isinstance(value, str):
         return value
     stripped = value.lstrip()
