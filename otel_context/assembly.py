@@ -95,6 +95,7 @@ class TraceBuffer:
         self._pending: dict[Key, _Waiting] = {}
         self._candidates: dict[Key, _Waiting] = {}
         self._waiting_on: dict[Key, list[Key]] = {}  # parent key -> candidates waiting to learn what it is
+        self._providers: set[Key] = set()  # candidates that are provider model calls (matched by time)
         self._done = _Recent(remember_roots)
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
@@ -143,6 +144,11 @@ class TraceBuffer:
         return self._held + len(self._candidates)
 
     @property
+    def waiting(self) -> bool:
+        """Whether roots or candidates wait for time to pass (settle, or a parent that may never come)."""
+        return bool(self._pending or self._candidates)
+
+    @property
     def pending_roots(self) -> int:
         """Roots waiting out their settle time: threads about to be queued."""
         return len(self._pending)
@@ -153,6 +159,11 @@ class TraceBuffer:
 
     # -- placing spans ----------------------------------------------------------------------------
     def _place(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
+        if span_class is SpanClass.LLM and getattr(convention, "describes_provider_calls", False):
+            self._place_provider_call(span, convention, now)
+            return
+        if span_class.is_llm:
+            self._claim_provider_calls(span, now)
         if span_class in ROOT_CLASSES:
             self._make_root(span, span_class, convention, now)
         elif span_class in CANDIDATE_CLASSES:
@@ -169,6 +180,47 @@ class TraceBuffer:
         else:
             self._hold(span, convention, span_class, now)
 
+    def _place_provider_call(self, span: SpanRecord, convention: Convention, now: float) -> None:
+        """A provider's model span: the same call as a LangChain model span around it, if there is one.
+
+        Provider instrumentations do not see the LangChain model span as their parent (LangChain does
+        not make it current), so the two overlap in time instead: the provider span is a sibling in
+        the chain's trace, or alone in a trace of its own for a standalone call. It waits as a
+        candidate until a model span that contains it claims it, or becomes a root of its own.
+        """
+        key = (span.trace_id, span.span_id)
+        host = self._containing_llm(span)
+        if host is not None:
+            self._hold(span, convention, SpanClass.LLM, now, parent_id=host[1], trace_id=host[0])
+            return
+        if span.parent_id is not None and self._is_genai((span.trace_id, span.parent_id)):
+            self._hold(span, convention, SpanClass.LLM, now)  # e.g. a model call of a GenAI agent span
+            return
+        self._candidates[key] = _Waiting(now + self.root_wait_s, span, SpanClass.LLM, convention)
+        self._providers.add(key)
+        if span.parent_id is not None:
+            self._waiting_on.setdefault((span.trace_id, span.parent_id), []).append(key)
+
+    def _containing_llm(self, span: SpanRecord) -> Key | None:
+        """A model span already seen whose time contains this provider span (spans may come in any order)."""
+        for waiting in self._pending.values():
+            if waiting.span_class.is_llm and _contains(waiting.span, span):
+                return waiting.span.trace_id, waiting.span.span_id
+        entry = self._traces.get(span.trace_id)
+        for item in entry.items if entry is not None else ():
+            if item.kind == "llm" and item.start_ns <= span.start_ns and span.end_ns <= item.end_ns:
+                return span.trace_id, item.span_id
+        return None
+
+    def _claim_provider_calls(self, host: SpanRecord, now: float) -> None:
+        """Waiting provider spans inside this model span's time are its own call: steps under it."""
+        for key in [k for k in self._providers if _contains(host, self._candidates[k].span)]:
+            self._providers.discard(key)
+            waiting = self._candidates.pop(key)
+            self._hold(
+                waiting.span, waiting.convention, SpanClass.LLM, now, parent_id=host.span_id, trace_id=host.trace_id
+            )
+
     def _is_genai(self, key: Key) -> bool:
         """Whether this span was seen and is a GenAI span (a pending root, a candidate or a held step)."""
         if key in self._pending or key in self._candidates:
@@ -179,6 +231,10 @@ class TraceBuffer:
     def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
         """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span."""
         for key in self._waiting_on.pop(parent, ()):
+            if key in self._providers:
+                if not is_genai:  # a provider call under an HTTP span: still maybe LangChain's own call
+                    continue
+                self._providers.discard(key)
             waiting = self._candidates.pop(key, None)
             if waiting is None:
                 continue
@@ -190,24 +246,39 @@ class TraceBuffer:
     def _make_root(self, span: SpanRecord, span_class: SpanClass, convention: Convention, now: float) -> None:
         self._pending[(span.trace_id, span.span_id)] = _Waiting(now + self.settle_s, span, span_class, convention)
 
-    def _hold(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
-        if (span.trace_id, span.parent_id) in self._done:
+    def _hold(
+        self,
+        span: SpanRecord,
+        convention: Convention,
+        span_class: SpanClass,
+        now: float,
+        *,
+        parent_id: int | None = None,
+        trace_id: int | None = None,
+    ) -> None:
+        """Keep a step's contribution until its root comes; `parent_id`/`trace_id` re-home a provider call."""
+        trace_id = span.trace_id if trace_id is None else trace_id
+        parent_id = span.parent_id if parent_id is None else parent_id
+        if (trace_id, parent_id) in self._done:
             self.counters.add("spans_late")  # its root's thread is already built
             return
-        entry = self._traces.get(span.trace_id)
+        entry = self._traces.get(trace_id)
         if entry is None:
-            entry = self._traces[span.trace_id] = _TraceEntry(now)
+            entry = self._traces[trace_id] = _TraceEntry(now)
         elif span.span_id in entry.span_ids:
             self.counters.add("duplicates")
             return
         entry.span_ids.add(span.span_id)
-        entry.items.append(contribution(span, convention, span_class, self.options.include_tools))
+        item = contribution(span, convention, span_class, self.options.include_tools)
+        item.parent_id = parent_id
+        entry.items.append(item)
         self._held += 1
 
     # -- releasing roots --------------------------------------------------------------------------
     def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution]]]:
         for key in [k for k, c in self._candidates.items() if c.due <= now]:
             waiting = self._candidates.pop(key)  # no parent came in time: a root after all
+            self._providers.discard(key)
             self._make_root(waiting.span, waiting.span_class, waiting.convention, min(now, waiting.due))
         if not self._pending:
             return []
@@ -257,3 +328,11 @@ class TraceBuffer:
                 _logger.exception("otel-context could not convert root span %s", pending.span.span_hex)
         self.counters.add("threads_converted", len(threads))
         return threads
+
+
+def _contains(host: SpanRecord, inner: SpanRecord) -> bool:
+    """Whether `inner` ran within `host`, in the same process (a provider call inside a model call)."""
+    if not (host.start_ns <= inner.start_ns and inner.end_ns <= host.end_ns):
+        return False
+    same = ("service.instance.id", "service.name")
+    return all(host.resource.get(k) == inner.resource.get(k) for k in same)

@@ -61,6 +61,25 @@ class Bridge:
         self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace or thread id -> (thread, answer)
         self._lock = threading.Lock()
         self._warned_token = False
+        self._ticker: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def start_ticker(self, interval_s: float = 1.0) -> None:
+        """In process, nothing else wakes the buffer: a daemon thread releases roots that waited long enough
+        (a provider call with no LangChain span around it, a chain whose parent never came)."""
+        if self._ticker is not None:
+            return
+
+        def run() -> None:
+            while not self._stopped.wait(interval_s):
+                if self.buffer.waiting:
+                    try:
+                        self.tick()
+                    except Exception:
+                        _logger.exception("otel-context: releasing waiting roots failed")
+
+        self._ticker = threading.Thread(target=run, name="otel-context-ticker", daemon=True)
+        self._ticker.start()
 
     @property
     def can_send(self) -> bool:
@@ -91,6 +110,7 @@ class Bridge:
 
     def shutdown(self, timeout_s: float) -> int:
         """Build every pending root, deliver within `timeout_s`; the number of threads left undelivered."""
+        self._stopped.set()
         self._submit(self.buffer.drain())
         left = self.delivery.shutdown(timeout_s)
         self._sender.close()

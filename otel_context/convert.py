@@ -42,6 +42,7 @@ class Contribution:
     parent_id: int | None
     kind: str = "step"  # "llm", "tool" or "step"
     start_ns: int = 0
+    end_ns: int = 0
     models: tuple[str, ...] = ()
     usage: Usage = field(default_factory=Usage)
     tool: ToolStep | None = None
@@ -61,6 +62,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         parent_id=span.parent_id,
         kind="llm" if span_class.is_llm else "tool" if is_tool else "step",
         start_ns=span.start_ns,
+        end_ns=span.end_ns,
         models=tuple(convention.models(attributes)),
         usage=convention.usage(attributes),
         tool=convention.tool_step(attributes) if is_tool and with_tools else None,

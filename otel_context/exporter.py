@@ -31,6 +31,7 @@ class ContextSpanExporter(SpanExporter):
     def __init__(self, *, counters: Counters | None = None, register_metrics: bool = True, **settings: object):
         self.settings: ExporterSettings = resolve_settings(**settings)
         self.bridge = Bridge(self.settings, counters)
+        self.bridge.start_ticker()
         self.counters = self.bridge.counters
         self._closed = False
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from getcontext import ContextAPI
 from getcontext.token import Credential
+from opentelemetry import trace
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -66,6 +67,7 @@ class _Router(SpanProcessor):
 _ROUTER = _Router()
 _PROVIDER = TracerProvider(resource=Resource.create({"service.name": "test-app"}))
 _PROVIDER.add_span_processor(_ROUTER)
+trace.set_tracer_provider(_PROVIDER)  # what an app's own spans and other instrumentations use
 LangchainInstrumentor().instrument(tracer_provider=_PROVIDER)
 
 

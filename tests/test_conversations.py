@@ -234,3 +234,60 @@ def test_sidecar_sessions_survive_a_restart(local_api, client, tmp_path):
     (thread,) = read_threads(client)
     assert [m.message for m in thread.messages] == ["question 0", "answer 0", "question 1", "answer 1"]
     assert (tmp_path / "sessions.db").exists()
+
+
+class ProviderInstrumentedModel(FakeListChatModel):
+    """A chat model whose "provider SDK" is instrumented too: a GenAI semconv span under LangChain's."""
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs):
+        answer = super()._call(messages, stop, run_manager, **kwargs)
+        tracer = trace.get_tracer("fake-openai-instrumentation")
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.usage.input_tokens": 12,
+            "gen_ai.usage.output_tokens": 3,
+            "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hello"}]}]',
+            "gen_ai.output.messages": f'[{{"role": "assistant", "parts": [{{"type": "text", "content": "{answer}"}}]}}]',
+        }
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes) as span:
+            span.add_event("gen_ai.choice", {"index": 0, "message": answer})
+        return answer
+
+
+def test_a_provider_span_beside_the_langchain_one_is_one_call(make_pipeline, client):
+    pipeline = make_pipeline()
+    ProviderInstrumentedModel(responses=["Bonjour"]).invoke("Hello")  # standalone: LangChain span + provider span
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    (prompt | ProviderInstrumentedModel(responses=["Salut"]) | StrOutputParser()).invoke({"question": "Hi"})
+    pipeline.flush()
+    threads = read_threads(client)
+    assert [texts(t) for t in threads] == [
+        [("message", "user", "Hello"), ("message", "assistant", "Bonjour")],
+        [("message", "user", "Hi"), ("message", "assistant", "Salut")],
+    ]
+    for thread in threads:
+        assert thread.metadata["model"] == "gpt-4o-mini-2024-07-18"
+        assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"]) == ("12", "3")
+
+
+def test_a_provider_call_without_langchain_is_its_own_thread(local_api, client):
+    """Alone, the provider span waits for a LangChain span to claim it, then becomes a thread of its own."""
+    app = App(ContextSpanExporter(endpoint=local_api.url, token=TOKEN, register_metrics=False, root_wait_s=0.5))
+    try:
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Direct"}]}]',
+            "gen_ai.output.messages": '[{"role": "assistant", "parts": [{"type": "text", "content": "call"}]}]',
+        }
+        with trace.get_tracer("openai").start_as_current_span("chat gpt-4o-mini", attributes=attributes):
+            pass
+        app.processor.force_flush()
+        assert wait_for(lambda: app.exporter.stats()["threads_uploaded"] == 1, timeout=10)  # the ticker's doing
+    finally:
+        app.close()
+    (thread,) = read_threads(client)
+    assert texts(thread) == [("message", "user", "Direct"), ("message", "assistant", "call")]

@@ -222,6 +222,10 @@ class GenAISemconv:
     """Spans of provider instrumentations that follow the OpenTelemetry GenAI semantic conventions."""
 
     name = "genai"
+    # A provider instrumentation's model span may duplicate a LangChain model span it runs inside
+    # (as a sibling, or in a trace of its own): assembly matches such spans by time before making
+    # them roots.
+    describes_provider_calls = True
 
     def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
         # Usage keys, flat message keys and user properties are the ones OpenLLMetry reads too.
