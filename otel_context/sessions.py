@@ -129,9 +129,11 @@ class SqliteSessions:
     def __init__(self, path: str | Path, max_turns: int = 200, ttl_s: float = 86_400.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.max_turns, self.ttl_s = max_turns, ttl_s
+        self._expired_at = 0.0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost last turn costs less than an fsync per turn
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS turns (session TEXT NOT NULL, part INTEGER NOT NULL, turn_id TEXT NOT NULL,"
             " start_ns INTEGER NOT NULL, payload TEXT NOT NULL, touched REAL NOT NULL,"
@@ -144,7 +146,9 @@ class SqliteSessions:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
+                if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
+                    self._db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
+                    self._expired_at = now
                 row = self._db.execute(
                     "SELECT part FROM turns WHERE session = ? AND turn_id = ?", (session, turn.turn_id)
                 ).fetchone()
