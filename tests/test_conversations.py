@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -250,7 +251,9 @@ class ProviderInstrumentedModel(FakeListChatModel):
             "gen_ai.usage.input_tokens": 12,
             "gen_ai.usage.output_tokens": 3,
             "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hello"}]}]',
-            "gen_ai.output.messages": f'[{{"role": "assistant", "parts": [{{"type": "text", "content": "{answer}"}}]}}]',
+            "gen_ai.output.messages": json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": answer}]}]
+            ),
         }
         with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes) as span:
             span.add_event("gen_ai.choice", {"index": 0, "message": answer})

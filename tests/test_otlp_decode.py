@@ -177,14 +177,29 @@ def test_truncation_between_resource_spans_is_undetectable(body):
     assert len(records) == 3
 
 
-def test_invalid_utf8_in_a_protobuf_string_field_raises():
-    attribute = KeyValue(key="k", value=AnyValue(bytes_value=b"\xff\xfe"))
-    raw = request_with(Span(trace_id=TRACE, span_id=SPAN, attributes=[attribute])).SerializeToString()
-    as_string = raw.replace(b"\x3a\x02\xff\xfe", b"\x0a\x02\xff\xfe")  # AnyValue.bytes_value -> string_value
+def test_invalid_utf8_in_a_protobuf_string_field_is_repaired_not_fatal():
+    # proto3 rejects the whole message for one bad string; the good spans must not pay for it.
+    attribute = KeyValue(key="k", value=AnyValue(bytes_value=b"caf\xe9!"))
+    good = Span(
+        trace_id=TRACE,
+        span_id=b"\x02" * 8,
+        name="good",
+        attributes=[KeyValue(key="k", value=AnyValue(string_value="ok"))],
+    )
+    raw = request_with(Span(trace_id=TRACE, span_id=SPAN, name="bad", attributes=[attribute]), good).SerializeToString()
+    as_string = raw.replace(b"\x3a\x05caf\xe9!", b"\x0a\x05caf\xe9!")  # AnyValue.bytes_value -> string_value
     assert as_string != raw
+    with pytest.raises(Exception, match="UTF-8"):
+        ExportTraceServiceRequest.FromString(as_string)
 
-    with pytest.raises(OtlpDecodeError, match=r"malformed protobuf: .*UTF-8"):
-        decode_protobuf(as_string)
+    records, rejected = records_from_request(decode_protobuf(as_string))
+    assert rejected == []
+    assert {r.name: r.attributes["k"] for r in records} == {"bad": "caf\ufffd!", "good": "ok"}
+
+
+def test_a_body_malformed_otherwise_still_raises():
+    with pytest.raises(OtlpDecodeError, match="malformed protobuf"):
+        decode_protobuf(b"\x0a\xff\xff\xff\x0f")
 
 
 # --- OTLP/JSON ---------------------------------------------------------------------------------------

@@ -8,14 +8,16 @@ rejected span, and answers full or partial success. Malformed bodies raise `Otlp
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import FieldDescriptor, FileDescriptor
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -40,8 +42,78 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     try:
         request.ParseFromString(body)
     except DecodeError as error:
-        raise OtlpDecodeError(f"malformed protobuf: {_short_protobuf_error(error)}") from None
+        # proto3 strings must be UTF-8, and one bad attribute would cost the whole batch: read the
+        # body again with every string field as bytes, repair the text, and keep every span.
+        repaired = _parse_repairing_utf8(body)
+        if repaired is None:
+            raise OtlpDecodeError(f"malformed protobuf: {_short_protobuf_error(error)}") from None
+        return repaired
     return request
+
+
+def _parse_repairing_utf8(body: bytes) -> ExportTraceServiceRequest | None:
+    """The request with invalid UTF-8 replaced by U+FFFD, or None when the body is malformed otherwise."""
+    lenient_class, text_fields = _lenient_request_class()
+    lenient = lenient_class()
+    try:
+        lenient.ParseFromString(body)
+    except DecodeError:
+        return None
+    _repair_text(lenient, text_fields)
+    return ExportTraceServiceRequest.FromString(lenient.SerializeToString())
+
+
+@functools.cache
+def _lenient_request_class() -> tuple[type[Message], frozenset[str]]:
+    """`ExportTraceServiceRequest` rebuilt in a pool of its own with `string` fields typed `bytes`
+    (the same wire format), and the full names of the fields so changed."""
+    files: list[FileDescriptor] = []
+
+    def collect(file: FileDescriptor) -> None:
+        for dependency in file.dependencies:
+            collect(dependency)
+        if file not in files:
+            files.append(file)
+
+    collect(ExportTraceServiceRequest.DESCRIPTOR.file)
+    pool = descriptor_pool.DescriptorPool()
+    text_fields: set[str] = set()
+    for file in files:
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        for message in proto.message_type:
+            _strings_to_bytes(message, f"{proto.package}.{message.name}", text_fields)
+        pool.Add(proto)
+    name = ExportTraceServiceRequest.DESCRIPTOR.full_name
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name)), frozenset(text_fields)
+
+
+def _strings_to_bytes(message: descriptor_pb2.DescriptorProto, full_name: str, changed: set[str]) -> None:
+    for field in message.field:
+        if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            changed.add(f"{full_name}.{field.name}")
+    for nested in message.nested_type:
+        _strings_to_bytes(nested, f"{full_name}.{nested.name}", changed)
+
+
+def _repair_text(message: Message, text_fields: frozenset[str]) -> None:
+    for field, value in message.ListFields():
+        if field.full_name in text_fields:
+            fixed = [v.decode("utf-8", "replace").encode("utf-8") for v in (value if _repeated(field) else [value])]
+            if _repeated(field):
+                del value[:]
+                value.extend(fixed)
+            else:
+                setattr(message, field.name, fixed[0])
+        elif field.message_type is not None:
+            for item in value if _repeated(field) else [value]:
+                _repair_text(item, text_fields)
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 6+; older releases only have `label`
+    return bool(repeated) if repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _short_protobuf_error(error: DecodeError) -> str:
