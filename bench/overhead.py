@@ -29,6 +29,12 @@ WHAT = {
     "otel-context": "instrumentation + `BatchSpanProcessor(ContextSpanExporter)`",
     "otlp": "instrumentation + `BatchSpanProcessor(OTLPSpanExporter)` to a local sink",
 }
+THREAD_GROUPS = {
+    "app thread": "app thread",
+    "OtelBatchSpanRecordProcessor": "span processor",
+    "otel-context-delivery": "upload workers",
+}
+GROUP_ORDER = (*THREAD_GROUPS.values(), "other")
 CHART_PAIRS = (*BASELINE.items(), ("otel-context", "noop"))
 SHARE_GOAL = 0.02
 RATIO_GOAL = 100.0
@@ -44,6 +50,16 @@ class OverheadRun:
     samples: dict[tuple[str, float], list[int]] = field(default_factory=dict)
     round_medians: dict[tuple[str, float], list[float]] = field(default_factory=dict)
     delivered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    cpu_s: dict[tuple[str, float], dict[str, float]] = field(default_factory=dict)  # summed over rounds
+
+    def cpu_us_per_call(self, setup: str, latency: float) -> dict[str, float]:
+        """CPU µs per call by thread group (app thread, span processor, upload workers, other)."""
+        calls = len(self.samples.get((setup, latency), [])) or 1
+        out = dict.fromkeys(GROUP_ORDER, 0.0)
+        for name, seconds in self.cpu_s.get((setup, latency), {}).items():
+            group = THREAD_GROUPS.get(name, "other")
+            out[group] = out.get(group, 0.0) + seconds * 1e6 / calls
+        return out
 
     def med_us(self, setup: str, latency: float) -> float:
         return median(self.samples.get((setup, latency), [])) / 1000
@@ -104,6 +120,9 @@ def run(
             report = run_worker(setup, api.url, sink.url, n, warmup, latencies)
             for phase in report["phases"]:
                 key = (setup, phase["latency_s"])
+                summed = result.cpu_s.setdefault(key, {})
+                for name, seconds in phase.get("cpu_s", {}).items():
+                    summed[name] = summed.get(name, 0.0) + seconds
                 result.samples.setdefault(key, []).extend(phase["ns"])
                 result.round_medians.setdefault(key, []).append(median(phase["ns"]) / 1000)
             result.delivered.setdefault(setup, []).append(report["delivered"])
@@ -163,6 +182,16 @@ def section(run: OverheadRun, chart: str) -> Section:
     ratio_none = legacy_ratio(run, slow, "none")
     ratio_noop = legacy_ratio(run, slow, "noop")
     legacy_notes = run.delivered.get("legacy", [{}])[0]
+    cpu_rows = []
+    for latency in run.latencies:
+        for setup in SETUPS:
+            cpu = run.cpu_us_per_call(setup, latency)
+            background = sum(v for k, v in cpu.items() if k != "app thread")
+            cpu_rows.append((f"{latency * 1000:g} ms", f"`{setup}`", *(num(v) for v in cpu.values()), num(background)))
+    ours_cpu = {
+        latency: _background(run, "otel-context", latency) - _background(run, "noop", latency)
+        for latency in run.latencies
+    }
     lines = [
         f"The seed's company-name chain (`ChatPromptTemplate | FakeListChatModel | StrOutputParser()`), "
         f"{run.n:,} timed `invoke()` calls per set-up and round on the app's thread after a warm-up, "
@@ -184,6 +213,19 @@ def section(run: OverheadRun, chart: str) -> Section:
         f"On the LCEL version of the same chain it raised {legacy_notes.get('lcel_callback_errors', 'n/a')} "
         f"callback error(s) (first: `{legacy_notes.get('lcel_first_error', '')}`) and stored "
         f"{legacy_notes.get('lcel_threads_stored', 'n/a')} thread(s): it breaks on LCEL chains.",
+        "",
+        "CPU per call by thread (user + system from /proc/self/task, timed loop plus the untimed drain that "
+        "follows it, so background work caused by these calls is all counted; 10 ms clock ticks):",
+        "",
+        table(("API latency", "set-up", *(f"{g} µs" for g in GROUP_ORDER), "background total µs"), cpu_rows),
+        "",
+        "- otel-context's own background CPU per call (its background total − noop's): "
+        + ", ".join(
+            f"{num(v)} µs at {latency * 1000:g} ms ({pct(v / run.med_us('noop', latency))} of the noop call)"
+            for latency, v in ours_cpu.items()
+        )
+        + ". On 2 cores with one GIL this work competes with the app thread; that is what the median and p99 "
+        "rows above show.",
         "- Delivered (per round): "
         + "; ".join(f"`{setup}` {_delivered_text(reports)}" for setup, reports in run.delivered.items() if reports[0]),
     ]
@@ -196,15 +238,21 @@ def section(run: OverheadRun, chart: str) -> Section:
         )
         for latency, value in shares.items()
     ]
+    # The issue counts the instrumentation with a no-op exporter as "its own cost, which is not ours":
+    # otel-context's added latency is otel-context − noop. The figure against `none` is reported beside it.
     targets.append(
         Target(
-            f"legacy added / otel-context added latency ({slow * 1000:g} ms API)",
-            f"{num(ratio_none)}×",
+            f"legacy added / otel-context's own added latency ({slow * 1000:g} ms API)",
+            f"{num(ratio_noop)}× (vs none: {num(ratio_none)}×)",
             f"≥ {RATIO_GOAL:g}×",
-            ratio_none >= RATIO_GOAL,
+            ratio_noop >= RATIO_GOAL,
         )
     )
     return Section(OVERHEAD, "\n".join(lines), targets)
+
+
+def _background(run: OverheadRun, setup: str, latency: float) -> float:
+    return sum(v for k, v in run.cpu_us_per_call(setup, latency).items() if k != "app thread")
 
 
 def _delivered_text(reports: list[dict[str, Any]]) -> str:

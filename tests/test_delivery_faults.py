@@ -53,6 +53,7 @@ def assert_each_arrived_once(client, expected: range) -> None:
         pytest.param({"status": 429, "duration_s": 3, "retry_after": 1}, id="429-retry-after"),
         pytest.param({"reset_s": 3}, id="connection-resets"),
         pytest.param({"down_s": 20}, id="down-20s"),
+        pytest.param({"lose_ack_s": 2}, id="stored-but-answer-lost"),
     ],
 )
 def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, local_api, client, fault):
@@ -72,6 +73,8 @@ def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, loc
     # Each attempt is one request: azure-core's own retry policy is off, so retries never multiply.
     posts = local_api.stats()["requests"]["POST /api/v1/log/conversation/thread"]
     assert posts == stats["threads_uploaded"] + stats["threads_retried"]
+    if "lose_ack_s" in fault:  # writes that worked were sent again: the stable id kept them one thread each
+        assert max(local_api.stats()["writes"].values()) >= 2
     local_api.clear_faults()
     assert_each_arrived_once(client, range(40))
 

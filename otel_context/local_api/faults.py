@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-ADMIN_KEYS = ("latency_s", "status", "duration_s", "retry_after", "reset_s", "down_s")
+ADMIN_KEYS = ("latency_s", "status", "duration_s", "retry_after", "reset_s", "down_s", "lose_ack_s")
 RETRY_AFTER_STATUSES = (429, 503)
 
 
@@ -31,6 +31,7 @@ class FaultPlan:
     retry_after: float | None = None
     reset_connections_until: float | None = None
     down_until: float | None = None
+    lose_ack_until: float | None = None  # store the write, then reset: the client never learns it worked
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -49,6 +50,7 @@ class FaultPlan:
             retry_after=_seconds(spec, "retry_after"),
             reset_connections_until=_deadline(now, _seconds(spec, "reset_s")),
             down_until=_deadline(now, _seconds(spec, "down_s")),
+            lose_ack_until=_deadline(now, _seconds(spec, "lose_ack_s")),
         )
 
     def assign(self, other: FaultPlan) -> None:
@@ -72,6 +74,9 @@ class FaultPlan:
     def resets(self, now: float) -> bool:
         return self.is_down(now) or (self.reset_connections_until is not None and now < self.reset_connections_until)
 
+    def loses_ack(self, now: float) -> bool:
+        return self.lose_ack_until is not None and now < self.lose_ack_until
+
     def failure_status(self, now: float) -> int | None:
         """The status to answer writes with, while the window lasts."""
         if self.status is None or (self.status_until is not None and now >= self.status_until):
@@ -94,6 +99,7 @@ class FaultPlan:
             "retry_after": plan.retry_after,
             "reset_remaining_s": _remaining(plan.reset_connections_until, now),
             "down_remaining_s": _remaining(plan.down_until, now),
+            "lose_ack_remaining_s": _remaining(plan.lose_ack_until, now),
         }
 
 

@@ -168,6 +168,9 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
         retry_after = plan.retry_after_header(status)
         headers = {"Retry-After": retry_after} if retry_after else None
         return json_error(status, f"injected fault: HTTP {status}", headers=headers)
+    if plan.loses_ack(time.monotonic()) and request.method in WRITE_METHODS:
+        await handler(request)  # the write is stored...
+        drop_connection(request)  # ...and its answer lost, so the client retries a write that worked
     return await handler(request)
 
 
