@@ -7,6 +7,7 @@ traces with fresh trace ids, as SDK spans, `SpanRecord`s or OTLP protobuf bodies
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from otel_context.model import SpanRecord
 from otel_context.spans.sdk import records_from_sdk
 
+SESSION_SUFFIXES = ("session_id", "session.id", "conversation.id")
 COMPANY_PROMPT = "What is a good name for a company that makes {product}?"
 
 
@@ -129,7 +131,14 @@ def capture_mix(rounds: int = 2) -> list[list[ReadableSpan]]:
     return list(traces.values())
 
 
-def _with_trace_id(span: ReadableSpan, trace_id: int) -> ReadableSpan:
+def _fresh_sessions(attributes: Any, cycle: int) -> Any:
+    """Session ids unique per replay cycle: a replayed app has many short sessions, not two endless ones."""
+    if not attributes or not any(key.endswith(SESSION_SUFFIXES) for key in attributes):
+        return attributes
+    return {key: f"{value}-{cycle}" if key.endswith(SESSION_SUFFIXES) else value for key, value in attributes.items()}
+
+
+def _with_trace_id(span: ReadableSpan, trace_id: int, cycle: int) -> ReadableSpan:
     context = span.context
     assert context is not None
     parent = span.parent
@@ -138,7 +147,7 @@ def _with_trace_id(span: ReadableSpan, trace_id: int) -> ReadableSpan:
         context=SpanContext(trace_id, context.span_id, False, TraceFlags(TraceFlags.SAMPLED)),
         parent=SpanContext(trace_id, parent.span_id, False, TraceFlags(TraceFlags.SAMPLED)) if parent else None,
         resource=span.resource,
-        attributes=span.attributes,
+        attributes=_fresh_sessions(span.attributes, cycle),
         events=span.events,
         links=span.links,
         kind=span.kind,
@@ -173,11 +182,11 @@ class SpanMix:
         return self._random.getrandbits(128) | 1
 
     def fresh_traces(self) -> Iterator[list[ReadableSpan]]:
-        """Endless copies of the captured traces, in turn, each with a new trace id."""
-        while True:
+        """Endless copies of the captured traces, in turn, each with a new trace id (and session ids)."""
+        for cycle in itertools.count():
             for trace in self.traces:
                 trace_id = self._fresh_id()
-                yield [_with_trace_id(span, trace_id) for span in trace]
+                yield [_with_trace_id(span, trace_id, cycle) for span in trace]
 
     def span_batches(self, total_spans: int, batch_size: int) -> list[list[ReadableSpan]]:
         """About `total_spans` fresh spans, whole traces in end order, cut into batches of `batch_size`."""
@@ -188,10 +197,16 @@ class SpanMix:
         return [spans[i : i + batch_size] for i in range(0, len(spans), batch_size)]
 
     def record_traces(self, count: int) -> list[list[SpanRecord]]:
-        """`count` fresh traces as `SpanRecord`s (cheap to copy: only the ids change)."""
+        """`count` fresh traces as `SpanRecord`s, each span with its own attribute dict (as received spans have)."""
         templates = [records_from_sdk(trace) for trace in self.traces]
         out = []
         for index in range(count):
             trace_id = self._fresh_id()
-            out.append([replace(record, trace_id=trace_id) for record in templates[index % len(templates)]])
+            cycle = index // len(templates)
+            out.append(
+                [
+                    replace(record, trace_id=trace_id, attributes=dict(_fresh_sessions(record.attributes, cycle)))
+                    for record in templates[index % len(templates)]
+                ]
+            )
         return out

@@ -151,7 +151,9 @@ def section(result: dict[str, Any]) -> Section:
             "",
             table(header, rows),
             "",
-            f"- About {num(per_trace / 1024, 2)} KiB of RSS per held trace.",
+            f"- About {num(per_trace / 1024, 2)} KiB of RSS per held trace. RSS also counts memory the allocator "
+            "keeps after the incoming spans (each with its own attribute dict) are converted and freed; the "
+            "allocated-block count is what stays alive.",
             f"- Bound: at most {result['max_held_traces']:,} traces / {result['max_held_spans']:,} spans were "
             "ever held "
             f"(limit {result['max_traces']:,} traces × {result['children_per_trace_max']} children = "

@@ -14,11 +14,15 @@ import argparse
 import gc
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .services import TOKEN, http_json, set_latency
@@ -194,6 +198,20 @@ def _legacy_on_lcel(handler: Any, chain: Any, api_url: str, token: str) -> dict[
     }
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each live thread, by thread name without its number."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = "app thread" if thread is threading.main_thread() else re.sub(r"[-_]?\d+$", "", thread.name)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     setup = build(args.setup, args.api_url, args.sink, args.token)
     phases = []
@@ -205,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             setup.call()
         setup.settle()
         gc.collect()
+        cpu_before = thread_cpu_s()
         samples = []
         clock = time.perf_counter_ns
         call = setup.call
@@ -216,12 +235,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = clock() - started
         settle_started = time.perf_counter()
         setup.settle()  # untimed: background export and delivery finish before the next phase
+        cpu_after = thread_cpu_s()
+        cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 3) for name in cpu_after}
         phases.append(
             {
                 "latency_s": latency,
                 "ns": samples,
                 "wall_ns": elapsed,
                 "settle_s": round(time.perf_counter() - settle_started, 3),
+                "cpu_s": cpu,
             }
         )
     setup.shutdown()  # provider.shutdown(): outside every timed loop

@@ -15,12 +15,14 @@ import argparse
 import cProfile
 import io
 import pstats
+import subprocess
 import sys
 from collections.abc import Callable
 
 from .apps import SpanMix, capture_mix
 
 OURS = "otel_context"
+CLEANUP: list[Callable[[], object]] = []
 
 
 def report(profiler: cProfile.Profile, top: int, title: str) -> str:
@@ -31,10 +33,16 @@ def report(profiler: cProfile.Profile, top: int, title: str) -> str:
         rows.append((own, cumulative, calls, f"{_short(path)}:{name}", OURS in path))
     out = io.StringIO()
     out.write(f"\n## {title}: {total:.3f} s profiled\n\n")
-    for label, chosen in (("all code", rows), ("otel-context only", [r for r in rows if r[4]])):
-        out.write(f"top {top} by own time, {label}:\n")
+    ours = [r for r in rows if r[4]]
+    listings = (
+        ("by own time, all code", sorted(rows, reverse=True)),
+        ("by own time, otel-context only", sorted(ours, reverse=True)),
+        ("by cumulative time, otel-context only", sorted(ours, key=lambda r: r[1], reverse=True)),
+    )
+    for label, chosen in listings:
+        out.write(f"top {top} {label}:\n")
         out.write(f"{'own s':>8} {'own %':>6} {'cum s':>8} {'calls':>9}  function\n")
-        for own, cumulative, calls, where, _ in sorted(chosen, reverse=True)[:top]:
+        for own, cumulative, calls, where, _ in chosen[:top]:
             out.write(f"{own:8.3f} {own / total:6.1%} {cumulative:8.3f} {calls:9d}  {where}\n")
         out.write("\n")
     return out.getvalue()
@@ -112,16 +120,8 @@ def profile_app(mix: SpanMix) -> Callable[[], object]:
     setup = build("otel-context", api.url, "", TOKEN)
     for _ in range(100):
         setup.call()
-
-    def work() -> None:
-        try:
-            for _ in range(2000):
-                setup.call()
-        finally:
-            setup.shutdown()
-            api.stop()
-
-    return work
+    CLEANUP.append(lambda: (setup.shutdown(), api.stop()))  # after profiling: shutdown is not the app's cost
+    return lambda: [setup.call() for _ in range(2000)]
 
 
 TARGETS = {"export": profile_export, "sidecar": profile_sidecar, "upload": profile_upload, "app": profile_app}
@@ -135,12 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target(s) {', '.join(sorted(unknown))}")
-    mix = SpanMix(capture_mix())
-    for name in args.targets or TARGETS:
-        work = TARGETS[name](mix)
-        profiler = cProfile.Profile()
-        profiler.runcall(work)
-        sys.stdout.write(report(profiler, args.top, name))
+    targets = args.targets or list(TARGETS)
+    if len(targets) > 1:  # one process each: `app` must instrument LangChain in a process that never did
+        for name in targets:
+            sys.stdout.flush()
+            subprocess.run([sys.executable, "-m", "bench.profile", name, "--top", str(args.top)], check=True)
+        return 0
+    (name,) = targets
+    mix = SpanMix(capture_mix()) if name != "app" else SpanMix([])
+    work = TARGETS[name](mix)
+    profiler = cProfile.Profile()
+    profiler.runcall(work)
+    for cleanup in CLEANUP:
+        cleanup()
+    sys.stdout.write(report(profiler, args.top, name))
     return 0
 
 
