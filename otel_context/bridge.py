@@ -89,11 +89,12 @@ class Bridge:
     def accept(self, records: Iterable[SpanRecord]) -> bool:
         """Convert what these spans complete and queue it; False if any thread was dropped."""
         records = list(records)
-        ratings = [(target, rating) for span in records if (target := feedback_target(span)) and
-                   (rating := span_rating(span)) is not None]  # fmt: skip
         ok = self._submit(self.buffer.add(records))
-        for target, rating in ratings:
-            self._rate(*target, rating)
+        for span in records:  # feedback given later, in a trace of its own, names what it rates
+            target = feedback_target(span)
+            rating = span_rating(span) if target is not None else None
+            if target is not None and rating is not None:
+                self._rate(*target, rating)
         return ok
 
     def tick(self) -> bool:
