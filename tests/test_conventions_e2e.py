@@ -93,7 +93,9 @@ def test_through_the_exporter(path, local_api, client):
 def test_through_the_sidecar(path, local_api, client, tmp_path):
     receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.2, state_dir=str(tmp_path))
     expected = expected_threads(path)
-    with SidecarThread(receiver, resolve_settings(endpoint=local_api.url, token=TOKEN)) as sidecar:
+    # A provider's model span waits `root_wait_s` for a LangChain span to claim it: keep that short here.
+    delivery = resolve_settings(endpoint=local_api.url, token=TOKEN, root_wait_s=1.0)
+    with SidecarThread(receiver, delivery) as sidecar:
         spans = readable_spans(path)
         random.Random(5).shuffle(spans)  # any order, as spans from many services arrive
         for span in spans:
