@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .assembly import TraceBuffer
 from .bridge import Bridge
 from .config import ConfigError, ExporterSettings, resolve_settings
+from .delivery import DeliveryQueue
 from .spans.sdk import records_from_sdk
 from .telemetry import Counters
 
@@ -42,11 +44,11 @@ class ContextSpanExporter(SpanExporter):
                 _logger.debug("otel-context could not register its metrics", exc_info=True)
 
     @property
-    def buffer(self):
+    def buffer(self) -> TraceBuffer:
         return self.bridge.buffer
 
     @property
-    def delivery(self):
+    def delivery(self) -> DeliveryQueue:
         return self.bridge.delivery
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
