@@ -215,11 +215,22 @@ class TraceBuffer:
     def _claim_provider_calls(self, host: SpanRecord, now: float) -> None:
         """Waiting provider spans inside this model span's time are its own call: steps under it."""
         for key in [k for k in self._providers if _contains(host, self._candidates[k].span)]:
-            self._providers.discard(key)
-            waiting = self._candidates.pop(key)
+            waiting = self._forget_candidate(key)
             self._hold(
                 waiting.span, waiting.convention, SpanClass.LLM, now, parent_id=host.span_id, trace_id=host.trace_id
             )
+
+    def _forget_candidate(self, key: Key) -> _Waiting:
+        """Take a candidate out of every index (a parent that never comes must not keep it listed)."""
+        waiting = self._candidates.pop(key)
+        self._providers.discard(key)
+        parent = (key[0], waiting.span.parent_id)
+        waiters = self._waiting_on.get(parent)
+        if waiters is not None and key in waiters:
+            waiters.remove(key)
+            if not waiters:
+                del self._waiting_on[parent]
+        return waiting
 
     def _is_genai(self, key: Key) -> bool:
         """Whether this span was seen and is a GenAI span (a pending root, a candidate or a held step)."""
@@ -277,8 +288,7 @@ class TraceBuffer:
     # -- releasing roots --------------------------------------------------------------------------
     def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution]]]:
         for key in [k for k, c in self._candidates.items() if c.due <= now]:
-            waiting = self._candidates.pop(key)  # no parent came in time: a root after all
-            self._providers.discard(key)
+            waiting = self._forget_candidate(key)  # no parent came in time: a root after all
             self._make_root(waiting.span, waiting.span_class, waiting.convention, min(now, waiting.due))
         if not self._pending:
             return []

@@ -112,3 +112,21 @@ def test_orphans_are_evicted_by_count_and_age_and_counted():
     assert buffer.held_spans == 0
     assert buffer.counters.get("spans_evicted") == 3
     assert buffer.counters.get("traces_evicted") == 1
+
+
+def test_a_candidate_whose_parent_never_comes_leaves_no_trace_behind():
+    """An OpenInference-style chain under a parent that never arrives (a filtered HTTP span) becomes a
+    root after the wait, and nothing stays indexed under the missing parent."""
+    from otel_context.model import SpanRecord
+
+    now = [0.0]
+    buffer = TraceBuffer(root_wait_s=5, clock=lambda: now[0])
+    chain = SpanRecord(
+        trace_id=1, span_id=2, parent_id=99, name="chain", start_ns=0, end_ns=1,
+        attributes={"openinference.span.kind": "CHAIN", "input.value": "hi", "output.value": "yo"},
+    )  # fmt: skip
+    assert buffer.add([chain]) == []
+    now[0] = 6.0
+    (thread,) = buffer.due()
+    assert messages(thread) == [("message", "user", "hi"), ("message", "assistant", "yo")]
+    assert buffer._waiting_on == {} and buffer._candidates == {}
