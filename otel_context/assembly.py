@@ -29,7 +29,7 @@ from .telemetry import Counters
 _logger = logging.getLogger(__name__)
 ROOT_CLASSES = frozenset({SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE})
 CANDIDATE_CLASSES = frozenset({SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL})
-Key = tuple[int, int]  # (trace id, span id)
+Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 _SIGNALS_OFF_BY_DEFAULT = ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")

@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "https://api.context.ai"
@@ -140,7 +141,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
     """Keyword arguments (None means not given) over `OTEL_EXPORTER_CONTEXT_*` over defaults."""
     given = {k: v for k, v in overrides.items() if v is not None}
     timeout_ms = _int_env("OTEL_EXPORTER_CONTEXT_TIMEOUT", DEFAULT_TIMEOUT_MS)
-    resolved = {
+    resolved: dict[str, Any] = {
         "token": resolve_token(given.pop("token", None)),  # type: ignore[arg-type]
         "endpoint": env("OTEL_EXPORTER_CONTEXT_ENDPOINT") or DEFAULT_ENDPOINT,
         "timeout_s": timeout_ms / 1000,
@@ -172,11 +173,11 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
     if callable(redact):  # `redact=callable`: a hook applied after the built-in patterns
         resolved["redact_hook"] = redact
     elif redact is not None:
-        resolved["redact"] = tuple(redact) if not isinstance(redact, str) else _split(redact)
+        resolved["redact"] = _split(redact) if isinstance(redact, str) else tuple(redact)  # type: ignore[arg-type]
     if "timeout" in given:  # keyword `timeout` is in seconds, like the OTLP exporters' constructors
         resolved["timeout_s"] = float(given.pop("timeout"))  # type: ignore[arg-type]
     resolved.update(given)
-    settings = ExporterSettings(**resolved)  # type: ignore[arg-type]
+    settings = ExporterSettings(**resolved)
     validate(settings)
     return settings
 
@@ -226,7 +227,7 @@ class ReceiverSettings:
 def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
     given = {k: v for k, v in overrides.items() if v is not None}
     grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320)
-    resolved: dict[str, object] = {
+    resolved: dict[str, Any] = {
         "host": env("OTEL_CONTEXT_SERVE_HOST") or "127.0.0.1",
         "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319),
         "grpc_port": grpc_port if grpc_port >= 0 else None,
@@ -237,6 +238,6 @@ def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
         "state_dir": env("OTEL_CONTEXT_SERVE_STATE_DIR") or "otel-context-state",
     }
     resolved.update(given)
-    if resolved.get("grpc_port") is not None and int(resolved["grpc_port"]) < 0:  # type: ignore[arg-type]
+    if resolved.get("grpc_port") is not None and int(resolved["grpc_port"]) < 0:
         resolved["grpc_port"] = None
-    return ReceiverSettings(**resolved)  # type: ignore[arg-type]
+    return ReceiverSettings(**resolved)

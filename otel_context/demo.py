@@ -21,6 +21,7 @@ def run_app() -> list[str]:
     from langchain_core.messages import HumanMessage, SystemMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableConfig
 
     answers = []
     chat = FakeListChatModel(responses=["J'adore la programmation."])
@@ -39,7 +40,7 @@ def run_app() -> list[str]:
         | FakeListChatModel(responses=["Your order ships tomorrow."])
         | StrOutputParser()
     )
-    config = {"metadata": {"user_id": "u-123", "session_id": "s-42"}, "tags": ["support"]}
+    config: RunnableConfig = {"metadata": {"user_id": "u-123", "session_id": "s-42"}, "tags": ["support"]}
     answers.append(support.invoke({"question": "When does my order ship?"}, config=config))
     return [str(a) for a in answers]
 

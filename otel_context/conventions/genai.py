@@ -105,7 +105,7 @@ def _tool_call_parts(calls: Any) -> list[dict[str, Any]]:
     for call in calls:
         if not isinstance(call, Mapping):
             continue
-        function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+        function: Mapping[str, Any] = call["function"] if isinstance(call.get("function"), Mapping) else {}
         parts.append(
             {
                 "type": "tool_call",

@@ -84,7 +84,8 @@ class ContextSender:
         except HttpResponseError as error:
             status = error.status_code
             response = error.response
-            retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+            headers = getattr(response, "headers", None) or {}
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             verdict = Verdict.RETRY if status in RETRYABLE_STATUS or status is None else Verdict.REJECTED
             return SendOutcome(verdict, status, retry_after, _reason(error, f"HTTP {status}"))
         except (ServiceRequestError, ServiceResponseError) as error:

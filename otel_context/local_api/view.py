@@ -249,7 +249,7 @@ def _threads_table(threads: Iterable[Mapping[str, Any]]) -> str:
 def _filter_link(key: str, value: Any) -> str:
     if not value:
         return ""
-    return f'<a href="{e(list_href(**{key: str(value)}))}">{e(value)}</a>'
+    return f'<a href="{e(list_href(**{key: str(value)}))}">{e(value)}</a>'  # type: ignore[arg-type]
 
 
 def _filter_form(user_id: str | None, session_id: str | None, per_page: int) -> str:
