@@ -97,12 +97,12 @@ def _print_threads(exporter, started: dt.datetime, out: TextIO) -> None:
     listing = client.conversations(start_time=started.isoformat(), per_page=100, enforce_https=False)
     mine = [c for c in listing.conversations or [] if (c.metadata or {}).get("service_name") == "otel-context-demo"]
     threads = [client.conversation(summary.id, enforce_https=False) for summary in mine]
-    threads.sort(key=lambda t: t.messages[0].event_timestamp if t.messages else started)
+    threads.sort(key=lambda t: (t.metadata or {}).get("started_at", ""))
     for index, thread in enumerate(threads, 1):
         print(f"\nThread {index}: {thread.id}", file=out)
         for message in thread.messages or []:
             label = message.role if message.type in (None, "message") else f"{message.type}"
             print(f"  {label:<10} {message.message}", file=out)
-        shown = {k: v for k, v in (thread.metadata or {}).items() if k not in ("span_id", "source")}
+        shown = {k: v for k, v in (thread.metadata or {}).items() if k not in ("span_id", "source", "started_at")}
         print("  metadata   " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())), file=out)
     client.close()

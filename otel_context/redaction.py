@@ -25,8 +25,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "card": re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
     "phone": re.compile(r"(?<![\w.])\+?\d{1,3}?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w.])"),
 }
-NEVER_REDACTED = frozenset({"trace_id", "span_id", "latency_ms", "source", "input_tokens", "output_tokens",
-                            "total_tokens", "turns"})  # fmt: skip
+NEVER_REDACTED = frozenset({"trace_id", "span_id", "started_at", "latency_ms", "source", "input_tokens",
+                            "output_tokens", "total_tokens", "turns"})  # fmt: skip
 
 
 def _luhn(digits: str) -> bool:

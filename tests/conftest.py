@@ -135,7 +135,7 @@ def read_threads(client: ContextAPI) -> list:
     """Every stored thread, in the order the app ran them, through the real client's list and detail calls."""
     listing = client.conversations(start_time="2000-01-01T00:00:00Z", per_page=1000, enforce_https=False)
     threads = [client.conversation(c.id, enforce_https=False) for c in listing.conversations or []]
-    return sorted(threads, key=lambda t: (t.messages[0].event_timestamp, t.messages[-1].event_timestamp))
+    return sorted(threads, key=lambda t: ((t.metadata or {}).get("started_at", ""), t.messages[0].event_timestamp))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
