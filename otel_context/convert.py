@@ -9,12 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
 from .feedback import span_rating
-from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord
+from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
 from .render import render
 from .text import as_text, clean_text
 
@@ -107,7 +106,8 @@ def convert_root(
     metadata: dict[str, str] = {
         "trace_id": root.trace_hex,
         "span_id": root.span_hex,
-        "started_at": _microseconds(root.start_ns),
+        # to the microsecond: runs a few hundred µs apart would sort as ties at Context's milliseconds
+        "started_at": iso8601(root.start_ns, "microseconds"),
         "latency_ms": str(round(max(0, root.end_ns - root.start_ns) / 1e6, 3)),
         "source": "otel-context",
     }
@@ -148,13 +148,6 @@ def convert_root(
         start_ns=root.start_ns,
         name=metadata.get("workflow") or root.name,
     )
-
-
-def _microseconds(timestamp_ns: int) -> str:
-    """When the root started, to the microsecond (message timestamps are milliseconds: runs a few
-    hundred microseconds apart would otherwise sort as ties)."""
-    moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage]:

@@ -116,14 +116,14 @@ class ConversationThread:
         }
 
 
-def iso8601(timestamp_ns: int) -> str:
-    """Nanoseconds since the epoch as the millisecond ISO 8601 UTC string Context stores."""
+def iso8601(timestamp_ns: int, timespec: str = "milliseconds") -> str:
+    """Nanoseconds since the epoch as an ISO 8601 UTC string; milliseconds, as Context stores timestamps."""
     moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_iso8601(text: str) -> int:
-    """The inverse of `iso8601`, for timestamps read back from storage."""
+    """The inverse of `iso8601`, for timestamps read back from storage and span dumps (naive means UTC)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

@@ -47,6 +47,14 @@ def clean_text(text: str, limit: int) -> str:
     return text
 
 
+def as_int(value: Any) -> int:
+    """A count attribute (token usage) as an int; missing or unreadable counts as 0."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def as_text(value: Any) -> str:
     """Any attribute value as text: strings as they are, bytes decoded leniently, others as JSON."""
     if value is None:

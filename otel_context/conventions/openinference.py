@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..model import Message, SpanEvent
-from ..text import as_text, parse_json
+from ..text import as_int, as_text, parse_json
 from .base import SpanClass, ToolStep, Usage
 from .openllmetry import PLACEHOLDER_MODELS, MessageBuilder
 
@@ -29,13 +29,6 @@ _MESSAGE_KEY = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$
 _CONTENT_KEY = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
 _TOOL_CALL_KEY = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
 _PROMPT_KEY = re.compile(r"^llm\.prompts\.(\d+)\.prompt\.text$")
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _langchain_messages(value: Any) -> Any:
@@ -170,9 +163,9 @@ class OpenInference:
         return []
 
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
-        prompt = _int(attributes.get("llm.token_count.prompt"))
-        completion = _int(attributes.get("llm.token_count.completion"))
-        total = _int(attributes.get("llm.token_count.total")) or prompt + completion
+        prompt = as_int(attributes.get("llm.token_count.prompt"))
+        completion = as_int(attributes.get("llm.token_count.completion"))
+        total = as_int(attributes.get("llm.token_count.total")) or prompt + completion
         return Usage(prompt, completion, total)
 
     def llm_messages(

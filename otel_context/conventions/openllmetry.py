@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..model import Message, SpanEvent
-from ..text import as_text, blocks_text, compact_json, parse_json
+from ..text import as_int, as_text, blocks_text, compact_json, parse_json
 from .base import SpanClass, ToolStep, Usage
 
 ASSOCIATION_PREFIX = "traceloop.association.properties."
@@ -35,13 +35,6 @@ ROLE_ALIASES = {
     "tool": "tool",
     "function": "tool",
 }
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 class MessageBuilder:
@@ -141,9 +134,9 @@ class OpenLLMetry:
 
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
         get = attributes.get
-        prompt = _int(get("gen_ai.usage.input_tokens", get("gen_ai.usage.prompt_tokens")))
-        completion = _int(get("gen_ai.usage.output_tokens", get("gen_ai.usage.completion_tokens")))
-        total = _int(get("llm.usage.total_tokens", get("gen_ai.usage.total_tokens"))) or prompt + completion
+        prompt = as_int(get("gen_ai.usage.input_tokens", get("gen_ai.usage.prompt_tokens")))
+        completion = as_int(get("gen_ai.usage.output_tokens", get("gen_ai.usage.completion_tokens")))
+        total = as_int(get("llm.usage.total_tokens", get("gen_ai.usage.total_tokens"))) or prompt + completion
         return Usage(prompt, completion, total)
 
     def llm_messages(

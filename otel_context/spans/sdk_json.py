@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..model import STATUS_UNSET, SpanEvent, SpanRecord
+from ..model import STATUS_UNSET, SpanEvent, SpanRecord, parse_iso8601
 
 
 def _ns(text: str | None) -> int:
-    if not text:
-        return 0
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return parse_iso8601(text) if text else 0
 
 
 def _hex_id(text: str | None) -> int | None:
