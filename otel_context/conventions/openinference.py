@@ -18,7 +18,7 @@ from typing import Any
 from ..model import Message, SpanEvent
 from ..text import as_int, as_text, parse_json
 from .base import SpanClass, ToolStep, Usage
-from .openllmetry import PLACEHOLDER_MODELS, MessageBuilder
+from .openllmetry import PLACEHOLDER_MODELS, MessageBuilder, group_indexed
 
 KIND = "openinference.span.kind"
 JSON_MIME = "application/json"
@@ -59,13 +59,7 @@ def _io_value(attributes: Mapping[str, Any], side: str) -> Any:
 
 def _message_fields(attributes: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
     """`llm.{input,output}_messages.{i}.message.*` grouped by (side, index); side 0 is input."""
-    found: dict[tuple[int, int], dict[str, Any]] = {}
-    for key, value in attributes.items():
-        match = _MESSAGE_KEY.match(key)
-        if match:
-            side = 0 if match.group(1) == "input" else 1
-            found.setdefault((side, int(match.group(2))), {})[match.group(3)] = value
-    return found
+    return group_indexed(attributes, _MESSAGE_KEY, input_side="input")
 
 
 def _message_parts(fields: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -37,6 +37,22 @@ ROLE_ALIASES = {
 }
 
 
+def group_indexed(
+    attributes: Mapping[str, Any], pattern: re.Pattern[str], input_side: str
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Flat message keys grouped by (side, index): side 0 is input (`input_side`), 1 output.
+
+    `pattern` matches a key as (side word, index, field), e.g. `gen_ai.prompt.0.content`.
+    """
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, value in attributes.items():
+        match = pattern.match(key)
+        if match:
+            side = 0 if match.group(1) == input_side else 1
+            found.setdefault((side, int(match.group(2))), {})[match.group(3)] = value
+    return found
+
+
 class MessageBuilder:
     """Turns (role, parts) pairs into Context messages, pairing tool calls with their results."""
 
@@ -175,12 +191,7 @@ class OpenLLMetry:
     def _read_flat(attributes: Mapping[str, Any], builder: MessageBuilder) -> int:
         """Pre-0.55 keys: `gen_ai.prompt.{i}.role/content`, `gen_ai.completion.{i}.*`; returns the split."""
         split: int | None = None
-        entries: dict[tuple[int, int], dict[str, Any]] = {}
-        for key, value in attributes.items():
-            match = _FLAT_INDEX.match(key)
-            if match:
-                side = 0 if match.group(1) == "prompt" else 1
-                entries.setdefault((side, int(match.group(2))), {})[match.group(3)] = value
+        entries = group_indexed(attributes, _FLAT_INDEX, input_side="prompt")
         for (side, _), fields in sorted(entries.items()):
             if side == 1 and split is None:
                 split = len(builder.messages)
