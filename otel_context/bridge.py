@@ -145,9 +145,8 @@ class Bridge:
         """Where the last answer of a recent thread is, for feedback that arrives later."""
         if not key:
             return
-        answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
         with self._lock:
-            self._recent[key] = (thread.id, answers[-1] if answers else len(thread.messages) - 1)
+            self._recent[key] = (thread.id, _last_answer(thread))
             if len(self._recent) > 10_000:
                 self._recent.popitem(last=False)
 
@@ -158,8 +157,7 @@ class Bridge:
             part, turns = self.sessions.turns(value)
             if turns:
                 thread = merge(value, part, turns)
-                answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
-                found = (thread.id, answers[-1] if answers else len(thread.messages) - 1)
+                found = (thread.id, _last_answer(thread))
         else:
             with self._lock:
                 found = self._recent.get(value)
@@ -189,6 +187,12 @@ class Bridge:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
+
+
+def _last_answer(thread: ConversationThread) -> int:
+    """Index of the message a rating applies to: the last assistant answer, else the last message."""
+    answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
+    return answers[-1] if answers else len(thread.messages) - 1
 
 
 def _session_store(settings: ExporterSettings, session_db: str | None) -> SessionStore:
