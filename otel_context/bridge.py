@@ -1,6 +1,8 @@
 """The pipeline both entry points share: span records in -> assembled traces -> threads -> delivery.
 
 The in-process exporter feeds it SDK spans; the sidecar feeds it OTLP. One conversion, one delivery.
+Fork-safe: everything that owns a thread, a lock, a socket or a file is renewed in a forked child,
+which starts fresh and delivers its own runs (the parent's held spans and queued work stay the parent's).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -15,7 +18,9 @@ from .assembly import TraceBuffer
 from .config import TOKEN_VARIABLES, ExporterSettings
 from .conventions import default_conventions
 from .convert import ConversionOptions
-from .delivery import ContextSender, DeliveryQueue
+from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
+from .delivery.item import THREAD, encode_thread
+from .delivery.outcome import Verdict
 from .feedback import feedback_target, span_rating
 from .model import ConversationThread, SpanRecord
 from .redaction import Redactor
@@ -42,10 +47,22 @@ class Bridge:
         self.settings = settings
         self.push_back = push_back
         self.counters = counters or Counters()
-        self.buffer = TraceBuffer(
+        self._settle_s = settle_s
+        self.buffer = self._make_buffer()
+        self._sender = ContextSender(settings)
+        self.sessions = _session_store(settings, session_db) if settings.sessions else None
+        self.delivery = DeliveryQueue(self._send, settings, self.counters, abort=self._sender.abort)
+        self.redactor = Redactor(list(settings.redact), settings.redact_hook)
+        self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
+        self._reset_state()
+        _renew_after_fork(self)
+
+    def _make_buffer(self) -> TraceBuffer:
+        settings = self.settings
+        return TraceBuffer(
             max_traces=settings.max_pending_traces,
             max_age_s=settings.pending_ttl_s,
-            settle_s=settle_s,
+            settle_s=self._settle_s,
             root_wait_s=settings.root_wait_s,
             options=ConversionOptions(
                 max_message_chars=settings.max_message_chars, include_tools=settings.include_tools
@@ -53,16 +70,26 @@ class Bridge:
             counters=self.counters,
             conventions=default_conventions(settings.association_prefix),
         )
-        self._sender = ContextSender(settings)
-        self.delivery = DeliveryQueue(self._sender.send, settings, self.counters)
-        self.redactor = Redactor(list(settings.redact), settings.redact_hook)
-        self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
-        self.sessions = _session_store(settings, session_db) if settings.sessions else None
+
+    def _reset_state(self) -> None:
         self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace or thread id -> (thread, answer)
         self._lock = threading.Lock()
         self._warned_token = False
         self._ticker: threading.Thread | None = None
         self._stopped = threading.Event()
+
+    def renew_after_fork(self) -> None:
+        """In a forked child: empty buffer, counters from zero, own connections, spool owner and sessions."""
+        ticking = self._ticker is not None and not self._stopped.is_set()
+        self.counters.reset_after_fork()
+        self.buffer = self._make_buffer()
+        self._sender.reset_after_fork()
+        if self.sessions is not None:
+            self.sessions.reset_after_fork()
+        self.delivery.reset_after_fork()
+        self._reset_state()
+        if ticking:
+            self.start_ticker()
 
     def start_ticker(self, interval_s: float = 1.0) -> None:
         """In process, nothing else wakes the buffer: a daemon thread releases roots that waited long enough
@@ -86,10 +113,16 @@ class Bridge:
         """A token is needed except for a loopback endpoint (the local Context API may run without one)."""
         return bool(self.settings.token) or self.settings.loopback
 
-    def accept(self, records: Iterable[SpanRecord]) -> bool:
-        """Convert what these spans complete and queue it; False if any thread was dropped."""
+    def accept(self, records: Iterable[SpanRecord], *, wait_until: float | None = None) -> bool:
+        """Convert what these spans complete and queue it; False if any thread was dropped.
+
+        With `wait_until` (a monotonic instant: the caller is flushing), return only once the threads
+        queued so far, these spans' included, are delivered or given up and counted, or at that instant.
+        """
         records = list(records)
         ok = self._submit(self.buffer.add(records))
+        if wait_until is not None:
+            ok = self.delivery.flush_until(wait_until) and ok
         for span in records:  # feedback given later, in a trace of its own, names what it rates
             target = feedback_target(span)
             rating = span_rating(span) if target is not None else None
@@ -110,14 +143,29 @@ class Bridge:
         return self.delivery.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> int:
-        """Build every pending root, deliver within `timeout_s`; the number of threads left undelivered."""
+        """Build every pending root, deliver within `timeout_s`; the number of threads left undelivered.
+
+        Ends within about `timeout_s` whatever the API does (uploads still in flight are cut short),
+        and says in one line what was not delivered, with the same number `stats()` shows.
+        """
         self._stopped.set()
-        self._submit(self.buffer.drain())
-        left = self.delivery.shutdown(timeout_s)
-        self._sender.close()
-        if isinstance(self.sessions, SqliteSessions):
-            self.sessions.close()
-        _logger.debug("otel-context shut down with %d thread(s) undelivered: %s", left, self.counters.snapshot())
+        try:
+            self._submit(self.buffer.drain())
+        finally:
+            left = self.delivery.shutdown(timeout_s)
+            self._sender.close()
+            if isinstance(self.sessions, SqliteSessions):
+                self.sessions.close()
+        if left and self.delivery.spool is not None:
+            _logger.warning(
+                "otel-context: %d thread(s) not delivered at shutdown stay in the spool for the next start", left
+            )
+        elif left:
+            _logger.warning(
+                "otel-context: %d thread(s) not delivered at shutdown were dropped (threads_dropped=%d)",
+                left,
+                self.counters.get("threads_dropped"),
+            )
         return left
 
     def _prepare(self, threads: list[ConversationThread]) -> list[ConversationThread]:
@@ -135,7 +183,7 @@ class Bridge:
             if session is not None:
                 assert self.sessions is not None
                 part, turns = self.sessions.add(session, Turn.of(thread))
-                thread = merge(session, part, turns)
+                thread = merge(session, part, turns, self.sessions.scope)
             self._remember(thread.id, thread)
             self._remember(turn_trace, thread)
             out.append(thread)
@@ -156,7 +204,7 @@ class Bridge:
         if key == "context.feedback.session_id" and self.sessions is not None:
             part, turns = self.sessions.turns(value)
             if turns:
-                thread = merge(value, part, turns)
+                thread = merge(value, part, turns, self.sessions.scope)
                 found = (thread.id, _last_answer(thread))
         else:
             with self._lock:
@@ -170,6 +218,7 @@ class Bridge:
         self.counters.add("ratings_sent")
 
     def _submit(self, threads: list[ConversationThread]) -> bool:
+        """Prepare and queue threads; False if any was dropped."""
         if not threads:
             return True
         if not self.can_send:
@@ -179,6 +228,26 @@ class Bridge:
         prepared = self._prepare(threads)
         return self.delivery.submit(prepared, admitted=self.push_back) == len(prepared)
 
+    def _send(self, item: QueueItem) -> SendOutcome:
+        """One upload; a session thread of a shared book goes out as the book holds it now.
+
+        Another process may add a turn while this upload is on the wire and finish its own upload
+        first; sending again when the version moved makes the last write to arrive the newest.
+        """
+        store = self.sessions if isinstance(self.sessions, SqliteSessions) else None
+        if store is None or item.kind != THREAD:
+            return self._sender.send(item)
+        for _ in range(_MAX_RESENDS):
+            current = store.current(item.thread_id)
+            if current is None:
+                return self._sender.send(item)
+            version, thread = current
+            item.body = encode_thread(thread)  # its turns were redacted before entering the book
+            outcome = self._sender.send(item)
+            if outcome.verdict is not Verdict.DELIVERED or store.version(item.thread_id) == version:
+                return outcome
+        return outcome
+
     def _warn_missing_token(self) -> None:
         if not self._warned_token:
             self._warned_token = True
@@ -187,6 +256,23 @@ class Bridge:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
+
+
+_MAX_RESENDS = 8  # a session written to without pause by other processes: theirs is the last write
+
+
+def _renew_after_fork(bridge: Bridge) -> None:
+    """Renew `bridge` in a forked child, as the SDK's BatchProcessor does (without keeping it alive)."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(bridge)
+
+    def renew() -> None:
+        target = ref()
+        if target is not None:
+            target.renew_after_fork()
+
+    os.register_at_fork(after_in_child=renew)
 
 
 def _last_answer(thread: ConversationThread) -> int:

@@ -7,6 +7,7 @@ milliseconds as the OTel specification defines timeouts. An empty variable count
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,9 @@ from urllib.parse import urlsplit
 DEFAULT_ENDPOINT = "https://api.context.ai"
 DEFAULT_TIMEOUT_MS = 10_000
 TOKEN_VARIABLES = ("OTEL_EXPORTER_CONTEXT_TOKEN", "CONTEXT_API_TOKEN", "CONTEXT_TOKEN")
+DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000
+
+_logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -27,14 +31,24 @@ def env(name: str) -> str | None:
     return value if value not in (None, "") and value.strip() else None
 
 
-def _int_env(name: str, default: int) -> int:
+def _malformed(name: str, raw: str, expected: str, default: object) -> None:
+    """A bad value in the environment must never stop tracing: one warning, then the default."""
+    _logger.warning("otel-context: %s=%r is not %s; using the default %r", name, raw, expected, default)
+
+
+def _int_env(name: str, default: int, *, minimum: int = 1) -> int:
     raw = env(name)
     if raw is None:
         return default
     try:
-        return int(raw.strip())
+        value = int(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        _malformed(name, raw, "an integer", default)
+        return default
+    if value < minimum:
+        _malformed(name, raw, f"an integer of at least {minimum}", default)
+        return default
+    return value
 
 
 def _bool_env(name: str, default: bool) -> bool:
@@ -46,7 +60,8 @@ def _bool_env(name: str, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+    _malformed(name, raw, "a boolean (true or false)", default)
+    return default
 
 
 def _split(raw: str) -> tuple[str, ...]:
@@ -58,14 +73,56 @@ def _list_env(name: str) -> tuple[str, ...]:
     return _split(raw) if raw else ()
 
 
-def _float_env(name: str, default: float) -> float:
+def _ratio_env(name: str, default: float) -> float:
     raw = env(name)
     if raw is None:
         return default
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        _malformed(name, raw, "a number between 0 and 1", default)
+        return default
+    return value
+
+
+def _endpoint_env(name: str, insecure: bool) -> str:
+    raw = env(name)
+    if raw is None:
+        return DEFAULT_ENDPOINT
+    problem = _endpoint_problem(raw.strip(), insecure)
+    if problem:
+        _malformed(name, raw, problem, DEFAULT_ENDPOINT)
+        return DEFAULT_ENDPOINT
+    return raw.strip()
+
+
+def _redact_env(name: str) -> tuple[str, ...]:
+    from .redaction import PATTERNS
+
+    names = _list_env(name)
+    unknown = sorted(set(names) - set(PATTERNS) - {"all"})
+    if unknown:
+        _logger.warning(
+            "otel-context: %s names unknown pattern(s) %s (choose from %s or all); they are ignored",
+            name,
+            ", ".join(unknown),
+            ", ".join(PATTERNS),
+        )
+    return tuple(n for n in names if n not in unknown)
+
+
+def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"an http(s) URL (expected something like {DEFAULT_ENDPOINT})"
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure:
+        return (
+            "an https or loopback URL: the Context token is never sent in clear text to another host "
+            "unless OTEL_EXPORTER_CONTEXT_INSECURE=true"
+        )
+    return None
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
@@ -120,6 +177,8 @@ class ExporterSettings:
     session_db: str | None = None
     session_ttl_s: float = 86_400.0
     session_max_turns: int = 200
+    spool_retry_s: float = 60.0
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
 
     @property
     def plain_http(self) -> bool:
@@ -141,28 +200,32 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
     """Keyword arguments (None means not given) over `OTEL_EXPORTER_CONTEXT_*` over defaults."""
     given = {k: v for k, v in overrides.items() if v is not None}
     timeout_ms = _int_env("OTEL_EXPORTER_CONTEXT_TIMEOUT", DEFAULT_TIMEOUT_MS)
+    insecure = _bool_env("OTEL_EXPORTER_CONTEXT_INSECURE", False)
     resolved: dict[str, Any] = {
         "token": resolve_token(given.pop("token", None)),  # type: ignore[arg-type]
-        "endpoint": env("OTEL_EXPORTER_CONTEXT_ENDPOINT") or DEFAULT_ENDPOINT,
+        "endpoint": given.get("endpoint") or _endpoint_env("OTEL_EXPORTER_CONTEXT_ENDPOINT", insecure),
         "timeout_s": timeout_ms / 1000,
-        "insecure": _bool_env("OTEL_EXPORTER_CONTEXT_INSECURE", False),
+        "insecure": insecure,
         "tenant_id": env("OTEL_EXPORTER_CONTEXT_TENANT_ID"),
         "max_pending_traces": _int_env("OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES", 10_000),
         "pending_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_PENDING_TTL", 600_000) / 1000,
         "max_message_chars": _int_env("OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS", 65_536),
         "queue_size": _int_env("OTEL_EXPORTER_CONTEXT_QUEUE_SIZE", 10_000),
         "concurrency": _int_env("OTEL_EXPORTER_CONTEXT_CONCURRENCY", 4),
-        "max_elapsed_s": _int_env("OTEL_EXPORTER_CONTEXT_MAX_ELAPSED", 300_000) / 1000,
-        "retry_initial_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF", 500) / 1000,
-        "retry_max_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF", 30_000) / 1000,
+        "max_elapsed_s": _int_env("OTEL_EXPORTER_CONTEXT_MAX_ELAPSED", 300_000, minimum=0) / 1000,
+        "retry_initial_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF", 500, minimum=0) / 1000,
+        "retry_max_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF", 30_000, minimum=0) / 1000,
         "spool_dir": env("OTEL_EXPORTER_CONTEXT_SPOOL_DIR"),
         "spool_max_bytes": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
-        "root_wait_s": _int_env("OTEL_EXPORTER_CONTEXT_ROOT_WAIT", 10_000) / 1000,
+        "spool_retry_s": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL", 60_000) / 1000,
+        "shutdown_timeout_s": _int_env("OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_MS, minimum=0)
+        / 1000,
+        "root_wait_s": _int_env("OTEL_EXPORTER_CONTEXT_ROOT_WAIT", 10_000, minimum=0) / 1000,
         "include_tools": _bool_env("OTEL_EXPORTER_CONTEXT_INCLUDE_TOOLS", False),
-        "redact": _list_env("OTEL_EXPORTER_CONTEXT_REDACT"),
+        "redact": _redact_env("OTEL_EXPORTER_CONTEXT_REDACT"),
         "include_workflows": _list_env("OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS"),
         "exclude_workflows": _list_env("OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS"),
-        "sample_ratio": _float_env("OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", 1.0),
+        "sample_ratio": _ratio_env("OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", 1.0),
         "association_prefix": env("OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX") or "traceloop.association.properties.",
         "sessions": _bool_env("OTEL_EXPORTER_CONTEXT_SESSIONS", True),
         "session_db": env("OTEL_EXPORTER_CONTEXT_SESSION_DB"),
@@ -183,17 +246,10 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
 
 
 def validate(settings: ExporterSettings) -> None:
-    parts = urlsplit(settings.endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"OTEL_EXPORTER_CONTEXT_ENDPOINT={settings.endpoint!r} is not an http(s) URL "
-            f"(expected something like {DEFAULT_ENDPOINT})"
-        )
-    if settings.plain_http and not settings.loopback and not settings.insecure:
-        raise ConfigError(
-            f"refusing to send the Context token in clear text to {settings.endpoint}: use https, a loopback "
-            "address, or set OTEL_EXPORTER_CONTEXT_INSECURE=true to opt in"
-        )
+    """Checks keyword arguments (the environment's values were checked as they were read)."""
+    problem = _endpoint_problem(settings.endpoint, settings.insecure)
+    if problem:
+        raise ConfigError(f"endpoint={settings.endpoint!r} must be {problem}")
     if not 0.0 <= settings.sample_ratio <= 1.0:
         raise ConfigError(f"OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO must be between 0 and 1, got {settings.sample_ratio}")
     from .redaction import PATTERNS
@@ -226,15 +282,15 @@ class ReceiverSettings:
 
 def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
     given = {k: v for k, v in overrides.items() if v is not None}
-    grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320)
+    grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320, minimum=-1)
     resolved: dict[str, Any] = {
         "host": env("OTEL_CONTEXT_SERVE_HOST") or "127.0.0.1",
-        "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319),
+        "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319, minimum=0),
         "grpc_port": grpc_port if grpc_port >= 0 else None,
         "token": env("OTEL_CONTEXT_SERVE_TOKEN"),
         "max_body_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
         "max_decompressed_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024),
-        "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000) / 1000,
+        "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000, minimum=0) / 1000,
         "state_dir": env("OTEL_CONTEXT_SERVE_STATE_DIR") or "otel-context-state",
     }
     resolved.update(given)

@@ -2,13 +2,25 @@
 
 `export()` converts (cheap, in memory) and queues; uploads happen on background workers, so the
 host app's threads never wait on the network, and nothing here ever raises into the app.
+
+One exception, asked for by the app: `provider.force_flush()`. The OTel specification says a span
+processor's flush exports what it holds and then calls the exporter's `force_flush()`; the Python
+SDK's `BatchSpanProcessor` does the first only. So (1) an `export()` made while a processor is
+flushing waits, up to that flush's timeout, until the threads queued so far are delivered, spooled,
+or given up and counted; and (2) the processor that calls `export()` gets the missing step added
+to its `force_flush()` (the case where it held no spans because its worker had just exported them).
+On AWS Lambda and other runtimes frozen between requests, `force_flush()` returning then means the
+runs have left the process.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from collections.abc import Sequence
+from types import FrameType
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,6 +49,7 @@ class ContextSpanExporter(SpanExporter):
         self.counters = self.bridge.counters
         self._closed = False
         self._lock = threading.Lock()
+        self._hooked: set[int] = set()  # ids of the span processors whose force_flush reaches ours
         if register_metrics:
             try:
                 self.counters.register_metrics()
@@ -55,13 +68,16 @@ class ContextSpanExporter(SpanExporter):
         if self._closed:
             return SpanExportResult.FAILURE
         try:
-            accepted = self.bridge.accept(records_from_sdk(spans))
+            caller = sys._getframe(1)
+            self._hook_processor(caller)
+            accepted = self.bridge.accept(records_from_sdk(spans), wait_until=_flush_deadline(caller))
         except Exception:  # the host app must never see our errors
             _logger.exception("otel-context failed to export a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS if accepted else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait until every thread queued so far is delivered, spooled, or given up and counted."""
         if self._closed:
             return True
         try:
@@ -70,18 +86,75 @@ class ContextSpanExporter(SpanExporter):
             _logger.exception("otel-context force_flush failed")
             return False
 
-    def shutdown(self, timeout_millis: int = 30_000) -> None:
+    def _hook_processor(self, frame: FrameType | None) -> None:
+        """Make the calling SDK span processor's `force_flush()` end with ours, as the specification says."""
+        while frame is not None:
+            owner = frame.f_locals.get("self") if frame.f_code.co_name in ("_export", "_export_batch") else None
+            if owner is not None and getattr(owner, "_exporter", None) is self:
+                if id(owner) not in self._hooked:
+                    self._hooked.add(id(owner))
+                    _chain_force_flush(owner, self)
+                return
+            frame = frame.f_back
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Deliver what is queued, within `OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT` (5 s) or `timeout_millis`
+        if shorter: an exit never hangs on an API that is down. Ctrl-C while waiting ends it quietly."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         try:
-            self.bridge.shutdown(timeout_millis / 1000)
+            self.bridge.shutdown(min(timeout_millis / 1000, self.settings.shutdown_timeout_s))
+        except KeyboardInterrupt:
+            _logger.warning("otel-context: shutdown interrupted; undelivered threads are counted in stats()")
         except Exception:
             _logger.exception("otel-context shutdown failed")
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()
+
+
+_FLUSH_TIMEOUT_S = 30.0  # the SDK's own default for force_flush
+
+
+def _chain_force_flush(processor: object, exporter: ContextSpanExporter) -> None:
+    """Wrap one processor instance's `force_flush`: its own flush, then the exporter's, in one timeout."""
+    original = processor.force_flush  # type: ignore[attr-defined]
+
+    def force_flush(timeout_millis: float | None = None) -> bool:
+        started = time.monotonic()
+        flushed = original(timeout_millis)
+        budget_ms = timeout_millis if timeout_millis is not None else _FLUSH_TIMEOUT_S * 1000
+        left_ms = max(0.0, budget_ms - (time.monotonic() - started) * 1000)
+        return exporter.force_flush(int(left_ms)) and flushed is not False
+
+    processor.force_flush = force_flush  # type: ignore[attr-defined]
+
+
+def _flush_deadline(frame: FrameType | None) -> float | None:
+    """When `export()` runs inside an SDK span processor's flush, the instant (monotonic) it must end by.
+
+    The SDK calls `export()` from `force_flush()` on the caller's thread (SDK >= 1.33), or from its
+    worker thread serving a flush request (older releases); either way the flushing frame is on the
+    stack. The nearest `timeout_millis` given along the way bounds the wait.
+    """
+    timeout_ms = None
+    flushing = False
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in ("force_flush", "_export") and frame.f_globals.get("__name__", "").startswith(
+            "opentelemetry.sdk"
+        ):
+            local = frame.f_locals
+            if code.co_name == "force_flush" or local.get("flush_request") is not None:
+                flushing = True
+                if timeout_ms is None and isinstance(local.get("timeout_millis"), (int, float)):
+                    timeout_ms = local["timeout_millis"]
+        frame = frame.f_back
+    if not flushing:
+        return None
+    return time.monotonic() + (timeout_ms / 1000 if timeout_ms is not None else _FLUSH_TIMEOUT_S)
 
 
 __all__ = ["ConfigError", "ContextSpanExporter"]

@@ -7,11 +7,21 @@ again with a stable id: Context updates it in place. Turns are ordered by start 
 converted late still lands in its place. A session longer than `max_turns` continues in a new
 thread (`part` 2, 3, ...) rather than dropping old turns; so does a session forgotten by a bounded
 in-memory book, so an upload never overwrites a thread with fewer turns than it had.
+
+Which process may write a session's thread:
+- the in-memory book (the default) knows only this process's turns, so its threads are scoped to the
+  process: a restarted process or a second worker continues the session in a thread of its own
+  (turns split over several threads, none overwritten);
+- the SQLite book (`OTEL_EXPORTER_CONTEXT_SESSION_DB`, or beside the spool) is shared by every
+  process of the host: one thread per session, with a version that rises with each turn. An upload
+  is rebuilt from the book just before it is sent, and sent again if the version moved while it was
+  on the wire, so the last write to reach Context always holds every turn.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -25,6 +35,7 @@ from .convert import THREAD_NAMESPACE
 from .model import ConversationThread, Message
 
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
+_INHERITED: list[object] = []  # handles a forked child keeps but never uses
 SUMMED = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -36,9 +47,14 @@ def session_of(thread: ConversationThread) -> str | None:
     return None
 
 
-def session_thread_id(session: str, part: int = 1) -> str:
-    """The Context thread id of a session (apps can compute it to send feedback later)."""
+def session_thread_id(session: str, part: int = 1, scope: str = "") -> str:
+    """The Context thread id of a session (with a shared book, apps can compute it to send feedback later).
+
+    `scope` is empty for a book shared by every process, else the owning process's token.
+    """
     suffix = "" if part == 1 else f"#{part}"
+    if scope:
+        suffix += f"@{scope}"
     return str(uuid.uuid5(THREAD_NAMESPACE, f"session/{session}{suffix}"))
 
 
@@ -55,6 +71,8 @@ class Turn:
 
 
 class SessionStore(Protocol):
+    scope: str  # "" when every process shares the book, else this process's token
+
     def add(self, session: str, turn: Turn) -> tuple[int, list[Turn]]:
         """Record a turn (a repeat of a known turn replaces it); the part and its turns in order."""
 
@@ -62,7 +80,7 @@ class SessionStore(Protocol):
         """The latest part of a session and its turns (empty if unknown)."""
 
 
-def merge(session: str, part: int, turns: list[Turn]) -> ConversationThread:
+def merge(session: str, part: int, turns: list[Turn], scope: str = "") -> ConversationThread:
     """One thread of a session's turns: messages in turn order, the latest turn's metadata, summed usage."""
     ordered = sorted(turns, key=lambda t: (t.start_ns, t.turn_id))
     metadata = dict(ordered[-1].metadata)
@@ -74,7 +92,7 @@ def merge(session: str, part: int, turns: list[Turn]) -> ConversationThread:
     if part > 1:
         metadata["session_part"] = str(part)
     return ConversationThread(
-        id=session_thread_id(session, part),
+        id=session_thread_id(session, part, scope),
         messages=[Message.from_wire(m) for t in ordered for m in t.messages],
         metadata=metadata,
         trace_id=metadata.get("trace_id", ""),
@@ -88,6 +106,11 @@ class MemorySessions:
 
     def __init__(self, max_sessions: int = 1_000, max_turns: int = 200, ttl_s: float = 86_400.0) -> None:
         self.max_sessions, self.max_turns, self.ttl_s = max_sessions, max_turns, ttl_s
+        self.reset_after_fork()
+
+    def reset_after_fork(self) -> None:
+        """A new process: a new scope and an empty book (the parent's turns are the parent's thread)."""
+        self.scope = secrets.token_hex(6)
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, tuple[float, int, dict[str, Turn]]] = OrderedDict()
         self._next_part: OrderedDict[str, int] = OrderedDict()  # forgotten sessions continue in a new part
@@ -126,12 +149,18 @@ class MemorySessions:
 class SqliteSessions:
     """Sessions in SQLite (the sidecar, or the exporter with a spool): they survive restarts."""
 
+    scope = ""  # shared by every process that opens the same file
+
     def __init__(self, path: str | Path, max_turns: int = 200, ttl_s: float = 86_400.0) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
         self.max_turns, self.ttl_s = max_turns, ttl_s
+        self._open()
+
+    def _open(self) -> None:
         self._expired_at = 0.0
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a lost last turn costs less than an fsync per turn
         self._db.execute(
@@ -139,6 +168,16 @@ class SqliteSessions:
             " start_ns INTEGER NOT NULL, payload TEXT NOT NULL, touched REAL NOT NULL,"
             " PRIMARY KEY (session, turn_id))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS parts (thread_id TEXT PRIMARY KEY, session TEXT NOT NULL,"
+            " part INTEGER NOT NULL, version INTEGER NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS parts_session ON parts (session, part)")
+
+    def reset_after_fork(self) -> None:
+        """A forked child opens its own connection (SQLite handles must not cross a fork)."""
+        _INHERITED.append(self._db)  # never closed here: closing could disturb the parent's locks
+        self._open()
 
     def add(self, session: str, turn: Turn) -> tuple[int, list[Turn]]:
         now = time.time()
@@ -153,13 +192,20 @@ class SqliteSessions:
                     "SELECT part FROM turns WHERE session = ? AND turn_id = ?", (session, turn.turn_id)
                 ).fetchone()
                 part = row[0] if row else self._latest_part(session)
-                if row is None and self._count(session, part) >= self.max_turns:
-                    part += 1
+                if row is None:
+                    held = self._count(session, part)
+                    forgotten = held == 0 and self._known(session, part)  # idle past the TTL: never overwrite it
+                    if held >= self.max_turns or forgotten:
+                        part += 1
                 self._db.execute(
                     "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?)",
                     (session, part, turn.turn_id, turn.start_ns, payload, now),
                 )
                 self._db.execute("UPDATE turns SET touched = ? WHERE session = ?", (now, session))
+                self._db.execute(
+                    "INSERT INTO parts VALUES (?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET version = version + 1",
+                    (session_thread_id(session, part), session, part),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -171,9 +217,36 @@ class SqliteSessions:
             part = self._latest_part(session)
             return part, self._turns(session, part)
 
+    def version(self, thread_id: str) -> int | None:
+        """How many times the session part behind `thread_id` changed; None if it is no session thread."""
+        with self._lock:
+            row = self._db.execute("SELECT version FROM parts WHERE thread_id = ?", (thread_id,)).fetchone()
+        return row[0] if row else None
+
+    def current(self, thread_id: str) -> tuple[int, ConversationThread] | None:
+        """The version and the whole thread of a session part as the book holds it now, for an upload."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT session, part, version FROM parts WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            session, part, version = row
+            turns = self._turns(session, part)
+        return (version, merge(session, part, turns)) if turns else None
+
     def _latest_part(self, session: str) -> int:
-        row = self._db.execute("SELECT MAX(part) FROM turns WHERE session = ?", (session,)).fetchone()
+        row = self._db.execute(
+            "SELECT MAX(p) FROM (SELECT MAX(part) AS p FROM parts WHERE session = ?"
+            " UNION ALL SELECT MAX(part) FROM turns WHERE session = ?)",
+            (session, session),
+        ).fetchone()
         return row[0] or 1
+
+    def _known(self, session: str, part: int) -> bool:
+        """Whether this part was ever written (its thread exists in Context)."""
+        row = self._db.execute("SELECT 1 FROM parts WHERE session = ? AND part = ?", (session, part)).fetchone()
+        return row is not None
 
     def _count(self, session: str, part: int) -> int:
         return self._db.execute(

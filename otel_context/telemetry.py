@@ -50,6 +50,11 @@ class Counters:
         self._values: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._gauges: dict[str, Callable[[], int]] = {}
 
+    def reset_after_fork(self) -> None:
+        """A forked child counts its own work from zero (the parent's lock may have been held at the fork)."""
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(COUNTERS, 0)
+
     def add(self, name: str, amount: int = 1) -> None:
         if amount:
             with self._lock:

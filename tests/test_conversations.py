@@ -92,7 +92,9 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client):
         chain(f"answer {n}").invoke({"question": f"question {n}"}, config=config)
         pipeline.flush()  # each turn is uploaded, and re-uploaded whole with the next one
     (thread,) = read_threads(client)
-    assert thread.id == session_thread_id("s-1")
+    # the sidecar's book is shared (SQLite): the id anyone can compute; in process, the book in memory
+    # is this process's own, and so is the thread (a second process continues in a thread of its own)
+    assert thread.id == session_thread_id("s-1", scope=pipeline.bridge.sessions.scope)
     assert [m.message for m in thread.messages] == [
         "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2",
     ]  # fmt: skip

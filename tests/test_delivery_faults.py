@@ -62,7 +62,7 @@ def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, loc
     app.flush()
     local_api.set_faults(**fault)
     faulty = run_calls(app, 20, 20)
-    app.processor.force_flush()  # spans handed to the exporter while the API misbehaves
+    app.processor.force_flush(100)  # spans handed to the exporter while the API misbehaves
     ratio = statistics.median(faulty) / statistics.median(baseline)
     assert ratio < 3, f"invoke() got {ratio:.1f}x slower while the API misbehaved"
     assert wait_for(lambda: app.exporter.stats()["threads_uploaded"] == 40, timeout=60), app.exporter.stats()
@@ -95,7 +95,7 @@ def test_queue_full_drops_are_counted_and_memory_stays_bounded(make_app, local_a
     app = make_app(queue_size=5, concurrency=1, **FAST_RETRY)
     local_api.set_faults(latency_s=1)
     run_calls(app, 0, 100)
-    app.processor.force_flush()
+    app.processor.force_flush(100)
     stats = app.exporter.stats()
     assert stats["threads_converted"] == 100
     assert stats["threads_queued"] <= 5 + 1  # the bound, plus the one in flight
@@ -109,7 +109,7 @@ def test_shutdown_reports_what_it_could_not_deliver(make_app, local_api):
     app = make_app(**FAST_RETRY)
     local_api.set_faults(down_s=30)
     run_calls(app, 0, 5)
-    app.processor.force_flush()
+    app.processor.force_flush(100)
     started = time.monotonic()
     app.exporter.shutdown(timeout_millis=1000)
     assert time.monotonic() - started < 8

@@ -17,6 +17,7 @@ class QueueItem:
     body: bytes
     kind: str = THREAD
     seq: int | None = None  # row in the spool, when there is one
+    abandoned: bool = False  # a shutdown gave up on it while in flight and counted it
 
 
 def encode_thread(thread: ConversationThread) -> bytes:

@@ -7,9 +7,7 @@ the two never multiply. The token goes only to https, loopback, or an explicitly
 from __future__ import annotations
 
 import contextlib
-import enum
 import threading
-from dataclasses import dataclass
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -23,24 +21,11 @@ from getcontext.token import Credential
 
 from ..config import ExporterSettings
 from .item import RATING, QueueItem
+from .outcome import SendOutcome, Verdict
 from .retry import RETRYABLE_STATUS, parse_retry_after
 from .transport import HttpClientTransport
 
 USER_AGENT = "otel-context"
-
-
-class Verdict(enum.Enum):
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    REJECTED = "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
-    verdict: Verdict
-    status: int | None = None
-    retry_after_s: float | None = None
-    reason: str = ""
 
 
 class ContextSender:
@@ -50,6 +35,7 @@ class ContextSender:
         self.settings = settings
         self._local = threading.local()
         self._clients: list[ContextAPI] = []
+        self._transports: list[HttpClientTransport] = []
         self._lock = threading.Lock()
         # azure-core refuses a bearer token over plain http unless told; allowed only where config.validate
         # let it through (loopback or the explicit OTEL_EXPORTER_CONTEXT_INSECURE opt-in).
@@ -58,10 +44,12 @@ class ContextSender:
     def _client(self) -> ContextAPI:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = make_client(self.settings.token or "", self.settings.endpoint, self.settings.timeout_s)
+            transport = HttpClientTransport(timeout_s=self.settings.timeout_s)
+            client = make_client(self.settings.token or "", self.settings.endpoint, transport=transport)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
+                self._transports.append(transport)
         return client
 
     def send(self, item: QueueItem) -> SendOutcome:
@@ -94,15 +82,30 @@ class ContextSender:
             return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
         return SendOutcome(Verdict.DELIVERED, 201)
 
+    def abort(self) -> None:
+        """Cut uploads in flight short (shutdown past its deadline): their sockets are shut down."""
+        with self._lock:
+            transports = list(self._transports)
+        for transport in transports:
+            transport.abort()
+
     def close(self) -> None:
         with self._lock:
-            clients, self._clients = self._clients, []
+            clients, self._clients, self._transports = self._clients, [], []
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: new connections on first use; the parent's sockets are left to the parent."""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients, self._transports = [], []
 
-def make_client(token: str, endpoint: str, timeout_s: float = 10.0) -> ContextAPI:
+
+def make_client(
+    token: str, endpoint: str, timeout_s: float = 10.0, *, transport: HttpClientTransport | None = None
+) -> ContextAPI:
     """A `context-python` client with a lean pipeline and transport, for a background uploader.
 
     Kept: headers, user agent, content decoding, and the SDK's own bearer-token policy (which refuses
@@ -115,7 +118,7 @@ def make_client(token: str, endpoint: str, timeout_s: float = 10.0) -> ContextAP
     return ContextAPI(
         credential=credential,
         endpoint=endpoint,
-        transport=HttpClientTransport(timeout_s=timeout_s),
+        transport=transport or HttpClientTransport(timeout_s=timeout_s),
         policies=[
             policies.HeadersPolicy(),
             policies.UserAgentPolicy(user_agent=USER_AGENT),

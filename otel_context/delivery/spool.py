@@ -1,64 +1,152 @@
-"""A durable spool: threads are fsync'd to SQLite before they count as accepted, removed after a 2xx.
+"""The persistent queue's storage: threads fsync'd to SQLite before they count as accepted, removed after a 2xx.
 
-After a crash or restart the next process replays what is left, so nothing accepted is lost. Thread
-ids are stable, so a thread that was delivered but not yet removed when the process died is sent
-again and lands on the same Context thread: at least once on the wire, exactly once in Context.
+Several processes may share one spool directory (gunicorn workers, a forked child, `serve --workers`):
+each process owns the rows it wrote, under a token whose lock file it holds with `flock` for as long
+as it lives. A lock that can be taken belongs to a dead process (kill -9 included: the kernel drops
+the lock), and its rows are claimed by whoever takes it, so nothing accepted waits for a restart of
+the very process that died, and no row is ever sent by two live processes.
+
+Thread ids are stable, so a thread delivered but not yet removed when its process died is sent again
+and lands on the same Context thread: at least once on the wire, exactly once in Context.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 SPOOL_FILE = "otel-context-spool.db"
+OWNERS_DIR = "owners"
+_INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
 
 
 class Spool:
-    """Bounded in bytes; `add` returns None for what did not fit, which the caller counts as dropped."""
+    """Bounded in bytes for the whole directory; `add` returns None for what did not fit (counted as dropped)."""
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
-        self.path = Path(directory) / SPOOL_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(directory)
+        self.path = self.directory / SPOOL_FILE
+        (self.directory / OWNERS_DIR).mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self._open()
+
+    def _open(self) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.owner = secrets.token_hex(8)
+        self._lock_file = self.directory / OWNERS_DIR / f"{self.owner}.lock"
+        self._lock_fd = os.open(self._lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held until this process ends, however it ends
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " thread_id TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'thread', body BLOB NOT NULL)"
-        )
-        self._count, self._bytes = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items"
-        ).fetchone()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " thread_id TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'thread', body BLOB NOT NULL)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+            if "owner" not in columns:  # a spool written before owners existed: anyone may claim its rows
+                self._db.execute("ALTER TABLE items ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+                self._db.execute("ALTER TABLE items ADD COLUMN parked_until REAL NOT NULL DEFAULT 0")
+            self._db.execute("CREATE INDEX IF NOT EXISTS items_owner ON items (owner, seq)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS size (bytes INTEGER NOT NULL)")
+            if self._db.execute("SELECT COUNT(*) FROM size").fetchone()[0] == 0:
+                self._db.execute("INSERT INTO size SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._count = 0
+        self._bytes = 0
+        self.claim()
 
+    def reopen_in_child(self) -> None:
+        """After `fork()`: a new owner with its own connection; the parent's rows stay the parent's."""
+        _INHERITED.extend((self._db, self._lock_fd))  # neither closed nor used again in this process
+        self._open()
+
+    # -- the rows of dead owners -------------------------------------------------------------------
+    def claim(self) -> int:
+        """Take over the rows of owners that are gone (crashed or killed); returns how many were claimed."""
+        claimed = 0
+        for lock_file in (self.directory / OWNERS_DIR).glob("*.lock"):
+            owner = lock_file.stem
+            if owner == self.owner:
+                continue
+            try:
+                fd = os.open(lock_file, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # alive: its owner holds the lock
+                continue
+            try:
+                claimed += self._take_rows(owner)
+                with contextlib.suppress(FileNotFoundError):
+                    lock_file.unlink()
+            finally:
+                os.close(fd)
+        return claimed + self._take_rows("")
+
+    def _take_rows(self, owner: str) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                count, size = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items WHERE owner = ?", (owner,)
+                ).fetchone()
+                if count:
+                    self._db.execute(
+                        "UPDATE items SET owner = ?, parked_until = 0 WHERE owner = ?", (self.owner, owner)
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count += count
+            self._bytes += size
+        return count
+
+    # -- this owner's rows ---------------------------------------------------------------------------
     @property
     def size_bytes(self) -> int:
-        return self._bytes
+        """Bytes held by every owner of this directory (the bound is shared)."""
+        with self._lock:
+            return self._db.execute("SELECT bytes FROM size").fetchone()[0]
 
     def count(self) -> int:
-        """Items stored (kept in memory: read by gauges, and still right after `close`)."""
+        """This owner's rows (kept in memory: read by gauges, and still right after `close`)."""
         return self._count
 
     def add(self, items: Iterable[tuple[str, str, bytes]]) -> list[int | None]:
-        """Store items in one transaction; each gets its sequence number, or None when the spool is full."""
+        """Store items in one transaction (one fsync); each gets its sequence number, or None when full."""
         out: list[int | None] = []
         with self._lock:
             added = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                used = self._db.execute("SELECT bytes FROM size").fetchone()[0]
                 for thread_id, kind, body in items:
-                    if self._bytes + added + len(body) > self.max_bytes:
+                    if used + added + len(body) > self.max_bytes:
                         out.append(None)
                         continue
                     cursor = self._db.execute(
-                        "INSERT INTO items (thread_id, kind, body) VALUES (?, ?, ?)", (thread_id, kind, body)
+                        "INSERT INTO items (thread_id, kind, body, owner) VALUES (?, ?, ?, ?)",
+                        (thread_id, kind, body, self.owner),
                     )
                     added += len(body)
                     out.append(cursor.lastrowid)
+                self._db.execute("UPDATE size SET bytes = bytes + ?", (added,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -69,18 +157,40 @@ class Spool:
 
     def remove(self, seq: int) -> None:
         with self._lock:
-            row = self._db.execute("DELETE FROM items WHERE seq = ? RETURNING LENGTH(body)", (seq,)).fetchone()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "DELETE FROM items WHERE seq = ? AND owner = ? RETURNING LENGTH(body)", (seq, self.owner)
+                ).fetchone()
+                if row is not None:
+                    self._db.execute("UPDATE size SET bytes = bytes - ?", (row[0],))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             if row is not None:
                 self._bytes -= row[0]
                 self._count -= 1
 
+    def park(self, seq: int, until: float) -> None:
+        """Retries ran out: keep the row, and offer it again at wall-clock time `until` (a slow retry)."""
+        with self._lock:
+            self._db.execute("UPDATE items SET parked_until = ? WHERE seq = ? AND owner = ?", (until, seq, self.owner))
+
     def read_after(self, seq: int, limit: int) -> list[tuple[int, str, str, bytes]]:
-        """Items in arrival order after `seq`: the replay at start and the refill after an overflow."""
+        """This owner's rows after `seq` that are not parked, in arrival order (replay, refill, slow retry)."""
         with self._lock:
             return self._db.execute(
-                "SELECT seq, thread_id, kind, body FROM items WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+                "SELECT seq, thread_id, kind, body FROM items WHERE owner = ? AND seq > ? AND parked_until <= ?"
+                " ORDER BY seq LIMIT ?",
+                (self.owner, seq, time.time(), limit),
             ).fetchall()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        # The lock file stays while rows remain, so that another process (or the next start) claims them.
+        if self._count == 0:
+            with contextlib.suppress(FileNotFoundError):
+                self._lock_file.unlink()
+        os.close(self._lock_fd)

@@ -10,7 +10,9 @@ store), proxies read from the environment once, and azure-core's own response ty
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import ssl
 import urllib.request
 from typing import Any
@@ -38,6 +40,14 @@ class HttpClientTransport(HttpTransport):
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+
+    def abort(self) -> None:
+        """From another thread: end a request in flight now (`shutdown` wakes a blocked `recv`, `close` does not)."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> HttpClientTransport:
         return self

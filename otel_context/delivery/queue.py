@@ -1,0 +1,215 @@
+"""The sending queue: what waits for upload, in memory or backed by the durable spool.
+
+It orders and bounds, and knows nothing of HTTP: one upload per thread id at a time, in order; a newer
+version of a thread still waiting replaces the older one; a full memory queue refuses (or, with a
+spool, leaves the rest on disk until memory frees up). As the Collector's exporterhelper queue, one
+interface whatever the storage: `offer` on the producer side, `take` / `settle` on the consumer side.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .item import THREAD, QueueItem
+from .spool import Spool
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """What `offer` did with a batch: queued (in memory or spooled) and refused for lack of room."""
+
+    accepted: int
+    refused: int
+    spool_error: Exception | None = None
+
+
+class SendingQueue:
+    """Bounded memory queue over an optional spool; every method is thread-safe."""
+
+    def __init__(self, capacity: int, spool: Spool | None = None, rescan_s: float = 60.0) -> None:
+        self.capacity = capacity
+        self.spool = spool
+        self.rescan_s = rescan_s  # how often parked rows (retries ran out) and dead owners' rows are looked for
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cond = threading.Condition()
+        self._items: deque[QueueItem] = deque()
+        self._waiting: dict[str, QueueItem] = {}  # thread id -> its queued upload (replaced by a newer version)
+        self._busy: dict[str, QueueItem] = {}  # thread id -> its upload in flight
+        self._loaded: set[int] = set()  # spool rows in memory or in flight
+        self._cursor = 0  # highest spool row looked at since the last rescan
+        self._overflow = False  # the spool holds rows not loaded yet
+        self._next_rescan = time.monotonic() + self.rescan_s
+        self.closed = False
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: empty, with fresh locks; the parent's work stays the parent's."""
+        self._reset()
+        if self.spool is not None:
+            self.spool.reopen_in_child()
+
+    # -- producer side ------------------------------------------------------------------------------
+    def offer(self, items: list[QueueItem], *, admitted: bool = False) -> Offered:
+        """Queue items; with a spool they are on disk (fsync'd) before this returns.
+
+        `admitted=True` is for callers that push back before accepting work (the sidecar answers 503
+        first): their items may pass the memory bound by one request's worth instead of being refused.
+        """
+        refused = 0
+        if self.spool is not None:
+            try:
+                seqs = self.spool.add((item.thread_id, item.kind, item.body) for item in items)
+            except Exception as failure:  # a full disk or a broken file: refused, never raised into the app
+                return Offered(0, len(items), failure)
+            stored = []
+            for item, seq in zip(items, seqs, strict=True):
+                if seq is None:
+                    refused += 1
+                else:
+                    item.seq = seq
+                    stored.append(item)
+            items = stored
+        with self.cond:
+            fresh = [item for item in items if not self._coalesce(item)]
+            room = len(fresh) if admitted else self.capacity - len(self._items)
+            if self.spool is not None and (self._overflow or room < len(fresh)):
+                self._overflow = True  # on disk; loaded when memory frees up
+                keep: list[QueueItem] = []
+            else:
+                keep = fresh[: max(0, room)]
+                refused += len(fresh) - len(keep)
+            self._enqueue(keep)
+        return Offered(len(items) - (len(fresh) - len(keep) if self.spool is None else 0), refused)
+
+    def _coalesce(self, item: QueueItem) -> bool:
+        """A newer version of a thread still waiting replaces the older one (its spool row goes)."""
+        # Called under `cond`; the spool row of the replaced version is removed here too.
+        queued = self._waiting.get(item.thread_id)
+        if queued is None or item.kind != THREAD:
+            return False
+        old_seq = queued.seq
+        queued.body, queued.seq = item.body, item.seq
+        if item.seq is not None:
+            self._loaded.add(item.seq)
+        if old_seq is not None and self.spool is not None:
+            self._loaded.discard(old_seq)
+            self.spool.remove(old_seq)
+        return True
+
+    def _enqueue(self, items: Iterable[QueueItem]) -> None:
+        count = 0
+        for item in items:
+            count += 1
+            self._items.append(item)
+            if item.kind == THREAD:
+                self._waiting[item.thread_id] = item
+            if item.seq is not None:
+                self._loaded.add(item.seq)
+                self._cursor = max(self._cursor, item.seq)
+        self.cond.notify(count or 1)
+
+    # -- consumer side ------------------------------------------------------------------------------
+    def take(self, stop: Callable[[], bool]) -> QueueItem | None:
+        """The next item whose thread has no upload in flight; None once `stop()` is true and nothing is ready."""
+        with self.cond:
+            while True:
+                if stop():
+                    return None
+                for index, item in enumerate(self._items):
+                    if item.thread_id not in self._busy:
+                        del self._items[index]
+                        if self._waiting.get(item.thread_id) is item:
+                            del self._waiting[item.thread_id]
+                        self._busy[item.thread_id] = item
+                        return item
+                if self.spool is not None and not self._items:
+                    if time.monotonic() >= self._next_rescan:
+                        self._rescan()
+                    if self._overflow:
+                        self._refill()
+                        if self._items:
+                            continue
+                self.cond.wait(0.5)
+
+    def settle(self, item: QueueItem, *, keep_in_spool: bool = False, park_until: float | None = None) -> None:
+        """The upload of `item` is over: remove its spool row, or keep it (parked for a slow retry)."""
+        if item.seq is not None and self.spool is not None and not self.closed:
+            if park_until is not None:
+                self.spool.park(item.seq, park_until)
+            elif not keep_in_spool:
+                self.spool.remove(item.seq)
+        with self.cond:
+            if self._busy.get(item.thread_id) is item:
+                del self._busy[item.thread_id]
+            if item.seq is not None:
+                self._loaded.discard(item.seq)
+            self.cond.notify_all()
+
+    def _refill(self) -> None:
+        """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""
+        assert self.spool is not None
+        room = max(1, self.capacity - len(self._items))
+        rows = self.spool.read_after(self._cursor, room)
+        fresh = [QueueItem(tid, body, kind, seq) for seq, tid, kind, body in rows if seq not in self._loaded]
+        if rows:
+            self._cursor = rows[-1][0]
+        self._enqueue(fresh)
+        self._overflow = len(rows) >= room
+
+    def _rescan(self) -> None:
+        """Now and then: claim the rows of dead owners and look again at parked rows whose time came."""
+        assert self.spool is not None
+        self._next_rescan = time.monotonic() + self.rescan_s
+        self.spool.claim()
+        self._cursor = 0
+        self._overflow = True
+
+    def load_spool(self) -> int:
+        """Replay at start: load what the spool holds (this process's claimed rows); how many were loaded."""
+        if self.spool is None:
+            return 0
+        with self.cond:
+            before = len(self._items)
+            self._refill()
+            return len(self._items) - before
+
+    # -- state ----------------------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Items not yet delivered: waiting in memory, in flight, or (with a spool) on disk."""
+        if self.spool is not None:
+            return self.spool.count()
+        with self.cond:
+            return len(self._items) + len(self._busy)
+
+    def size(self) -> int:
+        with self.cond:
+            return len(self._items)
+
+    def idle(self) -> bool:
+        """Nothing waiting, in flight, or left on disk to load (parked rows excepted)."""
+        return not (self._items or self._busy or self._overflow)
+
+    def held_ids(self) -> set[str]:
+        """Threads waiting in memory or in flight now (what a flush waits for)."""
+        with self.cond:
+            return {item.thread_id for item in self._items} | set(self._busy)
+
+    def holds_any(self, thread_ids: Iterable[str]) -> bool:
+        """Whether any of these threads still waits or is in flight (called under `cond`)."""
+        return any(tid in self._waiting or tid in self._busy for tid in thread_ids)
+
+    def take_all(self) -> tuple[list[QueueItem], list[QueueItem]]:
+        """At shutdown: empty the queue; (waiting, in flight) items, which the caller settles or counts."""
+        with self.cond:
+            waiting, busy = list(self._items), list(self._busy.values())
+            self._items.clear()
+            self._waiting.clear()
+            self._busy.clear()
+            self.closed = True
+            self.cond.notify_all()
+        return waiting, busy
