@@ -142,7 +142,7 @@ def snapshot(threads) -> list[tuple]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, client, protocol):
+def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, client, protocol, tmp_path):
     spans = capture(the_app)
     if protocol == "grpc":
         exporter = GrpcExporter(endpoint=f"127.0.0.1:{pipeline['grpc']}", insecure=True)
@@ -154,7 +154,10 @@ def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, 
     through_sidecar = read_threads(client)
 
     with LocalContextAPI(token=TOKEN) as reference_api:  # the same spans, in process
-        in_process = ContextSpanExporter(endpoint=reference_api.url, token=TOKEN, register_metrics=False)
+        # a session book shared like the sidecar's (SQLite), so session threads have the same ids
+        in_process = ContextSpanExporter(
+            endpoint=reference_api.url, token=TOKEN, register_metrics=False, session_db=str(tmp_path / "s.db")
+        )
         in_process.export(spans)
         in_process.shutdown()
         from getcontext import ContextAPI

@@ -156,6 +156,7 @@ class DeliveryQueue:
         return left
 
     def _stop(self) -> int:
+        dropped_before = self.counters.get("threads_dropped")
         with self.queue.cond:
             self._stopping = True
             self._deadline = min(self._deadline, time.monotonic())
@@ -175,7 +176,7 @@ class DeliveryQueue:
             spool.close()
             return remaining
         self.counters.add("threads_dropped", len(left))
-        return len(left)
+        return self.counters.get("threads_dropped") - dropped_before  # cut short by workers, or left queued
 
     def _start(self) -> None:
         if self._workers or self._stopping:
