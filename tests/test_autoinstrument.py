@@ -89,7 +89,19 @@ def test_with_opentelemetry_distro_installed(local_api, client, distro_overlay, 
     assert probe.stdout.split() == ["none", "none", "0"]
 
 
-def test_beside_another_exporter(local_api, client, unused_tcp_port):
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        {},
+        {"OTEL_EXPORTER_CONTEXT_TIMEOUT": "abc"},
+        {"OTEL_EXPORTER_CONTEXT_QUEUE_SIZE": "-5", "OTEL_EXPORTER_CONTEXT_INSECURE": "maybe"},
+        {"OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO": "2", "OTEL_EXPORTER_CONTEXT_REDACT": "email,nonsense"},
+    ],
+    ids=["well-formed", "timeout-abc", "negative-queue-and-bad-bool", "ratio-and-unknown-pattern"],
+)
+def test_beside_another_exporter(local_api, client, unused_tcp_port, malformed):
+    # A malformed setting of ours must never stop tracing: one warning naming it, then its default;
+    # the OTLP exporter beside ours keeps working too.
     received: list[int] = []
 
     async def sink(request: web.Request) -> web.Response:
@@ -97,16 +109,23 @@ def test_beside_another_exporter(local_api, client, unused_tcp_port):
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     with _serve(sink, unused_tcp_port):
-        run_app(
+        result = run_app(
             "seed_chain.py",
             local_api,
             OTEL_TRACES_EXPORTER="otlp,context",
             OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{unused_tcp_port}/v1/traces",
+            **malformed,
         )
     assert received, "the OTLP exporter beside ours received nothing"
     (thread,) = read_threads(client)
     assert texts(thread)[-1][2] == "Rainbow Threads"
+    assert "Traceback" not in result.stderr and "Failed to auto initialize" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("otel-context: OTEL_EXPORTER_CONTEXT_")]
+    assert len(warnings) == len(malformed), result.stderr
+    for name, value in malformed.items():  # each names the variable and the bad value
+        bad = value.split(",")[-1]
+        assert any(name in line and bad in line for line in warnings), (name, warnings)
 
 
 class _serve:

@@ -191,3 +191,44 @@ def test_sigkill_with_1000_queued_loses_nothing_with_a_spool(local_api, client, 
     )
     assert restart.stdout.split() == ["left", "0", "replayed", "1000"], restart.stderr[-2000:]
     assert_each_arrived_once(client, range(1000))
+
+
+def test_spooled_threads_whose_retries_ran_out_go_once_the_api_is_back(make_app, local_api, client, tmp_path):
+    app = make_app(
+        spool_dir=str(tmp_path / "spool"), max_elapsed_s=0.5, spool_retry_s=1.0, retry_initial_s=0.1, retry_max_s=0.2
+    )
+    local_api.set_faults(down_s=60)
+    run_calls(app, 0, 3)
+    app.processor.force_flush(100)
+    stats = app.exporter.stats
+    assert wait_for(lambda: stats()["threads_retried"] >= 3 and app.exporter.delivery.queue.idle(), timeout=10)
+    assert (stats()["threads_uploaded"], stats()["threads_dropped"], stats()["threads_queued"]) == (0, 0, 3)
+    local_api.clear_faults()  # the API is back; this process keeps running, no restart
+    assert wait_for(lambda: stats()["threads_uploaded"] == 3, timeout=15), stats()
+    assert stats()["threads_queued"] == 0
+    assert_each_arrived_once(client, range(3))
+
+
+def test_a_live_process_claims_the_spool_rows_of_a_killed_one(make_app, local_api, client, tmp_path):
+    spool = str(tmp_path / "spool")
+    survivor = make_app(spool_dir=spool, spool_retry_s=0.5)  # e.g. the other gunicorn worker
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        OTEL_EXPORTER_CONTEXT_ENDPOINT=local_api.url,
+        OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
+        OTEL_EXPORTER_CONTEXT_SPOOL_DIR=spool,
+    )
+    local_api.set_faults(down_s=120)
+    app = subprocess.Popen(
+        [sys.executable, "-c", SPOOL_APP, "app"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert app.stdout.readline().split() == ["queued", "1000"]
+    finally:
+        app.send_signal(signal.SIGKILL)
+        app.wait(10)
+    local_api.clear_faults()
+    stats = survivor.exporter.stats
+    assert wait_for(lambda: stats()["threads_uploaded"] == 1000, timeout=90), stats()
+    assert_each_arrived_once(client, range(1000))

@@ -57,8 +57,8 @@ class DeliveryQueue:
         counters.gauge("threads_queued", self.pending)
         replayed = self.queue.load_spool()
         self.counters.add("threads_replayed", replayed)
-        if replayed:
-            self._start()
+        if self.queue.spool is not None:
+            self._start()  # replay, slow retries, and rows of dead processes sharing the directory
 
     def _reset_state(self) -> None:
         self._workers: list[threading.Thread] = []
@@ -120,15 +120,18 @@ class DeliveryQueue:
 
     # -- waiting ----------------------------------------------------------------------------------
     def flush(self, timeout_s: float) -> bool:
-        """Wait until the threads queued so far are delivered, refused or given up; False if time ran out.
+        """Wait until the threads queued so far are delivered, refused, or given up; False if time ran out.
 
-        Threads queued meanwhile are not waited for (a busy app would otherwise never see the end), nor
-        rows that overflowed to the spool (durable already).
+        With a spool they are on disk before `submit` returns, which is as durable as delivered: no wait.
+        Threads queued meanwhile are not waited for (a busy app would otherwise never see the end).
         """
         return self.flush_until(time.monotonic() + timeout_s)
 
     def flush_until(self, deadline: float) -> bool:
         """`flush` with a monotonic deadline."""
+        return True if self.queue.spool is not None else self._drain(deadline)
+
+    def _drain(self, deadline: float) -> bool:
         ids = self.queue.held_ids()
         return self._wait(lambda: not self.queue.holds_any(ids), deadline)
 
@@ -150,7 +153,7 @@ class DeliveryQueue:
         claimed later) or, without one, is dropped and counted. Never takes much longer than `timeout_s`.
         """
         try:
-            self.flush(max(0.0, timeout_s - ABORT_GRACE_S))
+            self._drain(time.monotonic() + max(0.0, timeout_s - ABORT_GRACE_S))
         finally:  # Ctrl-C while waiting: stop at once, the same way
             left = self._stop()
         return left
@@ -211,13 +214,13 @@ class DeliveryQueue:
             self.queue.settle(item, keep_in_spool=outcome.verdict is not Verdict.DELIVERED)
             return
         if outcome.verdict is Verdict.DELIVERED:
+            self.queue.settle(item)  # first, so that a reader of the counters never sees it both ways
             if item.kind == THREAD:
                 self.counters.add("threads_uploaded")
-            self.queue.settle(item)
         elif outcome.verdict is Verdict.REJECTED:
+            self.queue.settle(item)
             self.counters.add("threads_rejected")
             self._log_rejection(outcome)
-            self.queue.settle(item)
         elif self.queue.spool is not None:
             if self._stopping:  # left for the next start, or for another process to claim
                 self.queue.settle(item, keep_in_spool=True)
