@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, delivery, machine, memory, overhead, report, sidecar
+from . import conversion, delivery, flush, machine, memory, overhead, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "flush")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if "delivery" in only:
             log("5. end-to-end delivery")
             sections.append(delivery.section(delivery.run(api, mix, list(plan.delivery), log=log)))
+        if "flush" in only:
+            log("6. force_flush() per call")
+            flushed = flush.run(api, sink, n=max(50, n // 10), rounds=rounds, log=log)
+            sections.append(flush.section(flushed))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "
