@@ -1,7 +1,8 @@
 """Render a chain's input or output as a person would read it.
 
-A lone string stays that string; LangChain messages become the text of the last human message (for an
-input) or AI message (for an output); anything else becomes compact JSON.
+A lone string stays that string; LangChain messages (a LangGraph state's `messages` too) become the text
+of the last human message (for an input) or AI message (for an output); a LangGraph `Command` that
+resumes an interrupted run is its resume value; anything else becomes compact JSON.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from .text import blocks_text, compact_json
 _HUMAN = frozenset({"human", "user", "HumanMessage", "HumanMessageChunk"})
 _AI = frozenset({"ai", "assistant", "AIMessage", "AIMessageChunk"})
 _MESSAGE_TYPES = _HUMAN | _AI | {"system", "tool", "function", "chat", "SystemMessage", "ToolMessage"}
+_COMMAND_KEYS = frozenset({"graph", "update", "resume", "goto"})
 
 
 def _message_fields(value: Any) -> tuple[str, Any] | None:
-    """(type, content) of a LangChain message in any of its serialised shapes, else None."""
+    """(type, content) of a LangChain message in any of its serialised shapes, else None.
+
+    Besides message objects and `{"role", "content"}` dicts: the `("user", "text")` pairs LangGraph
+    states are often given (a tuple arrives as a JSON list).
+    """
+    if isinstance(value, list) and len(value) == 2 and value[0] in _MESSAGE_TYPES and isinstance(value[1], str):
+        return str(value[0]), value[1]
     if not isinstance(value, Mapping):
         return None
     if value.get("lc") == 1 and isinstance(value.get("kwargs"), Mapping):
@@ -50,8 +58,16 @@ def _message_list(value: Any) -> list[tuple[str, Any]] | None:
     return fields  # type: ignore[return-value]
 
 
+def _resumed(value: Any) -> Any:
+    """What a LangGraph `Command` (`{"graph", "update", "resume", "goto"}`) brings: the resume value or update."""
+    if not (isinstance(value, Mapping) and "resume" in value and set(value) <= _COMMAND_KEYS):
+        return value
+    return value["resume"] if value["resume"] is not None else value.get("update")
+
+
 def render(value: Any, *, side: str) -> str | None:
     """Readable text for a chain input (`side="input"`) or output (`side="output"`); None if absent."""
+    value = _resumed(value)
     if value is None:
         return None
     if isinstance(value, str):
