@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
 from .feedback import span_rating
 from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
-from .render import render
+from .render import interrupt_text, render
 from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
@@ -48,6 +48,7 @@ class Contribution:
     tool: ToolStep | None = None
     rating: int | None = None
     run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
+    interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,7 +89,16 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         tool=convention.tool_step(attributes) if is_tool and with_tools else None,
         rating=span_rating(span),
         run=run_content(span, convention) if span_class.is_chain else None,
+        interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
     )
+
+
+def _interrupt(span: SpanRecord) -> str | None:
+    """The question of a LangGraph `interrupt()`: the node's span ends with a `GraphInterrupt` exception."""
+    for event in span.events:
+        if event.name == "exception" and as_text(event.attributes.get("exception.type")).endswith("GraphInterrupt"):
+            return interrupt_text(as_text(event.attributes.get("exception.message")))
+    return None
 
 
 def run_content(span: SpanRecord, convention: Convention) -> RunContent:
@@ -126,6 +136,9 @@ def convert_root(
             if span_class is SpanClass.CHAIN and not descendants:
                 return None
             run = _wrapped_run(root.span_id, run, descendants)
+        asked = [c for c in descendants if c.interrupt is not None]
+        if asked and run is not None:  # the run stopped to ask the human: that question is its answer
+            run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
         messages = _chain_messages(root, run)
         if options.include_tools:
             steps = sorted((c for c in descendants if c.tool is not None), key=lambda c: c.start_ns)
