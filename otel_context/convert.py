@@ -256,12 +256,12 @@ def _wrapped_run(root_id: int, own: RunContent, descendants: list[Contribution])
     for item in sorted(descendants, key=lambda c: c.start_ns):  # a parent starts before its children
         depth.setdefault(item.span_id, depth.get(item.parent_id, 0) + 1)  # type: ignore[arg-type]
     chains = sorted((c for c in descendants if c.run is not None), key=lambda c: (depth.get(c.span_id, 0), c.start_ns))
-    if not chains:
+    runs = [c.run for c in chains if c.run is not None]
+    if not runs:
         return own
-    asked = next((c.run.question for c in chains if c.run and c.run.question is not None), None)
-    answered = next((c.run.answer for c in chains if c.run and c.run.answer is not None), None)
-    inner = chains[0].run
-    assert inner is not None
+    asked = next((run.question for run in runs if run.question is not None), None)
+    answered = next((run.answer for run in runs if run.answer is not None), None)
+    inner = runs[0]
     properties = dict(inner.properties)
     properties.update(own.properties)
     return RunContent(asked, answered, inner.name or own.name, tuple(properties.items()), own.tags or inner.tags)
