@@ -10,8 +10,8 @@ contentless `invoke_agent LangGraph` span). Whether a span with a parent is a ro
 the parent comes, so such a span (a chain of any convention, a model call that may be a provider's, a
 tool run) is a *candidate*: it becomes a contribution when its parent turns out to be a GenAI span,
 and a root when the parent is something else (an HTTP server span), when it has no parent, or when no
-parent has come within `root_wait_s`. The receiver, where spans of a trace come from many services in any order, sets
-`settle_s` so a root also waits briefly for stragglers.
+parent has come within `root_wait_s`. The receiver, where spans of a trace come from many services in
+any order, sets `settle_s` so a root also waits briefly for stragglers.
 """
 
 from __future__ import annotations
