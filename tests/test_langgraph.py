@@ -21,6 +21,7 @@ from otel_context.spans.sdk_json import load_json_file
 from . import langgraph_apps
 from .conftest import read_threads, texts
 from .test_autoinstrument import run_app
+from .test_conversations import make_pipeline  # noqa: F401  (in process and through the sidecar)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "langgraph"
 EXPECTED: dict[str, list[list[str]]] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
@@ -113,6 +114,15 @@ def test_tool_calls_sit_in_order_between_question_and_answer(make_app, client):
         ("ask_researcher", {"question": "What is 6 times 7?"}),
         ("multiply", {"a": 6, "b": 7}),
     ]
+
+
+def test_a_checkpointed_agent_in_process_and_through_the_sidecar(make_pipeline, client):  # noqa: F811
+    pipeline = make_pipeline()
+    expected = langgraph_apps.checkpointer_conversation()
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert dialogue(thread) == turns(expected)
+    assert thread.metadata["turns"] == "3"
 
 
 def test_an_agent_under_an_http_span(make_app, client):
