@@ -4,12 +4,14 @@ Children end before their parents, so a trace reaches us over several batches, t
 every GenAI span that is not a root we keep only a compact `Contribution` (models, usage, tool run,
 rating); when a root arrives its descendants are collected and the thread is built.
 
-Some conventions cannot tell from a span alone whether it is a root (OpenInference marks every chain
-CHAIN; a provider's model span looks the same alone or under a LangChain span). Such a span is a
-*candidate*: it becomes a contribution when its parent turns out to be a GenAI span, and a root when
-the parent is something else (an HTTP server span), when it has no parent, or when no parent has come
-within `root_wait_s`. The receiver, where spans of a trace come from many services in any order, sets
-`settle_s` so a root also waits briefly for stragglers.
+The root of a run is its outermost GenAI span: a GenAI span under another one is a step, whatever its
+convention calls it (LangGraph's `LangGraph.workflow`, a root chain to OpenLLMetry, runs under a
+contentless `invoke_agent LangGraph` span). Whether a span with a parent is a root is known only when
+the parent comes, so such a span (a chain of any convention, a model call that may be a provider's, a
+tool run) is a *candidate*: it becomes a contribution when its parent turns out to be a GenAI span,
+and a root when the parent is something else (an HTTP server span), when it has no parent, or when no
+parent has come within `root_wait_s`. The receiver, where spans of a trace come from many services in
+any order, sets `settle_s` so a root also waits briefly for stragglers.
 """
 
 from __future__ import annotations
@@ -164,10 +166,10 @@ class TraceBuffer:
             return
         if span_class.is_llm:
             self._claim_provider_calls(span, now)
-        if span_class in ROOT_CLASSES:
+        parent = (span.trace_id, span.parent_id)
+        if span_class is SpanClass.LLM_STANDALONE and not self._is_genai(parent):
             self._make_root(span, span_class, convention, now)
-        elif span_class in CANDIDATE_CLASSES:
-            parent = (span.trace_id, span.parent_id)
+        elif span_class in CANDIDATE_CLASSES or span_class in ROOT_CLASSES:
             if span.parent_id is None or parent in self._foreign:
                 self._make_root(span, span_class, convention, now)
             elif self._is_genai(parent):
@@ -330,12 +332,15 @@ class TraceBuffer:
         threads = []
         for pending, descendants in ready:
             try:
-                threads.append(
-                    convert_root(pending.span, pending.span_class, pending.convention, descendants, self.options)
-                )
+                thread = convert_root(pending.span, pending.span_class, pending.convention, descendants, self.options)
             except Exception:  # a reader bug must cost one thread, never the batch or the host app
                 self.counters.add("conversion_errors")
                 _logger.exception("otel-context could not convert root span %s", pending.span.span_hex)
+                continue
+            if thread is None:
+                self.counters.add("roots_empty")  # a wrapper whose run became a thread without it
+            else:
+                threads.append(thread)
         self.counters.add("threads_converted", len(threads))
         return threads
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
 from .feedback import span_rating
 from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
-from .render import render
+from .render import interrupt_text, render
 from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
@@ -47,6 +47,27 @@ class Contribution:
     usage: Usage = field(default_factory=Usage)
     tool: ToolStep | None = None
     rating: int | None = None
+    run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
+    interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
+
+
+@dataclass(slots=True, frozen=True)
+class RunContent:
+    """A chain's question and answer as rendered text, and what the user said about the run.
+
+    A chain step keeps this compact form (never the raw state) so that a wrapper root without content of
+    its own, like LangGraph's `invoke_agent` span, can show the run it wraps.
+    """
+
+    question: str | None = None
+    answer: str | None = None
+    name: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def recorded(self) -> bool:
+        return self.question is not None or self.answer is not None
 
 
 def thread_id(trace_id: int, span_id: int) -> str:
@@ -67,6 +88,30 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         usage=convention.usage(attributes),
         tool=convention.tool_step(attributes) if is_tool and with_tools else None,
         rating=span_rating(span),
+        run=run_content(span, convention) if span_class.is_chain else None,
+        interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
+    )
+
+
+def _interrupt(span: SpanRecord) -> str | None:
+    """The question of a LangGraph `interrupt()`: the node's span ends with a `GraphInterrupt` exception."""
+    for event in span.events:
+        if event.name == "exception" and as_text(event.attributes.get("exception.type")).endswith("GraphInterrupt"):
+            return interrupt_text(as_text(event.attributes.get("exception.message")))
+    return None
+
+
+def run_content(span: SpanRecord, convention: Convention) -> RunContent:
+    """A chain span's rendered question and answer, name, properties and tags."""
+    raw_in, raw_out = convention.chain_io(span.attributes)
+    attributes = span.attributes
+    name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name")
+    return RunContent(
+        question=render(raw_in, side="input") or None,
+        answer=render(raw_out, side="output") or None,
+        name=as_text(name) if name else None,
+        properties=tuple(convention.properties(attributes).items()),
+        tags=tuple(convention.tags(attributes)),
     )
 
 
@@ -76,13 +121,25 @@ def convert_root(
     convention: Convention,
     descendants: Iterable[Contribution] = (),
     options: ConversionOptions = DEFAULT_OPTIONS,
-) -> ConversationThread:
-    """One thread for a chain root, a standalone model call, or a lone tool run."""
+) -> ConversationThread | None:
+    """One thread for a chain root, a standalone model call, or a lone tool run.
+
+    None for a wrapper chain with no content and nothing below it: it would be a thread without a
+    single message of the user's (what `invoke_agent LangGraph` is when its run became a thread of its own).
+    """
     attributes = root.attributes
     descendants = list(descendants)
     own = contribution(root, convention, span_class, with_tools=True)
+    run = own.run
     if span_class.is_chain:
-        messages = _chain_messages(root, convention)
+        if run is not None and not run.recorded:
+            if span_class is SpanClass.CHAIN and not descendants:
+                return None
+            run = _wrapped_run(root.span_id, run, descendants)
+        asked = [c for c in descendants if c.interrupt is not None]
+        if asked and run is not None:  # the run stopped to ask the human: that question is its answer
+            run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
+        messages = _chain_messages(root, run)
         if options.include_tools:
             steps = sorted((c for c in descendants if c.tool is not None), key=lambda c: c.start_ns)
             at = 1 if messages and messages[0].role == "user" else 0
@@ -112,8 +169,7 @@ def convert_root(
         "source": "otel-context",
     }
     if span_class.is_chain:
-        name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name") or root.name
-        metadata["workflow"] = as_text(name)
+        metadata["workflow"] = (run.name if run is not None else None) or root.name
     elif span_class is SpanClass.TOOL:
         metadata["operation"] = "execute_tool"
     else:
@@ -127,10 +183,11 @@ def convert_root(
     service = root.resource.get("service.name")
     if service:
         metadata["service_name"] = as_text(service)
-    tags = convention.tags(attributes)
+    tags = list(run.tags) if run is not None else convention.tags(attributes)
     if tags:
         metadata["tags"] = ",".join(tags)
-    for key, value in convention.properties(attributes).items():
+    properties = run.properties if run is not None else convention.properties(attributes).items()
+    for key, value in properties:
         metadata.setdefault(key, value)
     if rating is not None:
         metadata["feedback_rating"] = str(rating)
@@ -189,15 +246,33 @@ def _tool_message(step: ToolStep, start_ns: int) -> Message:
     )
 
 
-def _chain_messages(root: SpanRecord, convention: Convention) -> list[Message]:
-    raw_in, raw_out = convention.chain_io(root.attributes)
+def _wrapped_run(root_id: int, own: RunContent, descendants: list[Contribution]) -> RunContent:
+    """A contentless wrapper root's run: question and answer of the first chain below it that has them.
+
+    "First" is the shallowest, then the earliest; the name, tags and properties are the wrapped chain's,
+    after the wrapper's own (LangGraph's wrapper carries the conversation id, the chain the user's metadata).
+    """
+    depth = {root_id: 0}
+    for item in sorted(descendants, key=lambda c: c.start_ns):  # a parent starts before its children
+        depth.setdefault(item.span_id, depth.get(item.parent_id, 0) + 1)  # type: ignore[arg-type]
+    chains = sorted((c for c in descendants if c.run is not None), key=lambda c: (depth.get(c.span_id, 0), c.start_ns))
+    runs = [c.run for c in chains if c.run is not None]
+    if not runs:
+        return own
+    asked = next((run.question for run in runs if run.question is not None), None)
+    answered = next((run.answer for run in runs if run.answer is not None), None)
+    inner = runs[0]
+    properties = dict(inner.properties)
+    properties.update(own.properties)
+    return RunContent(asked, answered, inner.name or own.name, tuple(properties.items()), own.tags or inner.tags)
+
+
+def _chain_messages(root: SpanRecord, run: RunContent | None) -> list[Message]:
     messages = []
-    text_in = render(raw_in, side="input")
-    if text_in:
-        messages.append(Message(role="user", text=text_in, timestamp_ns=root.start_ns))
-    text_out = render(raw_out, side="output")
-    if text_out:
-        messages.append(Message(role="assistant", text=text_out, timestamp_ns=root.end_ns))
+    if run is not None and run.question:
+        messages.append(Message(role="user", text=run.question, timestamp_ns=root.start_ns))
+    if run is not None and run.answer:
+        messages.append(Message(role="assistant", text=run.answer, timestamp_ns=root.end_ns))
     return messages
 
 

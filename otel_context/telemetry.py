@@ -23,6 +23,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "spans_late": ("Spans that arrived after their root's thread was built", False),
     "duplicates": ("Roots delivered twice (e.g. a Collector retry) and converted once", False),
     "conversion_errors": ("Roots that could not be converted", False),
+    "roots_empty": ("Wrapper spans with no content and nothing below them: no thread of their own", False),
     "requests_pushed_back": ("OTLP requests the sidecar refused with 503 because its queue was full", False),
     "threads_filtered": ("Threads not sent because of the include/exclude workflow filters", False),
     "threads_sampled_out": ("Threads not sent because of OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", False),

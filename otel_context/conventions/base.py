@@ -13,12 +13,14 @@ from ..model import Message, SpanEvent
 class SpanClass(enum.Enum):
     """What a GenAI span is, for assembly.
 
-    Some conventions say outright whether a span is a root (OpenLLMetry marks the topmost chain
+    Some conventions say whether a span is a root (OpenLLMetry marks the topmost LangChain chain
     `workflow`, and a chat span inside a chain carries the workflow name). Others only say "a chain"
     or "a model call": `CHAIN` and `LLM` are roots unless their parent turns out to be a GenAI span.
+    Either way the outermost GenAI span wins: a `CHAIN_ROOT` or `LLM_STANDALONE` under another GenAI
+    span (LangGraph's `workflow` under its `invoke_agent` span) is a step of it.
     """
 
-    CHAIN_ROOT = "chain_root"
+    CHAIN_ROOT = "chain_root"  # the topmost chain of its instrumentation: the root unless under a GenAI span
     LLM_STANDALONE = "llm_standalone"  # a model call not inside a chain: its own thread
     LLM_IN_CHAIN = "llm_in_chain"
     CHAIN = "chain"  # a chain: the root if its parent is not a GenAI span

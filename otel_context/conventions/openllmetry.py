@@ -7,6 +7,7 @@ Reads both the current GenAI message attributes (0.55 and later: `gen_ai.input.m
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -112,6 +113,16 @@ def _tool_output(value: Any) -> str | None:
     if isinstance(value, Mapping) and isinstance(value.get("kwargs"), Mapping) and "content" in value["kwargs"]:
         return as_text(value["kwargs"]["content"])
     return as_text(value)
+
+
+def _literal(value: Any) -> Any:
+    """A tool's `input_str`, which is `str(arguments)` (LangGraph's tool node): the arguments again if it reads back."""
+    if not (isinstance(value, str) and value[:1] in "{[" and len(value) <= 65_536):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
 
 
 class OpenLLMetry:
@@ -230,7 +241,9 @@ class OpenLLMetry:
         raw_in = parse_json(attributes.get("traceloop.entity.input", attributes.get("gen_ai.tool.call.arguments")))
         raw_out = parse_json(attributes.get("traceloop.entity.output", attributes.get("gen_ai.tool.call.result")))
         if isinstance(raw_in, Mapping):
-            raw_in = raw_in.get("inputs") if raw_in.get("inputs") is not None else raw_in.get("input_str", raw_in)
+            raw_in = (
+                raw_in.get("inputs") if raw_in.get("inputs") is not None else _literal(raw_in.get("input_str", raw_in))
+            )
         if isinstance(raw_out, Mapping) and "output" in raw_out:
             raw_out = raw_out["output"]
         name = attributes.get("traceloop.entity.name") or attributes.get("gen_ai.tool.name") or "tool"
