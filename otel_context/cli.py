@@ -49,15 +49,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     """Counters of a running sidecar (`--url`), or what waits in a spool directory (`--spool`)."""
     if args.spool:
-        from .delivery.spool import SPOOL_FILE, Spool
+        from .delivery.spool import SPOOL_FILE, backlog
 
         path = os.path.join(args.spool, SPOOL_FILE)
         if not os.path.exists(path):
             print(f"no spool at {path}", file=sys.stderr)
             return 1
-        spool = Spool(args.spool, max_bytes=0)
-        print(json.dumps({"spool": path, "threads": spool.count(), "bytes": spool.size_bytes}))
-        spool.close()
+        threads, size = backlog(args.spool)
+        print(json.dumps({"spool": path, "threads": threads, "bytes": size}))
         return 0
     import urllib.request
 

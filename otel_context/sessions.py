@@ -79,6 +79,9 @@ class SessionStore(Protocol):
     def turns(self, session: str) -> tuple[int, list[Turn]]:
         """The latest part of a session and its turns (empty if unknown)."""
 
+    def reset_after_fork(self) -> None:
+        """Renew what a forked child must not share with its parent."""
+
 
 def merge(session: str, part: int, turns: list[Turn], scope: str = "") -> ConversationThread:
     """One thread of a session's turns: messages in turn order, the latest turn's metadata, summed usage."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -186,6 +188,9 @@ def test_sigkill_with_1000_queued_loses_nothing_with_a_spool(local_api, client, 
         app.wait(10)
     local_api.clear_faults()
     assert read_threads(client) == []
+    cli = str(Path(sys.executable).with_name("otel-context"))
+    backlog = subprocess.run([cli, "stats", "--spool", env["OTEL_EXPORTER_CONTEXT_SPOOL_DIR"]], capture_output=True)
+    assert json.loads(backlog.stdout)["threads"] == 1000  # read without claiming: the restart replays them all
     restart = subprocess.run(
         [sys.executable, "-c", SPOOL_APP, "restart"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )

@@ -88,7 +88,7 @@ def test_a_run_arrives_as_one_thread(name, make_app, client):
     threads = read_threads(client)
     if name in SESSIONS:  # every turn of a LangGraph thread (a resumed run too) in one Context thread
         (thread,) = threads
-        assert thread.id == session_thread_id(SESSIONS[name])
+        assert thread.id == session_thread_id(SESSIONS[name], scope=app.exporter.bridge.sessions.scope)
         assert dialogue(thread) == turns(expected)
     else:
         assert [dialogue(t) for t in threads] == [turns([pair]) for pair in expected]

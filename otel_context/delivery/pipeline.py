@@ -74,6 +74,8 @@ class DeliveryQueue:
         """In a forked child: an empty queue, a spool owner of its own, no workers until the first thread."""
         self.queue.reset_after_fork()
         self._reset_state()
+        if self.queue.spool is not None:
+            self._start()
 
     # -- producer side ----------------------------------------------------------------------------
     def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:

@@ -27,6 +27,14 @@ OWNERS_DIR = "owners"
 _INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
 
 
+def backlog(directory: str | os.PathLike[str]) -> tuple[int, int]:
+    """Rows and bytes waiting in a spool directory, every owner's, read without taking part."""
+    uri = (Path(directory) / SPOOL_FILE).resolve().as_uri() + "?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items").fetchone()
+    return count, size
+
+
 class Spool:
     """Bounded in bytes for the whole directory; `add` returns None for what did not fit (counted as dropped)."""
 
