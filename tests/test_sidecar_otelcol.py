@@ -11,6 +11,7 @@ with the real client must equal what the in-process exporter makes of the same a
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -135,7 +136,7 @@ def test_threads_through_the_collector_equal_the_in_process_exporter(pipeline, c
     [{"OTEL_EXPORTER_CONTEXT_QUEUE_SIZE": "2", "OTEL_EXPORTER_CONTEXT_CONCURRENCY": "1"}],
     indirect=True,
 )
-def test_backpressure_the_collector_honours_retry_after_and_nothing_is_lost(pipeline, local_api, capture, client):
+def test_backpressure_the_collector_waits_retry_after_and_nothing_is_lost(pipeline, local_api, capture, client):
     local_api.set_faults(latency_s=0.5)  # Context is slow: the sidecar's tiny queue fills at once
     exporters = {protocol: exporter_for(protocol, pipeline) for protocol in ("grpc", "http")}
     for n in range(12):
@@ -152,6 +153,20 @@ def test_backpressure_the_collector_honours_retry_after_and_nothing_is_lost(pipe
     assert counters["threads_dropped"] == 0, counters
 
     log = pipeline["collector"].stop()
-    # the exporterhelper logs each throttled attempt and the wait it chose from Retry-After
-    assert "Exporting failed. Will retry the request after interval." in log, log[-4000:]
+    # The exporterhelper logs each retry: "Throttle (<Retry-After>)" and the "interval" it waited.
+    retries = [line for line in log.splitlines() if "Will retry the request after interval" in line]
+    assert retries, log[-4000:]
+    for line in retries:
+        throttle, interval = THROTTLE.search(line), INTERVAL.search(line)
+        assert throttle and interval, line
+        assert seconds(interval.group(1)) >= seconds(throttle.group(1)) > 0, f"Retry-After not honoured: {line}"
     assert "Dropping data" not in log and "rejected_items" not in log, log[-4000:]
+
+
+THROTTLE = re.compile(r"Throttle \(([0-9.]+m?s)\)")
+INTERVAL = re.compile(r'"interval": "([0-9.]+m?s)"')
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as the Collector logs these ones ("2s", "1.5s", "500ms") in seconds."""
+    return float(duration[:-2]) / 1000 if duration.endswith("ms") else float(duration[:-1])
