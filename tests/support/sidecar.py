@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -47,25 +49,42 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Process:
-    """A child process stopped with SIGTERM at the end, its output kept for failure messages."""
+    """A child process stopped with SIGTERM at the end, its output kept for failure messages.
+
+    The output goes to a file, not a pipe: a chatty child (a Collector logging every retry) would
+    block on a full pipe that nobody reads until the end.
+    """
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str | None = None) -> None:
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.first_line = self.proc.stdout.readline() if ready else ""
+        fd, name = tempfile.mkstemp(prefix="otel-context-test-", suffix=".log")
+        self.output = Path(name)  # read through its own handle; removed in stop(), which every user calls
+        self.log: str | None = None
+        with os.fdopen(fd, "wb") as out:
+            self.proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         if ready:
-            assert ready in self.first_line, self.first_line + self.proc.stdout.read(2000)
+            deadline = time.monotonic() + 30
+            while "\n" not in self.text() and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            first_line = self.text().split("\n", 1)[0]
+            assert ready in first_line, self.text()[:2000]
+
+    def text(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> str:
+        """Stop the process (once) and return all it wrote."""
+        if self.log is not None:
+            return self.log
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=60)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return self.first_line + out
+            self.proc.wait()
+        self.log = self.text()
+        self.output.unlink(missing_ok=True)
+        return self.log
 
 
 def serve(local_api: LocalContextAPI, state_dir: Path, **delivery: str) -> tuple[Process, int]:
