@@ -1,23 +1,30 @@
-"""collector-config/: the otelcol-contrib sidecar configuration and the manifests that run it.
+"""collector-config/: the sidecar's Collector configuration, checked by a real Collector, and its manifests.
 
-No Collector binary runs here, so these tests check what can be checked from the files: the
-structure the Collector validates at startup (every referenced component is defined, every type
-exists in otelcol-contrib), the pipeline order, the route to `otel-context serve`, delivery
-settings, and what the GenAI filter keeps. A small evaluator for the filter's OTTL conditions runs
-them against hand-made spans and against the spans the real LangChain instrumentation produces.
+Every shipped Collector config goes through `otelcol-context validate`, the Collector built here from
+collector-config/builder-config.yaml (tests/support/otelcol.py): component types, settings, OTTL
+conditions and pipeline wiring are the binary's to judge. What the binary cannot judge stays
+structural: that the pipeline order and the delivery settings are the ones the README promises,
+that the route leads to `otel-context serve`, what the GenAI filter keeps across conventions (a small
+evaluator runs its conditions against hand-made spans and real LangChain spans), and the Kubernetes
+and compose manifests that run it.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from .support.otelcol import BUILD_TIMEOUT_S, otelcol_binary, validate
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"
 OTELCOL = CONFIG_DIR / "otelcol.yaml"
+MANIFEST = CONFIG_DIR / "builder-config.yaml"
 K8S = CONFIG_DIR / "kubernetes-sidecar.yaml"
 KUSTOMIZATION = CONFIG_DIR / "kustomization.yaml"
 COMPOSE = CONFIG_DIR / "docker-compose.yaml"
@@ -25,52 +32,8 @@ COMPOSE = CONFIG_DIR / "docker-compose.yaml"
 TARGET_RELEASE = "0.161.0"
 BRIDGE_PORT = 4319  # `otel-context serve --port 4319`; 4318 belongs to the Collector's OTLP/HTTP receiver
 TOKEN_HEADER = "Bearer ${env:OTEL_CONTEXT_SERVE_TOKEN}"
-
-# Component type names (the part of an ID before "/") that otelcol-contrib ships, for the kinds a
-# trace sidecar uses. Source: the distribution manifest in open-telemetry/opentelemetry-collector-
-# releases, distributions/otelcol-contrib/manifest.yaml (which lists the Go modules), with each
-# module's `type:` taken from its metadata.yaml (e.g. extension/bearertokenauthextension/metadata.yaml
-# has `type: bearertokenauth`). The exporter renames come from the core CHANGELOG for v1.50.0/v0.144.0
-# ("Rename `otlphttp` exporter to `otlp_http` exporter and add deprecated alias `otlphttp`", and the
-# same for `otlp` -> `otlp_grpc`). These lists are a subset, not the whole manifest: add a type here,
-# after checking it against the manifest, when the config starts using it.
-KNOWN_TYPES: dict[str, set[str]] = {
-    "receivers": {"otlp", "nop", "jaeger", "zipkin", "kafka", "prometheus", "hostmetrics", "file_log"},
-    "processors": {
-        "batch",
-        "memory_limiter",
-        "filter",
-        "transform",
-        "attributes",
-        "resource",
-        "span",
-        "redaction",
-        "tail_sampling",
-        "probabilistic_sampler",
-        "resourcedetection",
-        "groupbytrace",
-        "k8s_attributes",
-    },
-    "exporters": {"otlp_http", "otlp_grpc", "debug", "nop", "file", "kafka"},
-    "extensions": {
-        "health_check",
-        "bearertokenauth",
-        "basicauth",
-        "oauth2client",
-        "headers_setter",
-        "file_storage",
-        "pprof",
-        "zpages",
-    },
-    "connectors": {"forward", "spanmetrics", "routing"},
-}
-# Still accepted, but deprecated: each logs a warning at startup and will be removed.
-DEPRECATED_ALIASES: dict[str, dict[str, str]] = {
-    "exporters": {"otlphttp": "otlp_http (v0.144.0)", "otlp": "otlp_grpc (v0.144.0)"},
-    "processors": {"k8sattributes": "k8s_attributes"},
-    "receivers": {"filelog": "file_log"},
-}
 KINDS = ("receivers", "processors", "exporters", "connectors")
+needs_binary = pytest.mark.timeout(BUILD_TIMEOUT_S)  # the first use may build the Collector
 
 
 def load(path: Path) -> dict:
@@ -112,20 +75,120 @@ def filter_processors(config: dict) -> dict[str, dict]:
     return found
 
 
-# --- structure the Collector validates at startup -----------------------------------------
+# --- what the Collector itself says -----------------------------------------------------
 
 
-def test_every_component_referenced_by_a_pipeline_is_defined(config):
-    for name, pipeline in config["service"]["pipelines"].items():
-        for kind in ("receivers", "processors", "exporters"):
-            for component_id in pipeline.get(kind, []):
-                defined = set(config.get(kind) or {}) | set(config.get("connectors") or {})
-                assert component_id in defined, f"pipeline {name!r} uses {kind[:-1]} {component_id!r}, not defined"
-        assert pipeline.get("receivers") and pipeline.get("exporters"), (
-            f"pipeline {name!r} needs receivers and exporters"
-        )
-    for extension in config["service"].get("extensions", []):
-        assert extension in (config.get("extensions") or {}), f"service.extensions names undefined {extension!r}"
+def shipped_configs() -> list[Path]:
+    """Every Collector config in collector-config/: each YAML file shaped like one (a `service` and pipelines)."""
+    found = []
+    for path in sorted(CONFIG_DIR.glob("*.y*ml")):
+        documents = load_all(path)
+        if (
+            len(documents) == 1
+            and isinstance(documents[0], dict)
+            and "pipelines" in (documents[0].get("service") or {})
+        ):
+            found.append(path)
+    return found
+
+
+def configs_the_manifests_run() -> set[Path]:
+    """The kustomize ConfigMap's files and the compose file's mounted configs."""
+    found = set()
+    for generator in load(KUSTOMIZATION).get("configMapGenerator", []):
+        found |= {CONFIG_DIR / item.split("=", 1)[-1] for item in generator.get("files", [])}
+    for service in load(COMPOSE)["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.endswith((".yaml", ".yml")):
+                found.add((CONFIG_DIR / source).resolve())
+    return found
+
+
+def manifest_components() -> dict[str, set[str]]:
+    """The Go modules builder-config.yaml puts in the binary, by kind (path without the version)."""
+    manifest = load(MANIFEST)
+    return {
+        kind: {entry["gomod"].split()[0] for entry in manifest.get(kind, [])}
+        for kind in ("receivers", "processors", "exporters", "extensions", "connectors")
+    }
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    return otelcol_binary()
+
+
+@pytest.fixture(scope="module")
+def components(binary) -> dict[str, dict[str, str]]:
+    """`otelcol-context components`: {kind: {type name: module}}."""
+    listed = yaml.safe_load(
+        subprocess.run([str(binary), "components"], capture_output=True, text=True, check=True).stdout
+    )
+    return {kind: {c["name"]: c["module"].split()[0] for c in listed.get(kind) or []} for kind in manifest_components()}
+
+
+def collector_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return env | extra
+
+
+def test_every_config_the_manifests_run_is_a_shipped_config():
+    assert OTELCOL in shipped_configs()
+    assert configs_the_manifests_run() <= set(shipped_configs())
+
+
+@needs_binary
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("token", ["shared-secret", None], ids=["token", "no-token"])
+def test_the_collector_validates_every_shipped_config(binary, path, token):
+    env = collector_env(**({"OTEL_CONTEXT_SERVE_TOKEN": token} if token else {}))
+    result = validate(binary, path, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "deprecated" not in output.lower(), f"{path.name} uses a deprecated name or setting:\n{output}"
+
+
+@needs_binary
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (('"traceloop.span.kind"] == nil and', '"traceloop.span.kind"] === nil and'), "invalid syntax"),
+        (("otlp_http/otel_context", "otlp_htpp/otel_context"), "otlp_htpp"),
+        (("limit_mib: 400", "limit_mib: 50"), "spike"),
+        (
+            ("processors: [memory_limiter, filter/genai, batch]", "processors: [memory_limiter, filter/nope, batch]"),
+            "filter/nope",
+        ),
+    ],
+    ids=["ottl-syntax", "unknown-exporter-type", "memory-limits", "undefined-processor"],
+)
+def test_the_collector_rejects_a_broken_config(binary, tmp_path, change, complaint):
+    """The validation above means something: the binary finds the mistakes it is relied on for."""
+    text = OTELCOL.read_text(encoding="utf-8")
+    assert change[0] in text
+    broken = tmp_path / "otelcol.yaml"
+    broken.write_text(text.replace(change[0], change[1]), encoding="utf-8")
+    result = validate(binary, broken, env=collector_env(OTEL_CONTEXT_SERVE_TOKEN="x"))
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr
+
+
+@needs_binary
+def test_the_binary_has_every_component_of_the_manifest_and_no_other(components):
+    built = {kind: set(by_name.values()) for kind, by_name in components.items()}
+    assert built == manifest_components()
+
+
+@needs_binary
+def test_every_component_type_in_the_configs_is_one_the_binary_lists(components):
+    for path in shipped_configs():
+        config = load(path)
+        for kind in (*KINDS, "extensions"):
+            for component_id in config.get(kind) or {}:
+                assert component_type(component_id) in components[kind], (
+                    f"{path.name}: {kind[:-1]} {component_id!r} is not in otelcol-context ({sorted(components[kind])})"
+                )
 
 
 def test_every_defined_component_is_used(config):
@@ -137,21 +200,6 @@ def test_every_defined_component_is_used(config):
     for kind in (*KINDS, "extensions"):
         unused = set(config.get(kind) or {}) - used[kind]
         assert not unused, f"{kind} defined but never used (the Collector ignores them): {sorted(unused)}"
-
-
-@pytest.mark.parametrize("kind", [*KINDS, "extensions"])
-def test_component_types_exist_in_otelcol_contrib(config, kind):
-    for component_id in config.get(kind) or {}:
-        kind_type = component_type(component_id)
-        assert kind_type not in DEPRECATED_ALIASES.get(kind, {}), (
-            f"{kind[:-1]} {component_id!r} uses a deprecated alias; use {DEPRECATED_ALIASES[kind][kind_type]}"
-        )
-        assert kind_type in KNOWN_TYPES[kind], (
-            f"{kind[:-1]} type {kind_type!r} is not a known otelcol-contrib component"
-        )
-        assert re.fullmatch(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?", component_id), (
-            f"malformed component id {component_id!r}"
-        )
 
 
 def test_header_names_the_target_release():
