@@ -60,10 +60,12 @@ def test_gunicorn_preload_with_two_workers_delivers_every_request(local_api, cli
                 workers.add(response.headers["X-Worker"])
         expected = {f"request-{n}" for n in range(30)}
         stored = lambda: {texts(t)[0][2] for t in read_threads(client)}  # noqa: E731
-        assert wait_for(lambda: expected <= stored(), timeout=30), sorted(expected - stored())
+        # 30 requests + the master's warm-up + the readiness probe, then what they are
+        delivered = wait_for(lambda: local_api.stats()["threads"] >= 32, timeout=60, interval=0.25)
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
+    assert delivered, (sorted(expected - stored()), err[-5000:])
     assert len(workers) == 2, f"requests were served by {workers}"
     questions = Counter(texts(t)[0][2] for t in read_threads(client))
     preloads = [q for q in questions if q.startswith("preload ")]

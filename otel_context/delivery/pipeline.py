@@ -212,34 +212,38 @@ class DeliveryQueue:
         self._log_once(f"retry-{outcome.status}", "otel-context: upload failed (%s); retrying", outcome.reason)
 
     def _settle(self, item: QueueItem, outcome: SendOutcome) -> None:
+        settle = self.queue.settle
         if item.abandoned:  # counted by the shutdown that gave up on it
-            self.queue.settle(item, keep_in_spool=outcome.verdict is not Verdict.DELIVERED)
-            return
-        if outcome.verdict is Verdict.DELIVERED:
-            self.queue.settle(item)  # first, so that a reader of the counters never sees it both ways
-            if item.kind == THREAD:
-                self.counters.add("threads_uploaded")
+            settle(item, keep_in_spool=outcome.verdict is not Verdict.DELIVERED)
+        elif outcome.verdict is Verdict.DELIVERED:
+            settle(item, account=lambda: self._uploaded(item))
         elif outcome.verdict is Verdict.REJECTED:
-            self.queue.settle(item)
-            self.counters.add("threads_rejected")
-            self._log_rejection(outcome)
+            settle(item, account=lambda: self._reject(outcome))
         elif self.queue.spool is not None:
             if self._stopping:  # left for the next start, or for another process to claim
-                self.queue.settle(item, keep_in_spool=True)
+                settle(item, keep_in_spool=True)
             else:
-                self._log_once(
-                    "parked",
-                    "otel-context: retries ran out (%s); the thread stays in the spool and is tried again every %.0f s",
-                    outcome.reason,
-                    self.settings.spool_retry_s,
-                )
-                self.queue.settle(item, park_until=time.time() + self.settings.spool_retry_s)
+                settle(item, park_until=time.time() + self.settings.spool_retry_s, account=lambda: self._park(outcome))
+        elif self._stopping:
+            settle(item, account=lambda: self.counters.add("threads_dropped"))  # the shutdown line reports it
         else:
-            self.queue.settle(item)
-            if not self._stopping:
-                self._drop(1, f"retries ran out ({outcome.reason})")
-            else:
-                self.counters.add("threads_dropped")
+            settle(item, account=lambda: self._drop(1, f"retries ran out ({outcome.reason})"))
+
+    def _uploaded(self, item: QueueItem) -> None:
+        if item.kind == THREAD:  # a rating PATCH is not a thread
+            self.counters.add("threads_uploaded")
+
+    def _reject(self, outcome: SendOutcome) -> None:
+        self.counters.add("threads_rejected")
+        self._log_rejection(outcome)
+
+    def _park(self, outcome: SendOutcome) -> None:
+        self._log_once(
+            "parked",
+            "otel-context: retries ran out (%s); the thread stays in the spool and is tried again every %.0f s",
+            outcome.reason,
+            self.settings.spool_retry_s,
+        )
 
     def _drop(self, count: int, why: str) -> None:
         self.counters.add("threads_dropped", count)

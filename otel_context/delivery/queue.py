@@ -136,13 +136,26 @@ class SendingQueue:
                             continue
                 self.cond.wait(0.5)
 
-    def settle(self, item: QueueItem, *, keep_in_spool: bool = False, park_until: float | None = None) -> None:
-        """The upload of `item` is over: remove its spool row, or keep it (parked for a slow retry)."""
+    def settle(
+        self,
+        item: QueueItem,
+        *,
+        keep_in_spool: bool = False,
+        park_until: float | None = None,
+        account: Callable[[], None] | None = None,
+    ) -> None:
+        """The upload of `item` is over: remove its spool row, or keep it (parked for a slow retry).
+
+        `account()` (counters, logs) runs after the spool is updated and before anyone waiting on the
+        item (a flush) is woken, so whoever reads the counters after a flush sees them complete.
+        """
         if item.seq is not None and self.spool is not None and not self.closed:
             if park_until is not None:
                 self.spool.park(item.seq, park_until)
             elif not keep_in_spool:
                 self.spool.remove(item.seq)
+        if account is not None:
+            account()
         with self.cond:
             if self._busy.get(item.thread_id) is item:
                 del self._busy[item.thread_id]
