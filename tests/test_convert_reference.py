@@ -1,4 +1,4 @@
-"""The conversion core on real spans captured from the instrumentation (../shared/reference/spans)."""
+"""The conversion core on real spans captured from the instrumentation (tests/fixtures/reference)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from otel_context.spans.sdk_json import load_json_file
 
 from .conftest import REFERENCE_SPANS
 
-pytestmark = pytest.mark.skipif(not REFERENCE_SPANS.is_dir(), reason="../shared/reference is not beside the repo")
 
 
 def convert(name: str, shuffle: bool = False, **buffer_args):
