@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from otel_context.assembly import TraceBuffer
 from otel_context.convert import thread_id
 from otel_context.spans.sdk_json import load_json_file
 
 from .conftest import REFERENCE_SPANS
-
 
 
 def convert(name: str, shuffle: bool = False, **buffer_args):
