@@ -31,8 +31,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
@@ -94,6 +92,8 @@ def cache_root() -> Path:
 
 
 def own_dependencies() -> list[str]:
+    import tomllib
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     deps = [d for d in project["dependencies"] if not d.startswith("opentelemetry-instrumentation-langchain")]
     return deps
