@@ -67,22 +67,40 @@ class Env:
         return [self.package, core, *self.pins]
 
 
-NO_METADATA_040 = "0.40 records no LangChain metadata (no traceloop.association.properties.*)"
+NO_METADATA = "records no LangChain run metadata (no traceloop.association.properties.*; from 0.44 on)"
+NO_METADATA_OI = "records no LangChain run metadata (no `metadata` attribute)"
 # `opentelemetry._events`, which 0.44-0.47 import, is gone from opentelemetry-api 1.39 on
 OTEL_WITH_EVENTS = ("opentelemetry-api<1.39", "opentelemetry-sdk<1.39")
 MATRIX: tuple[Env, ...] = (
-    Env("0.40.14", "0.3", ("wrapt<2",), gaps={"chain_metadata": NO_METADATA_040}, representative=True),
-    Env("0.40.14", "1", ("wrapt<2",), gaps={"chain_metadata": NO_METADATA_040}),
+    # OpenLLMetry: the newest release of every minor series from the declared floor (pyproject.toml)
+    Env("0.40.14", "0.3", ("wrapt<2",), gaps={"chain_metadata": NO_METADATA}, representative=True),
+    Env("0.40.14", "1", ("wrapt<2",), gaps={"chain_metadata": NO_METADATA}),
+    Env("0.41.0", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS), gaps={"chain_metadata": NO_METADATA}),
+    Env("0.42.0", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS), gaps={"chain_metadata": NO_METADATA}),
+    Env("0.43.1", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS), gaps={"chain_metadata": NO_METADATA}),
     Env("0.44.3", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS)),
-    Env("0.47.5", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS)),
+    Env("0.45.6", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS)),
+    Env("0.46.2", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS)),
+    Env("0.47.5", "0.3", ("wrapt<2", *OTEL_WITH_EVENTS), representative=True),
+    Env("0.48.2", "0.3", ("wrapt<2",)),
+    Env("0.49.8", "0.3", ("wrapt<2",)),
     Env("0.50.1", "0.3", ("wrapt<2",)),
+    Env("0.51.1", "0.3", ("wrapt<2",)),
     Env("0.52.6", "0.3", ("wrapt<2",)),
+    Env("0.52.6", "1", ("wrapt<2",)),
+    Env("0.53.4", "1", ("wrapt<2",)),
     Env("0.54.0", "1", ("wrapt<2",), representative=True),
     Env("0.55.0", "1", ("wrapt<2",)),
+    Env("0.56.1", "1", ("wrapt<2",)),
+    Env("0.57.0", "1", ("wrapt<2",)),
     Env("0.58.1", "1", ("wrapt<2",)),
+    Env("0.59.2", "1", ("wrapt<2",)),
     Env("0.60.0", "1", ("wrapt<2",)),
+    Env("0.61.0", "1"),
     Env("0.62.4", "1", representative=True),
     Env("0.62.4", "0.3"),
+    # OpenInference: the oldest release still importable today, and the newest
+    Env("0.1.0", "0.3", ("wrapt<2",), instrumentation="openinference", gaps={"chain_metadata": NO_METADATA_OI}),
     Env("0.1.80", "1", instrumentation="openinference", representative=True),
 )
 
