@@ -154,9 +154,14 @@ def ensure_env(env: Env, log: list[str]) -> Path:
             shutil.rmtree(building, ignore_errors=True)
             raise RuntimeError(f"{env.name}: {' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
     (building / "ready").write_text("\n".join(requirements) + "\n")
-    # a venv's scripts name its own path: build under the final name (rename, then fix nothing: the
-    # apps run as `<env>/bin/python`, which resolves its prefix from its own location)
-    building.rename(path)
+    # Built aside, then renamed: an interrupted build never looks complete. The apps run as
+    # `<env>/bin/python`, which finds its prefix from its own location, so the rename is harmless.
+    try:
+        building.rename(path)
+    except OSError:  # another run built it meanwhile
+        shutil.rmtree(building, ignore_errors=True)
+        if not (path / "ready").exists():
+            raise
     log.append(f"built in {path}")
     return path
 
