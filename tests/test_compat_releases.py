@@ -33,3 +33,14 @@ def test_every_release_of_the_matrix_was_captured():
 @pytest.mark.parametrize("env", CAPTURED, ids=lambda env: f"{env.instrumentation}-{env.name}")
 def test_each_app_gives_its_thread(env):
     assert check(env, replay(FIXTURES / env.instrumentation / env.name)) == []
+
+
+def test_the_declared_floor_is_the_oldest_release_the_matrix_runs():
+    import tomllib
+
+    from .conftest import REPO
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (declared,) = [d for d in dependencies if d.startswith("opentelemetry-instrumentation-langchain")]
+    oldest = min((env for env in MATRIX if env.instrumentation == "openllmetry"), key=lambda e: e.version)
+    assert declared == f"opentelemetry-instrumentation-langchain>={'.'.join(map(str, oldest.version[:2]))}"

@@ -53,6 +53,10 @@ class Env:
     representative: bool = False  # also run by `--quick` (every CI run)
 
     @property
+    def version(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.release.split("."))
+
+    @property
     def name(self) -> str:
         return f"{self.release}-lc{self.core}"
 
