@@ -153,6 +153,7 @@ def _threads(args: argparse.Namespace) -> int:
     from urllib.parse import urlparse
 
     from azure.core.exceptions import (
+        AzureError,
         ClientAuthenticationError,
         HttpResponseError,
         ResourceNotFoundError,
@@ -181,6 +182,8 @@ def _threads(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
     except HttpResponseError as exc:
         raise CommandError(f"{endpoint}: HTTP {exc.status_code} {_first_line(exc)}") from None
+    except AzureError as exc:  # a timeout or a reset while reading the answer
+        raise CommandError(f"{endpoint}: {_first_line(exc)}") from None
     finally:
         client.close()
     if args.json:
@@ -220,7 +223,9 @@ def _raw_json(pipeline_response: Any, deserialized: object, headers: object) -> 
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The useful part of a transport error: `[Errno 111] Connection refused` rather than urllib3's preamble."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line[line.index("[Errno") :] if "[Errno" in line else line
 
 
 def _shorten(text: object, width: int) -> str:
