@@ -32,7 +32,10 @@ def test_every_release_of_the_matrix_was_captured():
 
 @pytest.mark.parametrize("env", CAPTURED, ids=lambda env: f"{env.instrumentation}-{env.name}")
 def test_each_app_gives_its_thread(env):
-    assert check(env, replay(FIXTURES / env.instrumentation / env.name)) == []
+    threads = replay(FIXTURES / env.instrumentation / env.name)
+    assert check(env, threads) == []
+    operations = {t["metadata"]["operation"] for t in threads if "operation" in t["metadata"]}
+    assert operations <= {"chat", "completion", "text_completion"}, operations
 
 
 def test_the_declared_floor_is_the_oldest_release_the_matrix_runs():
