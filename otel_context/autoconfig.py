@@ -54,10 +54,10 @@ def instrument_langchain_core() -> None:
 
     `opentelemetry-instrument` skips the LangChain instrumentation when the `langchain` package is
     absent (its dist metadata lists `langchain` as the instrumented library), although the
-    instrumentation only needs `langchain-core`: LCEL-only apps would send nothing at all.
+    instrumentation only needs `langchain-core`: LCEL-only apps would send nothing at all. This
+    applies whatever the exporter (`otlp` to a Collector and the sidecar, `console`, `context`):
+    installing otel-context is the opt-in.
     """
-    if not wants_context():
-        return
     disabled = {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
     if "langchain" in disabled or "*" in disabled:
         return

@@ -1,11 +1,23 @@
-"""The `otel-context` command: demo, local-api, serve, stats, convert."""
+"""The `otel-context` command: demo, local-api, serve, stats, threads, convert.
+
+Expected failures (a port in use, a sidecar that wants a token, nothing listening, a missing file)
+end in one line on stderr and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import re
+import socket
 import sys
+from typing import Any
+
+
+class CommandError(Exception):
+    """A failure the user can fix: printed as one line, exit status 1."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -22,7 +34,13 @@ def _convert(args: argparse.Namespace) -> int:
     buffer = TraceBuffer()
     threads = []
     for path in args.files:
-        threads += buffer.add(load_json_file(path))
+        try:
+            spans = load_json_file(path)
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # JSON or span format
+            raise CommandError(f"{path} is not a span dump (ReadableSpan.to_json() objects): {exc}") from None
+        threads += buffer.add(spans)
     threads += buffer.drain()
     json.dump([t.to_wire() for t in threads], sys.stdout, ensure_ascii=False, indent=2)
     print()
@@ -43,7 +61,32 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
     )
     delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
-    return run(receiver, delivery)
+    # Checked before anything starts, so a port in use leaves no state directory behind.
+    _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
+    if receiver.grpc_port is not None:
+        _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
+    try:
+        return run(receiver, delivery)
+    except OSError as exc:  # lost a race for the port, or the state directory is not writable
+        raise CommandError(f"cannot serve on {receiver.host}:{receiver.port}: {exc.strerror or exc}") from None
+
+
+def _check_port_free(host: str, port: int, what: str, flag: str) -> None:
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}; choose another with {flag}"
+            ) from None
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -58,19 +101,170 @@ def _stats(args: argparse.Namespace) -> int:
         threads, size = backlog(args.spool)
         print(json.dumps({"spool": path, "threads": threads, "bytes": size}))
         return 0
+    import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(args.url.rstrip("/") + "/stats")
+    url = args.url.rstrip("/") + "/stats"
+    request = urllib.request.Request(url)
     token = args.token or os.environ.get("OTEL_CONTEXT_SERVE_TOKEN")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        print(json.dumps(json.load(response), indent=2))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            counters = json.load(response)
+    except urllib.error.HTTPError as exc:
+        hint = " (the sidecar requires a token: --token or $OTEL_CONTEXT_SERVE_TOKEN)" if exc.code == 401 else ""
+        raise CommandError(f"{url}: HTTP {exc.code} {exc.reason}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        reason = getattr(reason, "strerror", None) or reason
+        raise CommandError(f"cannot reach {url}: {reason} (is `otel-context serve` running there?)") from None
+    except ValueError:
+        raise CommandError(f"{url} did not answer JSON: is it an otel-context sidecar?") from None
+    print(json.dumps(counters, indent=2))
     return 0
 
 
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> str:
+    """`--since`: ISO 8601 (a date or a time) or a duration back from now (`30m`, `2h`, `7d`), as ISO 8601 UTC."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    match = _RELATIVE.match(text.strip())
+    if match:
+        moment = now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise CommandError(
+                f"--since {text!r}: expected ISO 8601 (2026-01-31, 2026-01-31T09:00Z) or 30m/2h/7d"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """List threads (`--user`, `--session`, `--since`) or show one, from any Context-compatible API."""
+    from urllib.parse import urlparse
+
+    from azure.core.exceptions import (
+        AzureError,
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+    from getcontext import ContextAPI
+    from getcontext.token import Credential
+
+    from .config import DEFAULT_ENDPOINT, resolve_token
+
+    endpoint = (args.endpoint or os.environ.get("OTEL_EXPORTER_CONTEXT_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    token = resolve_token(args.token)
+    plain = urlparse(endpoint).scheme == "http"  # the local API: context-python refuses a token over http otherwise
+    client = ContextAPI(credential=Credential(token or ""), endpoint=endpoint, retry_total=0)
+    try:
+        if args.id:
+            threads = [client.conversation(args.id, enforce_https=not plain, cls=_raw_json)]
+        else:
+            threads = _list_threads(client, args, plain)
+    except ClientAuthenticationError:
+        hint = "a token is needed: --token or $CONTEXT_API_TOKEN" if not token else "the token was refused"
+        raise CommandError(f"{endpoint}: HTTP 401, {hint}") from None
+    except ResourceNotFoundError:
+        raise CommandError(f"{endpoint}: no thread {args.id}" if args.id else f"{endpoint}: HTTP 404") from None
+    except ServiceRequestError as exc:
+        raise CommandError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
+    except HttpResponseError as exc:
+        raise CommandError(f"{endpoint}: HTTP {exc.status_code} {_first_line(exc)}") from None
+    except AzureError as exc:  # a timeout or a reset while reading the answer
+        raise CommandError(f"{endpoint}: {_first_line(exc)}") from None
+    finally:
+        client.close()
+    if args.json:
+        json.dump(threads[0] if args.id else threads, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    elif args.id:
+        _print_thread(threads[0])
+    else:
+        _print_table(threads)
+    return 0
+
+
+def _list_threads(client: Any, args: argparse.Namespace, plain: bool) -> list[dict[str, Any]]:
+    """Pages until `--limit` threads match; user and session are matched on the thread's metadata."""
+    since = parse_since(args.since) if args.since else None
+    wanted = {"user_id": args.user, "session_id": args.session}
+    found: list[dict[str, Any]] = []
+    page = 1
+    while len(found) < args.limit:
+        listing = client.conversations(
+            start_time=since, page=page, per_page=100, enforce_https=not plain, cls=_raw_json
+        )
+        for thread in listing.get("conversations") or []:
+            metadata = thread.get("metadata") or {}
+            if all(value is None or str(metadata.get(key)) == value for key, value in wanted.items()):
+                found.append(thread)
+        next_page = (listing.get("pagination") or {}).get("next_page")
+        if not next_page or next_page <= page:
+            break
+        page = next_page
+    return found[: args.limit]
+
+
+def _raw_json(pipeline_response: Any, deserialized: object, headers: object) -> Any:
+    """The body as the API sent it: `context-python`'s models drop fields they do not know (tool steps)."""
+    return pipeline_response.http_response.json()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The useful part of a transport error: `[Errno 111] Connection refused` rather than urllib3's preamble."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line[line.index("[Errno") :] if "[Errno" in line else line
+
+
+def _shorten(text: object, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_table(threads: list[dict[str, Any]]) -> None:
+    if not threads:
+        print("no threads")
+        return
+    print(f"{'id':<36}  {'started':<19}  {'user':<12}  {'session':<14}  {'msgs':>4}  first message")
+    for thread in threads:
+        metadata = thread.get("metadata") or {}
+        messages = thread.get("messages") or []
+        first = next((m.get("message") for m in messages if m.get("role") == "user"), None)
+        started = (metadata.get("started_at") or thread.get("created_at") or "")[:19]
+        print(
+            f"{thread.get('id', ''):<36}  {started:<19}  {_shorten(metadata.get('user_id'), 12):<12}  "
+            f"{_shorten(metadata.get('session_id'), 14):<14}  {len(messages):>4}  {_shorten(first, 50)}"
+        )
+
+
+def _print_thread(thread: dict[str, Any]) -> None:
+    print(f"thread {thread.get('id')}")
+    for message in thread.get("messages") or []:
+        kind = message.get("type") or "message"
+        label = message.get("role") if kind == "message" else kind
+        text = message.get("message")
+        if kind == "tool":
+            text = f"{message.get('name')}({message.get('input')}) -> {message.get('observation')}"
+        print(f"  {label or '':<10} {text}")
+    metadata = thread.get("metadata") or {}
+    for key in sorted(metadata):
+        print(f"  {key + ':':<16} {metadata[key]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otel-context", description=__doc__)
+    parser = argparse.ArgumentParser(prog="otel-context", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"otel-context {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run a small LangChain app and show the threads it becomes")
@@ -100,16 +294,41 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--spool", help="a spool directory (OTEL_EXPORTER_CONTEXT_SPOOL_DIR) to inspect instead")
     stats.set_defaults(func=_stats)
 
+    threads = commands.add_parser(
+        "threads", help="list threads, or show one, from a Context-compatible API (Context, the local API)"
+    )
+    threads.add_argument("id", nargs="?", help="show this thread (default: list threads)")
+    threads.add_argument("--endpoint", help="API base URL ($OTEL_EXPORTER_CONTEXT_ENDPOINT, else Context)")
+    threads.add_argument("--token", help="API token (default: $OTEL_EXPORTER_CONTEXT_TOKEN, $CONTEXT_API_TOKEN)")
+    threads.add_argument("--user", help="only threads whose user_id is this")
+    threads.add_argument("--session", help="only threads whose session_id is this")
+    threads.add_argument("--since", help="only threads after this: ISO 8601, or 30m, 2h, 7d back from now")
+    threads.add_argument("--limit", type=int, default=50, help="list at most this many (default 50)")
+    threads.add_argument("--json", action="store_true", help="print JSON (the API's own shape) instead of a table")
+    threads.set_defaults(func=_threads)
+
     convert = commands.add_parser("convert", help="print the threads that span dumps (to_json) convert to")
     convert.add_argument("files", nargs="+")
     convert.set_defaults(func=_convert)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-context")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"otel-context {args.command}: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `otel-context demo | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

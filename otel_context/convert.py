@@ -173,7 +173,10 @@ def convert_root(
     elif span_class is SpanClass.TOOL:
         metadata["operation"] = "execute_tool"
     else:
-        metadata["operation"] = as_text(attributes.get("gen_ai.operation.name", "chat"))
+        operation = attributes.get("gen_ai.operation.name")
+        if operation in (None, "llm_request"):  # OpenLLMetry up to 0.54: the kind is `llm.request.type`
+            operation = attributes.get("llm.request.type") or "chat"
+        metadata["operation"] = as_text(operation)
     if models:
         metadata["model"] = ",".join(models)
     if usage:

@@ -22,7 +22,7 @@ from otel_context.local_api import LocalContextAPI
 
 TOKEN = "test-token-123"
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE_SPANS = REPO.parent / "shared" / "reference" / "spans"
+REFERENCE_SPANS = REPO / "tests" / "fixtures" / "reference"  # OpenLLMetry 0.62.4, captured
 
 
 @pytest.fixture

@@ -128,6 +128,40 @@ def test_beside_another_exporter(local_api, client, unused_tcp_port, malformed):
         assert any(name in line and bad in line for line in warnings), (name, warnings)
 
 
+def test_langchain_core_apps_are_instrumented_whatever_the_exporter(local_api, client, unused_tcp_port):
+    # The sidecar path: OTLP to a Collector only, no `context` exporter in this process, and no
+    # `langchain` package (only `langchain-core`): the LangChain spans must still leave the app.
+    import importlib.metadata as md
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    with pytest.raises(md.PackageNotFoundError):
+        md.version("langchain")  # what makes `opentelemetry-instrument` skip the instrumentation
+    bodies: list[bytes] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    with _serve(sink, unused_tcp_port):
+        run_app(
+            "seed_chain.py",
+            local_api,
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{unused_tcp_port}/v1/traces",
+        )
+    kinds = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    kinds += [a.value.string_value for a in span.attributes if a.key == "traceloop.span.kind"]
+    assert "workflow" in kinds, "no LangChain span reached the OTLP endpoint"
+    assert read_threads(client) == []  # nothing went to Context from the app itself
+
+
 class _serve:
     """A throwaway OTLP/HTTP sink on a background loop."""
 

@@ -416,3 +416,8 @@ def test_compose_mirrors_the_pod(config):
     assert int(command[command.index("--port") + 1]) == BRIDGE_PORT
     assert {"CONTEXT_API_TOKEN", "OTEL_CONTEXT_SERVE_TOKEN"} <= set(services["otel-context"]["environment"])
     assert "OTEL_CONTEXT_SERVE_TOKEN" in services["otelcol"]["environment"]
+    # the image nothing else publishes is built from this repository
+    build = services["otel-context"]["build"]
+    dockerfile = (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve()
+    assert dockerfile.is_file()
+    assert 'CMD ["otel-context", "serve"' in dockerfile.read_text()

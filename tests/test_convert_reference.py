@@ -1,18 +1,14 @@
-"""The conversion core on real spans captured from the instrumentation (../shared/reference/spans)."""
+"""The conversion core on real spans captured from the instrumentation (tests/fixtures/reference)."""
 
 from __future__ import annotations
 
 import random
-
-import pytest
 
 from otel_context.assembly import TraceBuffer
 from otel_context.convert import thread_id
 from otel_context.spans.sdk_json import load_json_file
 
 from .conftest import REFERENCE_SPANS
-
-pytestmark = pytest.mark.skipif(not REFERENCE_SPANS.is_dir(), reason="../shared/reference is not beside the repo")
 
 
 def convert(name: str, shuffle: bool = False, **buffer_args):

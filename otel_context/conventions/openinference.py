@@ -109,6 +109,20 @@ def _prompts(attributes: Mapping[str, Any]) -> list[str]:
     return [as_text(v) for _, v in indexed if v not in (None, "")]
 
 
+_BUFFER_PREFIX = re.compile(r"^(System|Human|AI|Tool|Function): ", re.MULTILINE)
+_BUFFER_ROLES = {"System": "system", "Human": "user", "AI": "assistant", "Tool": "tool", "Function": "tool"}
+
+
+def _buffer_messages(prompt: str) -> list[tuple[str, str]]:
+    """LangChain's `get_buffer_string` back into (role, text) pairs; other text is one user message."""
+    starts = list(_BUFFER_PREFIX.finditer(prompt))
+    if not starts or starts[0].start() != 0:
+        return [("user", prompt)]
+    ends = [m.start() for m in starts[1:]] + [len(prompt)]
+    pairs = zip(starts, ends, strict=True)
+    return [(_BUFFER_ROLES[m.group(1)], prompt[m.end() : end].rstrip("\n")) for m, end in pairs]
+
+
 def _generations_text(value: Any) -> str | None:
     """The last generation's text of an LLM run's output (`{"generations": [[{"text": ...}]]}`)."""
     if not isinstance(value, Mapping) or not isinstance(value.get("generations"), list):
@@ -167,15 +181,20 @@ class OpenInference:
     ) -> tuple[list[Message], list[Message]]:
         builder = MessageBuilder()
         split: int | None = None
-        for (side, _), fields in sorted(_message_fields(attributes).items()):
+        grouped = sorted(_message_fields(attributes).items())
+        if not any(side == 0 for (side, _), _ in grouped):
+            # No input messages (the oldest releases never wrote them): the prompts instead, which for a
+            # chat model are LangChain's buffer string ("System: …\nHuman: …\nAI: …").
+            chat = bool(grouped)
+            for prompt in _prompts(attributes):
+                for role, text in _buffer_messages(prompt) if chat else [("user", prompt)]:
+                    builder.add(role, text)
+        for (side, _), fields in grouped:
             if side == 1 and split is None:
                 split = len(builder.messages)
             role = fields.get("role") or ("user" if side == 0 else "assistant")
             builder.add(as_text(role), _message_parts(fields), force_assistant=side == 1)
         if split is None:  # no output messages: a text-completion model, or a chat reply not recorded
-            if not builder.messages:
-                for prompt in _prompts(attributes):
-                    builder.add("user", prompt)
             split = len(builder.messages)
             reply = _generations_text(_io_value(attributes, "output"))
             if reply:

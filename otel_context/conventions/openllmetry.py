@@ -141,9 +141,15 @@ class OpenLLMetry:
             return SpanClass.TOOL
         if kind in STEP_KINDS:
             return SpanClass.STEP
+        operation = attributes.get("gen_ai.operation.name")
+        if operation not in LLM_OPERATIONS:  # 0.54 writes `llm_request` there; `llm.request.type` says which
+            operation = attributes.get("llm.request.type") or operation
         if "traceloop.workflow.name" not in attributes and kind is None:
+            # Up to 0.47 a model call outside any chain has no workflow name at all (inside a chain it
+            # has one), only LangChain as its system.
+            if operation in LLM_OPERATIONS and str(attributes.get("gen_ai.system", "")).lower() == "langchain":
+                return SpanClass.LLM_STANDALONE
             return None
-        operation = attributes.get("gen_ai.operation.name") or attributes.get("llm.request.type")
         if operation in LLM_OPERATIONS:
             in_chain = bool(attributes.get("traceloop.workflow.name"))
             return SpanClass.LLM_IN_CHAIN if in_chain else SpanClass.LLM_STANDALONE

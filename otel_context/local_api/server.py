@@ -545,6 +545,7 @@ async def _serve_until_signalled(host: str, port: int, db: str, token: str | Non
     stop = asyncio.Event()
     _on_signals(stop.set)
     print(f"Local Context API listening on {base_url(host, bound_port)}", flush=True)
+    print(f"The stored threads, in a browser: {base_url(host, bound_port)}/", flush=True)
     try:
         await stop.wait()
     finally:
