@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, delivery, machine, memory, overhead, report, sidecar
+from . import conversion, delivery, durability, machine, memory, overhead, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability")
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ class Plan:
     sidecar_sends: int
     memory_traces: int
     delivery: tuple[tuple[float, int], ...]
+    durability_requests: int
+    durability_rounds: int
     latencies: tuple[float, ...] = (0.0, 0.02)
 
 
-FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)))
-QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)))
+FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)), 1000, 3)
+QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1)
 
 
 def log(message: str) -> None:
@@ -93,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         if "delivery" in only:
             log("5. end-to-end delivery")
             sections.append(delivery.section(delivery.run(api, mix, list(plan.delivery), log=log)))
+        if "durability" in only:
+            log("6. durable acknowledgement")
+            measured = durability.run(
+                api, mix, requests=plan.durability_requests, rounds=plan.durability_rounds, log=log
+            )
+            sections.append(durability.section(measured))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "

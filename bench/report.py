@@ -14,7 +14,8 @@ CONVERSION = "## 2. Conversion throughput"
 SIDECAR = "## 3. Sidecar throughput"
 MEMORY = "## 4. Memory"
 DELIVERY = "## 5. End-to-end delivery"
-SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY)
+DURABILITY = "## 6. Durable acknowledgement"
+SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY)
 
 
 @dataclass

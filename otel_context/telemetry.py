@@ -26,6 +26,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "requests_pushed_back": ("OTLP requests the sidecar refused with 503 because its queue was full", False),
     "requests_logged": ("OTLP requests in the sidecar's write-ahead log whose traces are not finished yet", True),
     "requests_replayed": ("OTLP requests read back from the sidecar's write-ahead log at start", False),
+    "wal_commits": ("Write-ahead log transactions, one fsync each: fewer than requests when group commit works", False),
     "threads_filtered": ("Threads not sent because of the include/exclude workflow filters", False),
     "threads_sampled_out": ("Threads not sent because of OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", False),
     "ratings_sent": ("Feedback ratings queued as thread updates (PATCH)", False),

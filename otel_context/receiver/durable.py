@@ -36,6 +36,7 @@ class DurableIntake:
         # buffer and its thread reaching the spool.
         self._lock = threading.Lock()
         bridge.counters.gauge("requests_logged", lambda: len(self._open))
+        bridge.counters.gauge("wal_commits", lambda: wal.commits)
 
     async def accept(self, request: ExportTraceServiceRequest, records: list[SpanRecord]) -> None:
         """Write the request ahead, then hand its spans to the bridge; returns once both are done."""
