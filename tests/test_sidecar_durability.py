@@ -7,12 +7,14 @@ reach the local Context API as exactly one thread.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +23,12 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_context.bridge import Bridge
+from otel_context.config import resolve_receiver_settings, resolve_settings
+from otel_context.receiver.durable import DurableIntake
+from otel_context.receiver.wal import WriteAheadLog
+from otel_context.spans.otlp import records_from_request
 
 from .conftest import TOKEN, wait_for
 from .test_sidecar_rotel import clean_env, free_port
@@ -38,7 +46,7 @@ def one_trace(template: ExportTraceServiceRequest, number: int) -> ExportTraceSe
     """The template's trace under a trace id and product of its own: a distinct thread per number."""
     trace = ExportTraceServiceRequest()
     trace.CopyFrom(template)
-    trace_id = (0xD0AB1E << 96 | number).to_bytes(16, "big")
+    trace_id = one_trace_id(number).to_bytes(16, "big")
     for resource in trace.resource_spans:
         for scope in resource.scope_spans:
             for span in scope.spans:
@@ -189,3 +197,116 @@ def test_kill_9_under_load_loses_no_acknowledged_trace(capture, local_api, clien
     restarted = Sidecar(tmp_path, local_api.url)
     by_trace = assert_exactly_once(local_api, client, acked, restarted)
     assert set(by_trace) <= set(range(6000))
+
+
+def split(trace: ExportTraceServiceRequest) -> tuple[ExportTraceServiceRequest, ExportTraceServiceRequest]:
+    """A trace's root span alone, and its other spans."""
+    root, children = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    root.CopyFrom(trace)
+    children.CopyFrom(trace)
+    for request, keep_root in ((root, True), (children, False)):
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                kept = [span for span in scope.spans if (not span.parent_span_id) == keep_root]
+                del scope.spans[:]
+                scope.spans.extend(kept)
+    return root, children
+
+
+def merged(*requests: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    out = ExportTraceServiceRequest()
+    for request in requests:
+        out.resource_spans.extend(request.resource_spans)
+    return out
+
+
+def intake(tmp_path: Path, local_api, **settings: object) -> DurableIntake:
+    """A bridge with a spool behind the write-ahead log in `tmp_path / "wal"`, as `otel-context serve` has."""
+    delivery = resolve_settings(
+        endpoint=local_api.url, token=TOKEN, spool_dir=str(tmp_path / f"spool-{time.monotonic_ns()}"), **settings
+    )
+    return DurableIntake(Bridge(delivery, push_back=True, session_db=":memory:"), WriteAheadLog(tmp_path / "wal"))
+
+
+def ingest(durable: DurableIntake, request: ExportTraceServiceRequest) -> None:
+    records, problems = records_from_request(request)
+    assert not problems
+    asyncio.run(durable.accept(request, records))
+
+
+def test_a_record_stays_until_its_traces_are_finished_and_replays_only_those(capture, local_api, tmp_path):
+    template = encode_spans(capture(company_chain))
+    t_root, t_children = split(one_trace(template, 1))
+    _, u_children = split(one_trace(template, 2))  # U's root never comes: U is an orphan
+    first = intake(tmp_path, local_api, pending_ttl_s=0.5)
+    ingest(first, t_children)
+    ingest(first, merged(t_root, u_children))  # T's root: T's thread is spooled, T is finished
+    first.tick()
+    first.wal.close()  # then a crash: the bridge is never shut down
+    assert logged(tmp_path / "wal") == [{one_trace_id(2)}]  # T's children are gone; the other request stays for U
+
+    second = intake(tmp_path, local_api, pending_ttl_s=0.5)
+    assert second.replay() == 1
+    second.tick()
+    counters = second.bridge.counters.snapshot()
+    assert counters["spans_received"] == len(records_from_request(u_children)[0])  # T is not sent again
+    assert counters["threads_converted"] == 0 and counters["requests_logged"] == 1
+    time.sleep(0.6)
+    second.tick()  # U is evicted (counted), which finishes it: its record goes
+    assert second.bridge.counters.get("traces_evicted") == 1
+    second.shutdown(5)
+    assert logged(tmp_path / "wal") == []
+
+
+def logged(directory: Path) -> list[set[int]]:
+    """The traces each record in a write-ahead log still pins."""
+    wal = WriteAheadLog(directory)
+    try:
+        return [pinned for _, _, pinned in wal.records()]
+    finally:
+        wal.close()
+
+
+def one_trace_id(number: int) -> int:
+    return 0xD0AB1E << 96 | number
+
+
+def test_concurrent_appends_share_one_fsync(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+
+    async def append_many() -> list[int]:
+        return await asyncio.gather(*(wal.append(b"request %d" % n, {n}) for n in range(50)))
+
+    seqs = asyncio.run(append_many())
+    assert sorted(seqs) == list(range(1, 51))
+    assert wal.commits <= 5, f"{wal.commits} commits for 50 concurrent appends: no group commit"
+    wal.release([(seq, n) for n, seq in enumerate(seqs)], seqs)
+    wal.close()
+    assert logged(tmp_path) == []
+
+
+def test_grpc_and_json_requests_are_logged_then_released(capture, local_api, client, tmp_path):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from otel_context.receiver.service import SidecarThread
+
+    from .test_receiver import otlp_json
+
+    receiver = resolve_receiver_settings(port=0, grpc_port=0, settle_s=0.2, state_dir=str(tmp_path))
+    delivery = resolve_settings(endpoint=local_api.url, token=TOKEN, spool_dir=str(tmp_path / "spool"))
+    with SidecarThread(receiver, delivery) as sidecar:
+        grpc_spans = capture(company_chain)
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{sidecar.grpc_port}", insecure=True)
+        assert exporter.export(grpc_spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        request = urllib.request.Request(
+            f"{sidecar.http_url}/v1/traces", data=otlp_json(capture(company_chain)), method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert sidecar.intake is not None
+        assert sidecar.intake.wal.count() >= 1  # acknowledged, roots still settling: only the log has them
+        assert wait_for(lambda: local_api.store.count() == 2)
+        assert wait_for(lambda: sidecar.intake.wal.count() == 0)
