@@ -26,11 +26,15 @@ _logger = logging.getLogger("otel_context.receiver")
 class DurableIntake:
     """The bridge behind a write-ahead log: which acknowledged requests still pin unfinished traces."""
 
-    def __init__(self, bridge: Bridge, wal: WriteAheadLog) -> None:
+    def __init__(self, bridge: Bridge, wal: WriteAheadLog, max_bytes: int | None = None) -> None:
+        """`max_bytes` bounds the log (default: the spool's bound); beyond it the sidecar answers 503."""
         self.bridge = bridge
         self.wal = wal
+        self.max_bytes = max_bytes if max_bytes is not None else bridge.settings.spool_max_bytes
         self._pinned: dict[int, list[int]] = {}  # trace id -> seqs of the requests with its spans
         self._open: dict[int, int] = {}  # seq -> traces of it not finished yet
+        self._sizes: dict[int, int] = {}  # seq -> bytes of the record
+        self.size_bytes = 0
         # Pinning, accepting and settling happen under one lock: a trace must not be declared finished
         # between a request's pins and its spans reaching the buffer, or between a root leaving the
         # buffer and its thread reaching the spool.
@@ -38,13 +42,18 @@ class DurableIntake:
         bridge.counters.gauge("requests_logged", lambda: len(self._open))
         bridge.counters.gauge("wal_commits", lambda: wal.commits)
 
+    def full(self) -> bool:
+        """Whether the log is at its bound (orphan traces pin their requests until evicted): push back."""
+        return self.size_bytes >= self.max_bytes
+
     async def accept(self, request: ExportTraceServiceRequest, records: list[SpanRecord]) -> None:
         """Write the request ahead, then hand its spans to the bridge; returns once both are done."""
         traces = {record.trace_id for record in records}
         if not traces:
             return
-        seq = await self.wal.append(request.SerializeToString(), traces)
-        self._accept(seq, traces, records)
+        body = request.SerializeToString()
+        seq = await self.wal.append(body, traces)
+        self._accept(seq, traces, records, len(body))
 
     def tick(self) -> None:
         """Release due roots, then forget the traces that left the buffer (built, or evicted)."""
@@ -56,13 +65,16 @@ class DurableIntake:
         """Feed the records a crash left to the bridge (only their unfinished traces); the number replayed."""
         records = self.wal.records()
         for seq, body, pinned in records:
+            if not pinned:  # cannot happen (the last pin goes with its record), but must not leak
+                self.wal.release([], [seq])
+                continue
             try:
                 spans, _ = records_from_request(ExportTraceServiceRequest.FromString(body))
             except Exception:  # written by this code after validation: only a bug or a damaged disk lands here
                 _logger.exception("otel-context serve: write-ahead record %d cannot be read; dropped", seq)
                 self.wal.release([], [seq])
                 continue
-            self._accept(seq, pinned, [span for span in spans if span.trace_id in pinned])
+            self._accept(seq, pinned, [span for span in spans if span.trace_id in pinned], len(body))
         if records:
             self.bridge.counters.add("requests_replayed", len(records))
             _logger.info("otel-context serve: replayed %d acknowledged request(s) left by a crash", len(records))
@@ -76,12 +88,14 @@ class DurableIntake:
         self.wal.close()
         return left
 
-    def _accept(self, seq: int, traces: Iterable[int], records: list[SpanRecord]) -> None:
+    def _accept(self, seq: int, traces: Iterable[int], records: list[SpanRecord], size: int) -> None:
         traces = list(traces)
         with self._lock:
             for trace in traces:
                 self._pinned.setdefault(trace, []).append(seq)
             self._open[seq] = self._open.get(seq, 0) + len(traces)
+            self._sizes[seq] = size
+            self.size_bytes += size
             try:
                 self.bridge.accept(records)
             finally:
@@ -99,5 +113,6 @@ class DurableIntake:
                 self._open[seq] -= 1
                 if not self._open[seq]:
                     del self._open[seq]
+                    self.size_bytes -= self._sizes.pop(seq)
                     emptied.append(seq)
         self.wal.release(pins, emptied)

@@ -61,7 +61,7 @@ async def ingest(bridge: Bridge, request: ExportTraceServiceRequest, intake: Dur
     With an `intake` (the sidecar runs with a spool) the request is in its write-ahead log, fsync'd,
     before the bridge sees it and before the caller answers: only what is durable is acknowledged.
     """
-    if bridge.backlog_full():
+    if bridge.backlog_full() or (intake is not None and intake.full()):
         bridge.counters.add("requests_pushed_back")
         raise Rejected(503, "otel-context's delivery queue is full; retry later")
     records, problems = records_from_request(request)
