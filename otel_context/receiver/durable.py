@@ -9,6 +9,7 @@ drops duplicate spans, and the session store replaces a turn with the same id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable
@@ -51,7 +52,10 @@ class DurableIntake:
         traces = {record.trace_id for record in records}
         if not traces:
             return
-        body = request.SerializeToString()
+        # Shielded: a request written to the log is also accepted, even if its client hangs up meanwhile.
+        await asyncio.shield(self._log_and_accept(request.SerializeToString(), traces, records))
+
+    async def _log_and_accept(self, body: bytes, traces: set[int], records: list[SpanRecord]) -> None:
         seq = await self.wal.append(body, traces)
         self._accept(seq, traces, records, len(body))
 
