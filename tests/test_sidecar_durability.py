@@ -238,20 +238,20 @@ def test_a_record_stays_until_its_traces_are_finished_and_replays_only_those(cap
     template = encode_spans(capture(company_chain))
     t_root, t_children = split(one_trace(template, 1))
     _, u_children = split(one_trace(template, 2))  # U's root never comes: U is an orphan
-    first = intake(tmp_path, local_api, pending_ttl_s=0.5)
+    first = intake(tmp_path, local_api)
     ingest(first, t_children)
     ingest(first, merged(t_root, u_children))  # T's root: T's thread is spooled, T is finished
     first.tick()
     first.wal.close()  # then a crash: the bridge is never shut down
     assert logged(tmp_path / "wal") == [{one_trace_id(2)}]  # T's children are gone; the other request stays for U
 
-    second = intake(tmp_path, local_api, pending_ttl_s=0.5)
+    second = intake(tmp_path, local_api, pending_ttl_s=1.0)
     assert second.replay() == 1
     second.tick()
     counters = second.bridge.counters.snapshot()
     assert counters["spans_received"] == len(records_from_request(u_children)[0])  # T is not sent again
     assert counters["threads_converted"] == 0 and counters["requests_logged"] == 1
-    time.sleep(0.6)
+    time.sleep(1.1)
     second.tick()  # U is evicted (counted), which finishes it: its record goes
     assert second.bridge.counters.get("traces_evicted") == 1
     second.shutdown(5)
