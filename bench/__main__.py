@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, delivery, flush, machine, memory, overhead, report, sidecar
+from . import conversion, delivery, durability, flush, machine, memory, overhead, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "flush")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush")
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ class Plan:
     sidecar_sends: int
     memory_traces: int
     delivery: tuple[tuple[float, int], ...]
+    durability_requests: int
+    durability_rounds: int
     latencies: tuple[float, ...] = (0.0, 0.02)
 
 
-FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)))
-QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)))
+FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)), 1000, 3)
+QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1)
 
 
 def log(message: str) -> None:
@@ -93,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         if "delivery" in only:
             log("5. end-to-end delivery")
             sections.append(delivery.section(delivery.run(api, mix, list(plan.delivery), log=log)))
+        if "durability" in only:
+            log("6. durable acknowledgement")
+            measured = durability.run(
+                api, mix, requests=plan.durability_requests, rounds=plan.durability_rounds, log=log
+            )
+            sections.append(durability.section(measured))
         if "flush" in only:
-            log("6. force_flush() per call")
+            log("7. force_flush() per call")
             flushed = flush.run(api, sink, n=max(50, n // 10), rounds=rounds, log=log)
             sections.append(flush.section(flushed))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"

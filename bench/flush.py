@@ -1,4 +1,4 @@
-"""Benchmark 6: what `provider.force_flush()` after every call costs (the serverless shape), per call.
+"""Benchmark 7: what `provider.force_flush()` after every call costs (the serverless shape), per call.
 
 One process, one instrumented company-name chain, two set-ups side by side, alternating in rounds:
 the standard OTLP exporter (HTTP protobuf, to a local sink) and `ContextSpanExporter` (to the local

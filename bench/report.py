@@ -14,8 +14,9 @@ CONVERSION = "## 2. Conversion throughput"
 SIDECAR = "## 3. Sidecar throughput"
 MEMORY = "## 4. Memory"
 DELIVERY = "## 5. End-to-end delivery"
-FLUSH = "## 6. `force_flush()` per call (serverless)"
-SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, FLUSH)
+DURABILITY = "## 6. Durable acknowledgement"
+FLUSH = "## 7. `force_flush()` per call (serverless)"
+SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH)
 
 
 @dataclass

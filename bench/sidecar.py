@@ -69,11 +69,12 @@ class SidecarRun:
 
 
 class ServeProcess:
-    """`otel-context serve` on a free port, HTTP only, delivering to `api_url`."""
+    """`otel-context serve` on a free port, HTTP only, delivering to `api_url`; `spool`: with `--spool-dir`."""
 
-    def __init__(self, api_url: str, settle_ms: int) -> None:
+    def __init__(self, api_url: str, settle_ms: int, *, spool: bool = False) -> None:
         self.api_url = api_url
         self.settle_ms = settle_ms
+        self.spool = spool
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
         self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in __exit__)
@@ -100,6 +101,8 @@ class ServeProcess:
             "--endpoint",
             self.api_url,
         ]
+        if self.spool:
+            command += ["--spool-dir", os.path.join(self._state.name, "spool")]
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, cwd=self._state.name
         )

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .conventions import CONVENTIONS, Convention, SpanClass, convention_for
 from .convert import DEFAULT_OPTIONS, Contribution, ConversionOptions, contribution, convert_root, descendants_of
@@ -49,6 +50,28 @@ class _Waiting:
     span: SpanRecord
     span_class: SpanClass
     convention: Convention
+
+
+class _ByTrace(dict[Key, _Waiting]):
+    """A dict of waiting spans that also counts them per trace, so `TraceBuffer.holds` is O(1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.traces: dict[int, int] = {}
+
+    def __setitem__(self, key: Key, value: _Waiting) -> None:
+        if key not in self:
+            self.traces[key[0]] = self.traces.get(key[0], 0) + 1
+        super().__setitem__(key, value)
+
+    def pop(self, key: Key, *default: Any) -> Any:
+        if key in self:
+            left = self.traces[key[0]] - 1
+            if left:
+                self.traces[key[0]] = left
+            else:
+                del self.traces[key[0]]
+        return super().pop(key, *default)
 
 
 class _Recent:
@@ -94,10 +117,11 @@ class TraceBuffer:
         self._lock = threading.Lock()
         self._traces: OrderedDict[int, _TraceEntry] = OrderedDict()
         self._held = 0
-        self._pending: dict[Key, _Waiting] = {}
-        self._candidates: dict[Key, _Waiting] = {}
+        self._pending = _ByTrace()
+        self._candidates = _ByTrace()
         self._waiting_on: dict[Key, list[Key]] = {}  # parent key -> candidates waiting to learn what it is
         self._providers: set[Key] = set()  # candidates that are provider model calls (matched by time)
+        self._guests: dict[int, int] = {}  # a provider call's own trace -> the trace it was re-homed into
         self._done = _Recent(remember_roots)
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
@@ -158,6 +182,20 @@ class TraceBuffer:
     @property
     def held_traces(self) -> int:
         return len(self._traces)
+
+    def holds(self, trace_id: int) -> bool:
+        """Whether spans of this trace still wait here: until then its threads are not built or dropped.
+
+        The sidecar's write-ahead log keeps a request until none of its traces is held any more.
+        """
+        with self._lock:
+            if trace_id in self._traces or trace_id in self._pending.traces or trace_id in self._candidates.traces:
+                return True
+            host = self._guests.pop(trace_id, None)
+            if host is not None and host in self._traces:
+                self._guests[trace_id] = host
+                return True
+            return False
 
     # -- placing spans ----------------------------------------------------------------------------
     def _place(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
@@ -282,6 +320,10 @@ class TraceBuffer:
             self.counters.add("duplicates")
             return
         entry.span_ids.add(span.span_id)
+        if trace_id != span.trace_id:
+            self._guests[span.trace_id] = trace_id
+            if len(self._guests) > 10 * self.max_traces:  # bounded: forget the oldest re-homings
+                del self._guests[next(iter(self._guests))]
         item = contribution(span, convention, span_class, self.options.include_tools)
         item.parent_id = parent_id
         entry.items.append(item)

@@ -17,19 +17,26 @@ from google.protobuf import json_format
 
 from ..bridge import Bridge
 from ..config import ReceiverSettings
+from .durable import DurableIntake
 from .otlp_io import Rejected, decode, gunzip, ingest, status_message
 
 BRIDGE = web.AppKey("bridge", Bridge)
 SETTINGS = web.AppKey("settings", ReceiverSettings)
+INTAKE = web.AppKey("intake", DurableIntake)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}  # google.rpc.Code for each HTTP status
 
 
-def create_receiver_app(bridge: Bridge, settings: ReceiverSettings) -> web.Application:
+def create_receiver_app(
+    bridge: Bridge, settings: ReceiverSettings, intake: DurableIntake | None = None
+) -> web.Application:
+    """`intake`: the write-ahead log in front of the bridge, when the sidecar runs with a spool."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[BRIDGE] = bridge
     app[SETTINGS] = settings
+    if intake is not None:
+        app[INTAKE] = intake
     app.router.add_post("/v1/traces", post_traces)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
@@ -63,7 +70,7 @@ async def post_traces(request: web.Request) -> web.Response:
             raise Rejected(413, f"body exceeds {settings.max_body_bytes} bytes") from None
         if encoding == "gzip":
             body = gunzip(body, settings.max_decompressed_bytes)
-        accepted = ingest(request.app[BRIDGE], decode(body, json=is_json))
+        accepted = await ingest(request.app[BRIDGE], decode(body, json=is_json), request.app.get(INTAKE))
     except Rejected as rejected:
         return _error(rejected, is_json, settings)
     if is_json:

@@ -15,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..bridge import Bridge
 from ..spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
+from .durable import DurableIntake
+from .wal import WalUnavailable
 
 
 class Rejected(Exception):
@@ -53,13 +55,23 @@ def decode(body: bytes, *, json: bool) -> ExportTraceServiceRequest:
         raise Rejected(400, str(error)) from None
 
 
-def ingest(bridge: Bridge, request: ExportTraceServiceRequest) -> Accepted:
-    """Hand a decoded request to the bridge; invalid spans make a partial success, never a failure."""
-    if bridge.backlog_full():
+async def ingest(bridge: Bridge, request: ExportTraceServiceRequest, intake: DurableIntake | None = None) -> Accepted:
+    """Hand a decoded request to the bridge; invalid spans make a partial success, never a failure.
+
+    With an `intake` (the sidecar runs with a spool) the request is in its write-ahead log, fsync'd,
+    before the bridge sees it and before the caller answers: only what is durable is acknowledged.
+    """
+    if bridge.backlog_full() or (intake is not None and intake.full()):
         bridge.counters.add("requests_pushed_back")
         raise Rejected(503, "otel-context's delivery queue is full; retry later")
     records, problems = records_from_request(request)
-    bridge.accept(records)
+    if intake is None:
+        bridge.accept(records)
+    else:
+        try:
+            await intake.accept(request, records)
+        except WalUnavailable as error:
+            raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
     response = ExportTraceServiceResponse()
     if problems:
         response.partial_success.rejected_spans = len(problems)

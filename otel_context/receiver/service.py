@@ -15,8 +15,10 @@ from aiohttp import web
 
 from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
+from .durable import DurableIntake
 from .grpc import create_grpc_server
 from .http import create_receiver_app
+from .wal import WriteAheadLog
 
 _logger = logging.getLogger("otel_context.receiver")
 TICK_S = 0.25
@@ -30,6 +32,8 @@ class Sidecar:
         self.delivery = delivery
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
+        # With a spool, acknowledge only what is durable: requests go through a write-ahead log beside it.
+        self.intake = DurableIntake(self.bridge, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -44,13 +48,17 @@ class Sidecar:
     async def start(self) -> None:
         # auto_decompress=False: aiohttp would otherwise inflate gzip bodies without any bound (a gzip
         # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
-        app = create_receiver_app(self.bridge, self.receiver)
+        if self.intake is not None:
+            self.intake.replay()  # what a crash left, before any new request is accepted
+        app = create_receiver_app(self.bridge, self.receiver, self.intake)
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.receiver.host, self.receiver.port).start()
         self.http_port = self._runner.addresses[0][1]
         if self.receiver.grpc_port is not None:
-            self._grpc, self.grpc_port = create_grpc_server(self.bridge, self.receiver, self.receiver.grpc_port)
+            self._grpc, self.grpc_port = create_grpc_server(
+                self.bridge, self.receiver, self.receiver.grpc_port, self.intake
+            )
             await self._grpc.start()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -69,7 +77,8 @@ class Sidecar:
             await self._runner.cleanup()
         if self._ticker is not None:
             await self._ticker
-        return await asyncio.get_running_loop().run_in_executor(None, self.bridge.shutdown, timeout_s)
+        shutdown = self.bridge.shutdown if self.intake is None else self.intake.shutdown
+        return await asyncio.get_running_loop().run_in_executor(None, shutdown, timeout_s)
 
     async def _tick(self) -> None:
         """Release roots whose settle time passed; the receivers themselves only buffer and convert."""
@@ -77,7 +86,10 @@ class Sidecar:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
             try:
-                self.bridge.tick()
+                if self.intake is None:
+                    self.bridge.tick()
+                else:
+                    self.intake.tick()
             except Exception:
                 _logger.exception("otel-context serve: tick failed")
 

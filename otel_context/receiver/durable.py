@@ -1,0 +1,122 @@
+"""Durable acknowledgement: with a spool, the sidecar acknowledges only requests its write-ahead log holds.
+
+A request's record stays until every trace it has spans of is *finished*: the trace buffer holds
+nothing of it any more, so its threads were submitted to the spool (durable) or dropped and counted
+(evicted, late, filtered). After a crash, `replay` feeds what is left to the bridge before the
+listeners open. Replays cannot duplicate: thread ids derive from trace and root span, the buffer
+drops duplicate spans, and the session store replaces a turn with the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ..bridge import Bridge
+from ..model import SpanRecord
+from ..spans.otlp import records_from_request
+from .wal import WriteAheadLog
+
+_logger = logging.getLogger("otel_context.receiver")
+
+
+class DurableIntake:
+    """The bridge behind a write-ahead log: which acknowledged requests still pin unfinished traces."""
+
+    def __init__(self, bridge: Bridge, wal: WriteAheadLog, max_bytes: int | None = None) -> None:
+        """`max_bytes` bounds the log (default: the spool's bound); beyond it the sidecar answers 503."""
+        self.bridge = bridge
+        self.wal = wal
+        self.max_bytes = max_bytes if max_bytes is not None else bridge.settings.spool_max_bytes
+        self._pinned: dict[int, list[int]] = {}  # trace id -> seqs of the requests with its spans
+        self._open: dict[int, int] = {}  # seq -> traces of it not finished yet
+        self._sizes: dict[int, int] = {}  # seq -> bytes of the record
+        self.size_bytes = 0
+        # Pinning, accepting and settling happen under one lock: a trace must not be declared finished
+        # between a request's pins and its spans reaching the buffer, or between a root leaving the
+        # buffer and its thread reaching the spool.
+        self._lock = threading.Lock()
+        bridge.counters.gauge("requests_logged", lambda: len(self._open))
+        bridge.counters.gauge("wal_commits", lambda: wal.commits)
+
+    def full(self) -> bool:
+        """Whether the log is at its bound (orphan traces pin their requests until evicted): push back."""
+        return self.size_bytes >= self.max_bytes
+
+    async def accept(self, request: ExportTraceServiceRequest, records: list[SpanRecord]) -> None:
+        """Write the request ahead, then hand its spans to the bridge; returns once both are done."""
+        traces = {record.trace_id for record in records}
+        if not traces:
+            return
+        # Shielded: a request written to the log is also accepted, even if its client hangs up meanwhile.
+        await asyncio.shield(self._log_and_accept(request.SerializeToString(), traces, records))
+
+    async def _log_and_accept(self, body: bytes, traces: set[int], records: list[SpanRecord]) -> None:
+        seq = await self.wal.append(body, traces)
+        self._accept(seq, traces, records, len(body))
+
+    def tick(self) -> None:
+        """Release due roots, then forget the traces that left the buffer (built, or evicted)."""
+        with self._lock:
+            self.bridge.tick()
+            self._settle(list(self._pinned))
+
+    def replay(self) -> int:
+        """Feed the records a crash left to the bridge (only their unfinished traces); the number replayed."""
+        records = self.wal.records()
+        for seq, body, pinned in records:
+            if not pinned:  # cannot happen (the last pin goes with its record), but must not leak
+                self.wal.release([], [seq])
+                continue
+            try:
+                spans, _ = records_from_request(ExportTraceServiceRequest.FromString(body))
+            except Exception:  # written by this code after validation: only a bug or a damaged disk lands here
+                _logger.exception("otel-context serve: write-ahead record %d cannot be read; dropped", seq)
+                self.wal.release([], [seq])
+                continue
+            self._accept(seq, pinned, [span for span in spans if span.trace_id in pinned], len(body))
+        if records:
+            self.bridge.counters.add("requests_replayed", len(records))
+            _logger.info("otel-context serve: replayed %d acknowledged request(s) left by a crash", len(records))
+        return len(records)
+
+    def shutdown(self, timeout_s: float) -> int:
+        """The bridge's shutdown (roots built, threads spooled), then the log's records of finished traces."""
+        with self._lock:
+            left = self.bridge.shutdown(timeout_s)
+            self._settle(list(self._pinned))
+        self.wal.close()
+        return left
+
+    def _accept(self, seq: int, traces: Iterable[int], records: list[SpanRecord], size: int) -> None:
+        traces = list(traces)
+        with self._lock:
+            for trace in traces:
+                self._pinned.setdefault(trace, []).append(seq)
+            self._open[seq] = self._open.get(seq, 0) + len(traces)
+            self._sizes[seq] = size
+            self.size_bytes += size
+            try:
+                self.bridge.accept(records)
+            finally:
+                self._settle(traces)
+
+    def _settle(self, traces: Iterable[int]) -> None:
+        """Release the pins of finished traces; delete the records left without any."""
+        pins: list[tuple[int, int]] = []
+        emptied: list[int] = []
+        for trace in traces:
+            if trace not in self._pinned or self.bridge.buffer.holds(trace):
+                continue
+            for seq in self._pinned.pop(trace):
+                pins.append((seq, trace))
+                self._open[seq] -= 1
+                if not self._open[seq]:
+                    del self._open[seq]
+                    self.size_bytes -= self._sizes.pop(seq)
+                    emptied.append(seq)
+        self.wal.release(pins, emptied)

@@ -1,0 +1,157 @@
+"""The sidecar's write-ahead log: an OTLP request is on disk before it is acknowledged.
+
+Modelled on the Collector's persistent sending queue (`exporterhelper/internal/queue/persistent_queue.go`):
+the receiver answers only after the write. Writes are group-committed: one writer thread commits every
+append waiting at that moment in one SQLite transaction, so many concurrent requests share one fsync
+while each awaits its own future. Each record lists the traces it holds spans of (its *pins*); a pin is
+released when its trace is finished, and a record without pins is deleted in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WAL_FILE = "otel-context-receiver-wal.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pins (seq INTEGER NOT NULL, trace BLOB NOT NULL, PRIMARY KEY (seq, trace)) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class _Append:
+    body: bytes
+    traces: Collection[int]
+    done: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    pins: list[tuple[int, int]]  # (seq, trace)
+    requests: list[int]
+
+
+class WalUnavailable(Exception):
+    """The log could not store a request (disk full, I/O error, closed): the request must be refused."""
+
+
+def _trace_key(trace_id: int) -> bytes:
+    return trace_id.to_bytes(16, "big")
+
+
+class WriteAheadLog:
+    """Requests fsync'd before their answer, kept until every trace they pin is released."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = Path(directory) / WAL_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: acknowledged means on disk
+        self._sync = "FULL"
+        self._db.executescript(SCHEMA)
+        self._db_lock = threading.Lock()  # the writer's transactions vs. reads
+        self._ops: list[_Append | _Release] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self.commits = 0  # transactions committed: fewer than appends when group commit works
+        self._writer = threading.Thread(target=self._write, name="otel-context-wal", daemon=True)
+        self._writer.start()
+
+    async def append(self, body: bytes, traces: Collection[int]) -> int:
+        """Store a request that holds spans of `traces`; returns its sequence number once it is on disk."""
+        op = _Append(body, traces)
+        self._push(op)
+        return await asyncio.wrap_future(op.done)
+
+    def release(self, pins: Iterable[tuple[int, int]], requests: Iterable[int]) -> None:
+        """Forget finished `(seq, trace)` pins and delete `requests` (queued; a lost release only means a replay)."""
+        op = _Release(list(pins), list(requests))
+        if op.pins or op.requests:
+            self._push(op)
+
+    def records(self) -> list[tuple[int, bytes, set[int]]]:
+        """Every stored request in arrival order, with the traces still pinned: the replay at start."""
+        with self._db_lock:
+            pins: dict[int, set[int]] = {}
+            for seq, trace in self._db.execute("SELECT seq, trace FROM pins"):
+                pins.setdefault(seq, set()).add(int.from_bytes(trace, "big"))
+            rows = self._db.execute("SELECT seq, body FROM requests ORDER BY seq").fetchall()
+        return [(seq, body, pins.get(seq, set())) for seq, body in rows]
+
+    def count(self) -> int:
+        with self._db_lock:
+            return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close the file."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._writer.join()
+        self._db.close()
+
+    def _push(self, op: _Append | _Release) -> None:
+        with self._cond:
+            if self._closing:
+                raise WalUnavailable("the write-ahead log is closed")
+            self._ops.append(op)
+            self._cond.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._ops or self._closing)
+                batch, self._ops = self._ops, []
+            if not batch:
+                return
+            # a request whose client went away (its future cancelled) is not written at all
+            batch = [op for op in batch if not isinstance(op, _Append) or op.done.set_running_or_notify_cancel()]
+            with self._db_lock:
+                appended = self._commit(batch)
+            for op, outcome in appended:
+                if isinstance(outcome, BaseException):
+                    op.done.set_exception(outcome)
+                else:
+                    op.done.set_result(outcome)
+
+    def _commit(self, batch: list[_Append | _Release]) -> list[tuple[_Append, int | BaseException]]:
+        """One transaction, one fsync, for every operation in the batch."""
+        appended: list[tuple[_Append, int | BaseException]] = []
+        db = self._db
+        try:
+            # Only appends need their fsync before the answer; a release lost in a crash only means a
+            # replay, so a batch of releases alone is committed without waiting for the disk.
+            sync = "FULL" if any(isinstance(op, _Append) for op in batch) else "NORMAL"
+            if sync != self._sync:
+                db.execute(f"PRAGMA synchronous={sync}")
+                self._sync = sync
+            db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                if isinstance(op, _Append):
+                    seq = db.execute("INSERT INTO requests (body) VALUES (?)", (op.body,)).lastrowid
+                    assert seq is not None
+                    db.executemany("INSERT INTO pins VALUES (?, ?)", [(seq, _trace_key(t)) for t in op.traces])
+                    appended.append((op, seq))
+                else:
+                    db.executemany("DELETE FROM pins WHERE seq = ? AND trace = ?", _pin_keys(op.pins))
+                    db.executemany("DELETE FROM requests WHERE seq = ?", [(seq,) for seq in op.requests])
+            db.execute("COMMIT")
+            self.commits += 1
+        except Exception as error:  # disk full, I/O error: every request of the batch is refused (503)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            failure = WalUnavailable(str(error))
+            return [(op, failure) for op in batch if isinstance(op, _Append)]
+        return appended
+
+
+def _pin_keys(pins: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
+    return [(seq, _trace_key(trace)) for seq, trace in pins]
