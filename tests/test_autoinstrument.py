@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from aiohttp import web
 from otel_context.local_api import LocalContextAPI
 
 from .conftest import REPO, TOKEN, read_threads, texts
+from .support.venvs import ensure_env
 
 INSTRUMENT = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+RUNTIME = [d for d in importlib.metadata.requires("otel-context") or () if "extra ==" not in d]  # no extras
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +39,9 @@ PROBE = (  # the signals' exporter settings and how many metric readers the SDK 
 )
 
 
-def run_app(script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), **extra: str):
+def run_app(
+    script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), python: Path | None = None, **extra: str
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
     env.update(
         OTEL_TRACES_EXPORTER="context",
@@ -48,7 +53,9 @@ def run_app(script: str, api: LocalContextAPI, *, pythonpath: list[Path] = (), *
     env.update(extra)
     command = ["-c", PROBE] if script == "probe" else [str(REPO / "examples" / script)]
     result = subprocess.run(
-        [INSTRUMENT, sys.executable, *command],
+        [str(python.with_name("opentelemetry-instrument")), str(python), *command]
+        if python
+        else [INSTRUMENT, sys.executable, *command],
         env=env,
         capture_output=True,
         text=True,
@@ -131,12 +138,12 @@ def test_beside_another_exporter(local_api, client, unused_tcp_port, malformed):
 def test_langchain_core_apps_are_instrumented_whatever_the_exporter(local_api, client, unused_tcp_port):
     # The sidecar path: OTLP to a Collector only, no `context` exporter in this process, and no
     # `langchain` package (only `langchain-core`): the LangChain spans must still leave the app.
-    import importlib.metadata as md
-
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    with pytest.raises(md.PackageNotFoundError):
-        md.version("langchain")  # what makes `opentelemetry-instrument` skip the instrumentation
+    python = ensure_env(
+        "langchain-core-only", [*RUNTIME, "langchain-core>=1,<2", "opentelemetry-exporter-otlp-proto-http"]
+    )
+    assert subprocess.run([python, "-c", "import langchain"], capture_output=True).returncode != 0
     bodies: list[bytes] = []
 
     async def sink(request: web.Request) -> web.Response:
@@ -144,9 +151,10 @@ def test_langchain_core_apps_are_instrumented_whatever_the_exporter(local_api, c
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     with _serve(sink, unused_tcp_port):
-        run_app(
+        result = run_app(
             "seed_chain.py",
             local_api,
+            python=python,
             OTEL_TRACES_EXPORTER="otlp",
             OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{unused_tcp_port}/v1/traces",
@@ -160,6 +168,7 @@ def test_langchain_core_apps_are_instrumented_whatever_the_exporter(local_api, c
                     kinds += [a.value.string_value for a in span.attributes if a.key == "traceloop.span.kind"]
     assert "workflow" in kinds, "no LangChain span reached the OTLP endpoint"
     assert read_threads(client) == []  # nothing went to Context from the app itself
+    assert "Traceback" not in result.stderr
 
 
 class _serve:

@@ -164,7 +164,9 @@ class Spool:
         return out
 
     def remove(self, seq: int) -> None:
+        """Delete a delivered row. Not fsync'd: a removal a crash forgets means one idempotent resend."""
         with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
@@ -176,6 +178,8 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
             if row is not None:
                 self._bytes -= row[0]
                 self._count -= 1
