@@ -13,10 +13,12 @@ import threading
 import grpc
 from aiohttp import web
 
+from .. import serving
 from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
 from .grpc import create_grpc_server
 from .http import create_receiver_app
+from .otlp_io import OtlpIntake
 
 _logger = logging.getLogger("otel_context.receiver")
 TICK_S = 0.25
@@ -30,6 +32,7 @@ class Sidecar:
         self.delivery = delivery
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
+        self.intake = OtlpIntake(self.bridge, receiver)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -42,15 +45,18 @@ class Sidecar:
         return f"http://{self.receiver.host}:{self.http_port}"
 
     async def start(self) -> None:
+        serving.quiet_accept_errors(asyncio.get_running_loop(), self.intake.rejections)
         # auto_decompress=False: aiohttp would otherwise inflate gzip bodies without any bound (a gzip
         # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
-        app = create_receiver_app(self.bridge, self.receiver)
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+        app = create_receiver_app(self.intake)
+        self._runner = serving.runner(app, self.receiver.header_timeout_s, access_log=None, auto_decompress=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.receiver.host, self.receiver.port).start()
-        self.http_port = self._runner.addresses[0][1]
+        sock = serving.bind_socket(self.receiver.host, self.receiver.port)
+        cap = serving.connection_cap(self.receiver.max_connections)
+        await serving.CappedSockSite(self._runner, sock, cap).start()
+        self.http_port = sock.getsockname()[1]
         if self.receiver.grpc_port is not None:
-            self._grpc, self.grpc_port = create_grpc_server(self.bridge, self.receiver, self.receiver.grpc_port)
+            self._grpc, self.grpc_port = create_grpc_server(self.intake, self.receiver.grpc_port)
             await self._grpc.start()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -69,6 +75,7 @@ class Sidecar:
             await self._runner.cleanup()
         if self._ticker is not None:
             await self._ticker
+        self.intake.close()
         return await asyncio.get_running_loop().run_in_executor(None, self.bridge.shutdown, timeout_s)
 
     async def _tick(self) -> None:
