@@ -58,8 +58,9 @@ class RequestLimits:
 
     @property
     def max_json_values(self) -> int:
-        """OTLP/JSON spends about four JSON values per span or attribute; prose inside strings adds some."""
-        return 8 * (self.max_spans + self.max_attributes)
+        """JSON values (counted as commas and containers) allowed before `json.loads`: an attribute in
+        OTLP/JSON spends about four, a span more; the bound keeps a flood of `[]` under a few hundred MB."""
+        return 4 * (self.max_spans + self.max_attributes)
 
 
 class _Budget:
