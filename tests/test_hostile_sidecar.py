@@ -319,3 +319,24 @@ def test_requests_beyond_the_in_progress_cap_get_503_with_retry_after(sidecar, c
         if (503, "1") in results:
             break
     assert (503, "1") in results and any(status == 200 for status, _ in results), results
+
+
+@pytest.mark.parametrize("sidecar", [{"max_in_progress": 1, "retry_after_s": 3}], indirect=True)
+def test_grpc_beyond_the_in_progress_cap_is_unavailable_with_retry_info(sidecar, capture):  # noqa: F811
+    from google.rpc import error_details_pb2, status_pb2
+
+    body = encode_spans(chat_spans(capture, "x" * 100)).SerializeToString() * 2000
+    with grpc.insecure_channel(f"127.0.0.1:{sidecar.grpc_port}") as channel:
+        export = raw_export(channel)
+        for _ in range(5):
+            calls = [export.future(body, metadata=AUTH, timeout=30) for _ in range(6)]
+            refused = [call for call in calls if call.exception() is not None]
+            if refused:
+                break
+    assert refused and len(refused) < len(calls)
+    error = refused[0].exception()
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    details = dict(error.trailing_metadata())["grpc-status-details-bin"]
+    info = error_details_pb2.RetryInfo()
+    assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+    assert info.retry_delay.seconds == 3

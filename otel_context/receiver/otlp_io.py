@@ -108,21 +108,24 @@ class OtlpIntake:
 
 def gunzip(body: bytes, limit: int) -> bytes:
     """Decompress every gzip member (RFC 1952), stopping at `limit` output bytes so a bomb costs no memory."""
-    out = bytearray()
+    parts: list[bytes] = []
+    size = 0
     rest = body
     for _ in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            out += inflater.decompress(rest, limit + 1 - len(out))
+            part = inflater.decompress(rest, limit + 1 - size)
         except zlib.error as error:
             raise Rejected(400, f"malformed gzip body: {error}") from None
-        if len(out) > limit:
+        parts.append(part)
+        size += len(part)
+        if size > limit:
             raise Rejected(413, f"decompressed body exceeds {limit} bytes")
         if not inflater.eof:
             raise Rejected(400, "truncated gzip body")
         rest = inflater.unused_data
-        if not rest.strip(b"\x00"):  # the end, or the zero padding some tapes and tools add
-            return bytes(out)
+        if not rest.strip(b"\x00"):  # the end, or the zero padding some tools add
+            return parts[0] if len(parts) == 1 else b"".join(parts)
     raise Rejected(413, f"gzip body has more than {MAX_GZIP_MEMBERS} members")
 
 
