@@ -61,12 +61,13 @@ def test_a_simple_cross_site_post_is_refused(open_api):
 def test_a_foreign_host_header_is_refused(open_api):
     """DNS rebinding: a hostile name resolving to 127.0.0.1 makes the page same-origin, not the Host."""
     json_type = {"Content_Type": "application/json"}
-    for host in ("evil.example", f"evil.example:{open_api.port}", "127.0.0.1.evil.example"):
+    hosts = ("evil.example", f"evil.example:{open_api.port}", "127.0.0.1.evil.example", "[::1", "a b", "127.0.0.1@x")
+    for host in hosts:
         assert request(open_api, "GET", "/", Host=host)[0] == 421
         assert request(open_api, "GET", "/api/v1/conversations", Host=host)[0] == 421
         assert request(open_api, "POST", THREAD_PATH, THREAD_BODY.encode(), Host=host, **json_type)[0] == 421
     assert open_api.store.count() == 0
-    for host in (f"127.0.0.1:{open_api.port}", f"localhost:{open_api.port}", "localhost"):
+    for host in (f"127.0.0.1:{open_api.port}", f"localhost:{open_api.port}", "localhost", "LOCALHOST"):
         assert request(open_api, "GET", "/api/v1/conversations", Host=host)[0] == 200
 
 

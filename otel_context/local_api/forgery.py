@@ -26,7 +26,7 @@ Refusal = Callable[[int, str], web.StreamResponse]
 
 def host_allowed(request: web.Request, extra_names: frozenset[str]) -> bool:
     """The `Host` header names this server: its local address, loopback's names, or an allowed name."""
-    name = (request.url.host or "").strip("[]").lower()
+    name = _host_name(request.headers.get("Host", ""))
     if not name:
         return False
     if name in extra_names:
@@ -42,6 +42,16 @@ def host_allowed(request: web.Request, extra_names: frozenset[str]) -> bool:
     if local is None:
         return given.is_loopback
     return given == local or (given.is_loopback and local.is_loopback)
+
+
+def _host_name(header: str) -> str:
+    """The name in a `Host` header, without port or IPv6 brackets; "" when it cannot be one."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[1:end] if end > 0 else ""
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return "" if any(c in name for c in " /\\@?#") else name
 
 
 def forgery_guard(refuse: Refusal, allowed_hosts: Iterable[str] = ()) -> Callable[..., Awaitable[web.StreamResponse]]:
