@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 FD_HEADROOM = 64  # descriptors kept free for SQLite, the spool, gRPC and the process itself
 _OUT_OF_FILES = ("out of system resource", "Too many open files")
@@ -110,6 +111,30 @@ class ThrottledLog:
         unsaid = self._unsaid.pop(kind, 0)
         more = f" ({unsaid} more like it since the last report)" if unsaid else ""
         self.logger.warning("%s%s", message, more)
+
+
+class _QuietProtocolErrors(logging.Filter):
+    """Turns aiohttp's ERROR traceback for each malformed request (bad request line, bad header, bad
+    chunk: a 4xx the client caused) into one throttled line; real server errors pass untouched."""
+
+    def __init__(self, log: ThrottledLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
+            reason = str(error.message).strip().splitlines()[0] if error.message else type(error).__name__
+            self.log.warning("malformed-http", f"refused a malformed HTTP request: {error.code} {reason}")
+            return False
+        return True
+
+
+def quiet_protocol_errors(log: ThrottledLog) -> None:
+    """Install the filter on aiohttp's server logger, once per process."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, _QuietProtocolErrors) for existing in server_log.filters):
+        server_log.addFilter(_QuietProtocolErrors(log))
 
 
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop, log: ThrottledLog) -> None:

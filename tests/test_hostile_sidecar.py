@@ -183,6 +183,21 @@ def test_grpc_garbage_is_invalid_argument_and_logged_once_without_traceback(serv
     assert not any("Traceback" in line or "ERROR" in line for line in lines)
 
 
+def test_malformed_http_is_answered_400_and_logged_once_without_traceback(serve):
+    malformed = [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    ]
+    for payload in malformed * 25:
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as conn:
+            conn.sendall(payload)
+            assert conn.recv(64).split(b" ")[1] == b"400"
+    lines = serve.log_lines()
+    assert len(lines) <= 2 and not any("Traceback" in line or "ERROR" in line for line in lines), lines
+
+
 # --- 3. invalid UTF-8 over gRPC, lone surrogates in JSON ---------------------------------------------------
 
 

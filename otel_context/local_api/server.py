@@ -440,7 +440,9 @@ def base_url(host: str, port: int) -> str:
 
 async def start_site(app: web.Application, sock: socket.socket) -> web.AppRunner:
     """Serve `app` on `sock` with the header timeout, the connection cap and an access log without queries."""
-    serving.quiet_accept_errors(asyncio.get_running_loop(), serving.ThrottledLog(log))
+    quiet = serving.ThrottledLog(log)
+    serving.quiet_accept_errors(asyncio.get_running_loop(), quiet)
+    serving.quiet_protocol_errors(quiet)
     runner = serving.runner(app, HEADER_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     await serving.CappedSockSite(runner, sock, serving.connection_cap(MAX_CONNECTIONS)).start()

@@ -46,6 +46,7 @@ class Sidecar:
 
     async def start(self) -> None:
         serving.quiet_accept_errors(asyncio.get_running_loop(), self.intake.rejections)
+        serving.quiet_protocol_errors(self.intake.rejections)
         # auto_decompress=False: aiohttp would otherwise inflate gzip bodies without any bound (a gzip
         # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
         app = create_receiver_app(self.intake)
