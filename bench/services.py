@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -48,8 +49,9 @@ class LocalApiProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 30.0) -> LocalApiProcess:
-        command = [sys.executable, "-m", "otel_context.local_api", "--port", "0", "--token", self.token]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        command = [sys.executable, "-m", "otel_context.local_api", "--port", "0", "--fault-injection"]
+        env = {**os.environ, "OTEL_CONTEXT_LOCAL_API_TOKEN": self.token}  # not in argv, where ps shows it
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         assert self._process.stdout is not None
         line = self._process.stdout.readline()  # "Local Context API listening on http://127.0.0.1:N"
         if "listening on" not in line:

@@ -56,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         grpc_port=args.grpc_port,
         token=args.token,
+        token_file=args.token_file,
         max_body_bytes=args.max_body_bytes,
         settle_s=args.settle_ms / 1000 if args.settle_ms is not None else None,
         state_dir=args.state_dir,
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default 127.0.0.1; $OTEL_CONTEXT_SERVE_HOST)")
     serve.add_argument("--port", type=int, help="OTLP/HTTP port (default 4319; $OTEL_CONTEXT_SERVE_PORT)")
     serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port, -1 for none (default 4320)")
-    serve.add_argument("--token", help="bearer token the Collector must send ($OTEL_CONTEXT_SERVE_TOKEN)")
+    serve.add_argument("--token", help="bearer token the Collector must send ($OTEL_CONTEXT_SERVE_TOKEN, shown by ps)")
+    serve.add_argument("--token-file", help="read the bearer token from this file ($OTEL_CONTEXT_SERVE_TOKEN_FILE)")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)")
     serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)")
     serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)")

@@ -135,6 +135,18 @@ def resolve_token(explicit: str | None = None) -> str | None:
     return None
 
 
+def read_token_file(path: str, name: str = "--token-file") -> str:
+    """A token kept in a file (a mounted secret), so it never shows in `ps` or a shell history."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except OSError as error:
+        raise ConfigError(f"{name}: cannot read {path}: {error.strerror}") from None
+    if not token:
+        raise ConfigError(f"{name}: {path} is empty")
+    return token
+
+
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -278,22 +290,39 @@ class ReceiverSettings:
     settle_s: float = 2.0
     retry_after_s: int = 2
     state_dir: str = "otel-context-state"  # sessions.db: a session's turns survive restarts
+    # The work bound per request (see otel_context/spans/otlp_limits.py) and the load bound per process.
+    max_spans: int = 65_536
+    max_attributes: int = 524_288
+    max_in_progress: int = 4  # requests decoding at once; beyond, 503 / UNAVAILABLE with a retry delay
+    max_connections: int = 1000  # lowered to the open-files limit minus a headroom at start
+    header_timeout_s: float = 10.0  # also the idle keep-alive timeout
+    body_timeout_s: float = 30.0
 
 
 def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
+    """`token_file` (or `OTEL_CONTEXT_SERVE_TOKEN_FILE`) is read here; a token given directly wins."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    token_file = given.pop("token_file", None) or env("OTEL_CONTEXT_SERVE_TOKEN_FILE")
     grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320, minimum=-1)
     resolved: dict[str, Any] = {
         "host": env("OTEL_CONTEXT_SERVE_HOST") or "127.0.0.1",
         "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319, minimum=0),
         "grpc_port": grpc_port if grpc_port >= 0 else None,
         "token": env("OTEL_CONTEXT_SERVE_TOKEN"),
+        "max_spans": _int_env("OTEL_CONTEXT_SERVE_MAX_SPANS", 65_536),
+        "max_attributes": _int_env("OTEL_CONTEXT_SERVE_MAX_ATTRIBUTES", 524_288),
+        "max_in_progress": _int_env("OTEL_CONTEXT_SERVE_MAX_IN_PROGRESS", 4),
+        "max_connections": _int_env("OTEL_CONTEXT_SERVE_MAX_CONNECTIONS", 1000),
+        "header_timeout_s": _int_env("OTEL_CONTEXT_SERVE_HEADER_TIMEOUT", 10_000) / 1000,
+        "body_timeout_s": _int_env("OTEL_CONTEXT_SERVE_BODY_TIMEOUT", 30_000) / 1000,
         "max_body_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
         "max_decompressed_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024),
         "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000, minimum=0) / 1000,
         "state_dir": env("OTEL_CONTEXT_SERVE_STATE_DIR") or "otel-context-state",
     }
     resolved.update(given)
+    if token_file and not given.get("token"):
+        resolved["token"] = read_token_file(str(token_file))
     if resolved.get("grpc_port") is not None and int(resolved["grpc_port"]) < 0:
         resolved["grpc_port"] = None
     return ReceiverSettings(**resolved)

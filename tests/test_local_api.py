@@ -292,7 +292,16 @@ def test_connection_reset_reaches_the_client_as_a_connection_error(client, local
     assert local_api.stats()["responses"]["reset"] == 1
 
 
-def test_admin_controls_faults_over_http(client, local_api):
+@pytest.fixture
+def faulty_api():
+    """A local API started with fault injection, so `/_admin/faults` exists."""
+    with LocalContextAPI(token=TOKEN, fault_injection=True) as api:
+        yield api
+
+
+def test_admin_controls_faults_over_http(faulty_api):
+    local_api = faulty_api
+    client = ContextAPI(credential=Credential(TOKEN), endpoint=local_api.url, retry_total=0)
     status, _, plan = raw(local_api, "POST", "/_admin/faults", {"status": 503, "duration_s": 30, "retry_after": 1.5})
     assert status == 200
     assert plan["status"] == 503 and 29 < plan["status_remaining_s"] <= 30 and plan["retry_after"] == 1.5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import ConfigError, env, read_token_file
 from .faults import FaultPlan, FaultSpecError
 from .server import DEFAULT_HOST, DEFAULT_PORT, run
 
@@ -18,12 +19,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on, 0 for any free one (default {DEFAULT_PORT})"
     )
     parser.add_argument("--db", default=":memory:", help="SQLite file keeping the threads (default: in memory)")
-    parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: no auth)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_VARIABLE}, else no auth); visible in ps, "
+        "prefer the variable or --token-file",
+    )
+    parser.add_argument("--token-file", default=None, help=f"read the token from this file (${TOKEN_FILE_VARIABLE})")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (a container or host name); repeatable",
+    )
     faults = parser.add_argument_group("fault injection (only /api routes)")
+    faults.add_argument(
+        "--fault-injection", action="store_true", help="serve POST /_admin/faults (implied by any flag below)"
+    )
     faults.add_argument("--latency", type=float, default=None, metavar="S", help="delay every API answer by S seconds")
     faults.add_argument("--fail-status", type=int, default=None, metavar="CODE", help="answer every write with CODE")
     faults.add_argument("--fail-for", type=float, default=None, metavar="S", help="only for the first S seconds")
     faults.add_argument("--retry-after", type=float, default=None, metavar="S", help="Retry-After with 429/503")
+
+
+TOKEN_VARIABLE = "OTEL_CONTEXT_LOCAL_API_TOKEN"
+TOKEN_FILE_VARIABLE = "OTEL_CONTEXT_LOCAL_API_TOKEN_FILE"
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """`--token`, else `--token-file`, else the variables: a token never needs to be on the command line."""
+    if args.token:
+        return str(args.token)
+    path = args.token_file or env(TOKEN_FILE_VARIABLE)
+    if path:
+        return read_token_file(path)
+    token = env(TOKEN_VARIABLE)
+    return token.strip() if token else None
 
 
 def fault_plan(args: argparse.Namespace) -> FaultPlan:
@@ -40,10 +72,22 @@ def fault_plan(args: argparse.Namespace) -> FaultPlan:
 def main(args: argparse.Namespace) -> int:
     try:
         faults = fault_plan(args)
-    except FaultSpecError as exc:
+        token = resolve_token(args)
+    except (FaultSpecError, ConfigError) as exc:
         raise SystemExit(f"otel-context local-api: {exc}") from None
+    injecting = args.fault_injection or any(
+        value is not None for value in (args.latency, args.fail_status, args.fail_for, args.retry_after)
+    )
     try:
-        run(host=args.host, port=args.port, db=args.db, token=args.token, faults=faults)
+        run(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            token=token,
+            faults=faults,
+            fault_injection=injecting,
+            allowed_hosts=tuple(args.allow_host),
+        )
     except OSError as exc:  # port taken, address not local, database not writable
         raise SystemExit(
             f"otel-context local-api: cannot serve on {args.host}:{args.port} with {args.db}: {exc}"

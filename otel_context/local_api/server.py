@@ -25,8 +25,11 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from .. import serving
+from ..serving import bind_socket
 from . import view, view_access
 from .faults import FaultPlan, FaultSpecError
+from .forgery import WRITE_METHODS, forgery_guard
 from .store import ThreadStore
 from .validation import (
     ValidationError,
@@ -41,8 +44,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PER_PAGE = 1000
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/_admin/"
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 SHUTDOWN_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 10.0  # also the idle keep-alive timeout
+BODY_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 1000  # lowered to the open-files limit minus a headroom
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,10 +105,21 @@ AUTH = web.AppKey("auth", BearerAuth)
 STATS = web.AppKey("stats", ServerStats)
 
 
-def create_app(store: ThreadStore, token: str | None = None, faults: FaultPlan | None = None) -> web.Application:
-    """The aiohttp application; `faults` is shared, so changing it in place changes the running server."""
+def create_app(
+    store: ThreadStore,
+    token: str | None = None,
+    faults: FaultPlan | None = None,
+    *,
+    fault_injection: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
+) -> web.Application:
+    """The aiohttp application; `faults` is shared, so changing it in place changes the running server.
+
+    `POST /_admin/faults` exists only with `fault_injection`: without a token, any page a browser opens
+    could otherwise break the server for the developer.
+    """
     app = web.Application(
-        middlewares=[answer_errors, inject_faults, require_token],
+        middlewares=[answer_errors, forgery_guard(json_error, allowed_hosts), inject_faults, require_token],
         client_max_size=MAX_BODY_BYTES,
     )
     app[STORE] = store
@@ -111,17 +127,18 @@ def create_app(store: ThreadStore, token: str | None = None, faults: FaultPlan |
     app[AUTH] = BearerAuth(token)
     app[STATS] = ServerStats()
     app.router.add_post("/api/v1/log/conversation/thread", post_thread)
-    app.router.add_patch("/api/v1/log/conversation/thread/{id}", patch_thread)
+    app.router.add_patch("/api/v1/log/conversation/thread/{id:.+}", patch_thread)  # ids may hold "/"
     app.router.add_post("/api/v1/log/conversation/upsert", post_conversation)
     app.router.add_post("/api/v1/log/conversation", post_conversation)
     app.router.add_get("/api/v1/conversations", get_conversations)
-    app.router.add_get("/api/v1/conversations/{id}", get_conversation)
+    app.router.add_get("/api/v1/conversations/{id:.+}", get_conversation)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/_admin/faults", get_faults)
-    app.router.add_post("/_admin/faults", post_faults)
+    if fault_injection:
+        app.router.add_get("/_admin/faults", get_faults)
+        app.router.add_post("/_admin/faults", post_faults)
     app.router.add_get("/_admin/stats", get_stats)
     app.router.add_get("/", view_threads)
-    app.router.add_get("/threads/{id}", view_thread)
+    app.router.add_get("/threads/{id:.+}", view_thread)
     return app
 
 
@@ -347,7 +364,10 @@ def pagination(total: int, page: int, per_page: int) -> dict[str, int | None]:
 
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; a 413 past `client_max_size`, a 400 saying where the JSON breaks."""
-    raw = await request.read()
+    try:
+        raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(headers={"Connection": "close"}) from None
     if not raw.strip():
         raise ValidationError("body: empty, expected JSON")
     try:
@@ -414,28 +434,18 @@ def _time_param(query: Any, name: str) -> datetime | None:
 # --- running it ----------------------------------------------------------------------------------------------
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 yields the real port and a busy port fails in the caller."""
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = info[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def start_site(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    """Serve `app` on `sock` with the header timeout, the connection cap and an access log without queries."""
+    quiet = serving.ThrottledLog(log)
+    serving.quiet_accept_errors(asyncio.get_running_loop(), quiet)
+    serving.quiet_protocol_errors(quiet)
+    runner = serving.runner(app, HEADER_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await serving.CappedSockSite(runner, sock, serving.connection_cap(MAX_CONNECTIONS)).start()
     return runner
 
 
@@ -453,13 +463,15 @@ class LocalContextAPI:
         db_path: str = ":memory:",
         token: str | None = None,
         faults: FaultPlan | None = None,
+        *,
+        fault_injection: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.token = token
         self.faults = faults if faults is not None else FaultPlan()
         self.store = ThreadStore(db_path)
-        self._app = create_app(self.store, token, self.faults)
+        self._app = create_app(self.store, token, self.faults, fault_injection=fault_injection)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -532,16 +544,22 @@ def run(
     db: str = ":memory:",
     token: str | None = None,
     faults: FaultPlan | None = None,
+    *,
+    fault_injection: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Serve in the foreground until SIGTERM or SIGINT; prints one "listening on" line a parent can wait for."""
-    asyncio.run(_serve_until_signalled(host, port, db, token, faults))
+    app_options = {"fault_injection": fault_injection, "allowed_hosts": allowed_hosts}
+    asyncio.run(_serve_until_signalled(host, port, db, token, faults, app_options))
 
 
-async def _serve_until_signalled(host: str, port: int, db: str, token: str | None, faults: FaultPlan | None) -> None:
+async def _serve_until_signalled(
+    host: str, port: int, db: str, token: str | None, faults: FaultPlan | None, app_options: dict[str, Any]
+) -> None:
     store = ThreadStore(db)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
-    runner = await start_site(create_app(store, token, faults), sock)
+    runner = await start_site(create_app(store, token, faults, **app_options), sock)
     stop = asyncio.Event()
     _on_signals(stop.set)
     print(f"Local Context API listening on {base_url(host, bound_port)}", flush=True)

@@ -1,11 +1,17 @@
-"""OTLP request handling shared by the HTTP and gRPC receivers: decode, convert, answer.
+"""OTLP request handling shared by the HTTP and gRPC receivers: decode, validate, ingest, answer.
 
-Pure of transport: each receiver maps `Rejected` to its own status codes.
+Pure of transport: each receiver authenticates, reads the body, calls `OtlpIntake.export` and maps
+`Rejected` to its own status codes. Decoding runs in a thread pool, bounded twice: by the work limits
+(`otel_context/spans/otlp_limits.py`) within one request, and by `max_in_progress` across requests,
+so the event loop keeps answering `/healthz` and other clients while a large request decodes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -14,9 +20,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ..bridge import Bridge
+from ..config import ReceiverSettings
+from ..model import SpanRecord
+from ..serving import ThrottledLog
 from ..spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
+from ..spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge, check_protobuf
 from .durable import DurableIntake
 from .wal import WalUnavailable
+
+MAX_GZIP_MEMBERS = 64  # RFC 1952 allows several members; real senders write one
+_logger = logging.getLogger("otel_context.receiver")
 
 
 class Rejected(Exception):
@@ -34,56 +47,146 @@ class Accepted:
     spans: int
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A request decoded and validated: its valid spans as records, and one reason per invalid span."""
+
+    request: ExportTraceServiceRequest
+    records: list[SpanRecord]
+    problems: list[str]
+
+
+class OtlpIntake:
+    """The one path from a request body to the bridge, for both receivers.
+
+    With `durable` (the sidecar runs with a spool), a request is in the write-ahead log, fsync'd,
+    before the bridge sees it and before the caller answers: only what is durable is acknowledged.
+    """
+
+    def __init__(self, bridge: Bridge, settings: ReceiverSettings, durable: DurableIntake | None = None) -> None:
+        self.bridge = bridge
+        self.settings = settings
+        self.durable = durable
+        self.limits = RequestLimits(settings.max_spans, settings.max_attributes)
+        self.rejections = ThrottledLog(_logger)
+        self._executor = ThreadPoolExecutor(max(1, settings.max_in_progress), thread_name_prefix="otel-context-decode")
+        self._in_progress = 0
+
+    async def export(self, body: bytes, *, json: bool, gzipped: bool = False) -> Accepted:
+        """decode -> validate -> ingest. Raises `Rejected`, logged once per interval by status."""
+        try:
+            if self.bridge.backlog_full() or (self.durable is not None and self.durable.full()):
+                self.bridge.counters.add("requests_pushed_back")
+                raise Rejected(503, "otel-context's delivery queue is full; retry later")
+            decoded = await self._decode_off_loop(body, json=json, gzipped=gzipped)
+            if self.durable is None:
+                return ingest(self.bridge, decoded)
+            try:  # the write-ahead log, then the bridge: the request is decoded and validated
+                await self.durable.accept(decoded.request, decoded.records)
+            except WalUnavailable as error:
+                raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
+            return answer(decoded)
+        except Rejected as rejected:
+            self.reject(rejected)
+            raise
+
+    def reject(self, rejected: Rejected) -> None:
+        """Count a refusal in the log: one line per status per interval, never a traceback."""
+        self.rejections.warning(
+            str(rejected.status), f"otel-context serve: refused a request: {rejected.status} {rejected.message}"
+        )
+
+    async def _decode_off_loop(self, body: bytes, *, json: bool, gzipped: bool) -> Decoded:
+        if self._in_progress >= self.settings.max_in_progress:
+            raise Rejected(503, f"{self._in_progress} requests are decoding already; retry later")
+        self._in_progress += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self.decode, body, json, gzipped)
+        finally:
+            self._in_progress -= 1
+
+    def decode(self, body: bytes, json: bool, gzipped: bool) -> Decoded:
+        """Everything CPU-bound, on a pool thread: inflate, check the limits, parse, build records."""
+        if gzipped:
+            body = gunzip(body, self.settings.max_decompressed_bytes)
+        request = decode(body, json=json, limits=self.limits)
+        records, problems = records_from_request(request)
+        return Decoded(request, records, problems)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress gzip, stopping at `limit` output bytes so a gzip bomb costs no memory."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise Rejected(400, f"malformed gzip body: {error}") from None
-    if len(out) > limit:
-        raise Rejected(413, f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise Rejected(400, "truncated gzip body")
-    return out
+    """Decompress every gzip member (RFC 1952), stopping at `limit` output bytes so a bomb costs no memory."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    for _ in range(MAX_GZIP_MEMBERS):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as error:
+            raise Rejected(400, f"malformed gzip body: {error}") from None
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise Rejected(413, f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise Rejected(400, "truncated gzip body")
+        rest = inflater.unused_data
+        if not rest.strip(b"\x00"):  # the end, or the zero padding some tools add
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+    raise Rejected(413, f"gzip body has more than {MAX_GZIP_MEMBERS} members")
 
 
-def decode(body: bytes, *, json: bool) -> ExportTraceServiceRequest:
+def decode(body: bytes, *, json: bool, limits: RequestLimits | None = None) -> ExportTraceServiceRequest:
+    """The request, or `Rejected`: 413 past a work limit, 400 when malformed."""
+    limits = limits or RequestLimits()
     try:
-        return decode_json(body) if json else decode_protobuf(body)
+        if json:
+            return decode_json(body, limits)
+        check_protobuf(body, limits)
+        return decode_protobuf(body)
+    except RequestTooLarge as error:
+        raise Rejected(413, str(error)) from None
+    except MalformedWire as error:
+        raise Rejected(400, f"malformed protobuf: {error}") from None
     except OtlpDecodeError as error:
         raise Rejected(400, str(error)) from None
 
 
-async def ingest(bridge: Bridge, request: ExportTraceServiceRequest, intake: DurableIntake | None = None) -> Accepted:
-    """Hand a decoded request to the bridge; invalid spans make a partial success, never a failure.
+def ingest(bridge: Bridge, decoded: Decoded) -> Accepted:
+    """Hand decoded spans to the bridge; invalid spans make a partial success, never a failure."""
+    bridge.accept(decoded.records)
+    return answer(decoded)
 
-    With an `intake` (the sidecar runs with a spool) the request is in its write-ahead log, fsync'd,
-    before the bridge sees it and before the caller answers: only what is durable is acknowledged.
-    """
-    if bridge.backlog_full() or (intake is not None and intake.full()):
-        bridge.counters.add("requests_pushed_back")
-        raise Rejected(503, "otel-context's delivery queue is full; retry later")
-    records, problems = records_from_request(request)
-    if intake is None:
-        bridge.accept(records)
-    else:
-        try:
-            await intake.accept(request, records)
-        except WalUnavailable as error:
-            raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
+
+def answer(decoded: Decoded) -> Accepted:
+    """The OTLP answer: success, or a partial success naming the invalid spans."""
     response = ExportTraceServiceResponse()
+    problems = decoded.problems
     if problems:
         response.partial_success.rejected_spans = len(problems)
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         response.partial_success.error_message = shown
-    return Accepted(response, len(records))
+    return Accepted(response, len(decoded.records))
 
 
-def status_message(code: int, message: str) -> bytes:
-    """A `google.rpc.Status` (code = field 1, message = field 2), encoded by hand: the body of OTLP errors."""
+def status_message(code: int, message: str, details: bytes = b"") -> bytes:
+    """A `google.rpc.Status` (code = field 1, message = field 2, details = field 3), encoded by hand."""
     text = message.encode("utf-8", "replace")[:4096]
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text + details
+
+
+def retry_info(seconds: int) -> bytes:
+    """`details` for `status_message`: one `Any` holding a `google.rpc.RetryInfo` with `retry_delay`."""
+    duration = b"\x08" + _varint(seconds)  # google.protobuf.Duration.seconds
+    info = b"\x0a" + _varint(len(duration)) + duration  # RetryInfo.retry_delay
+    type_url = b"type.googleapis.com/google.rpc.RetryInfo"
+    any_message = b"\x0a" + _varint(len(type_url)) + type_url + b"\x12" + _varint(len(info)) + info
+    return b"\x1a" + _varint(len(any_message)) + any_message
 
 
 def _varint(value: int) -> bytes:

@@ -13,11 +13,13 @@ import threading
 import grpc
 from aiohttp import web
 
+from .. import serving
 from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
 from .durable import DurableIntake
 from .grpc import create_grpc_server
 from .http import create_receiver_app
+from .otlp_io import OtlpIntake
 from .wal import WriteAheadLog
 
 _logger = logging.getLogger("otel_context.receiver")
@@ -33,7 +35,8 @@ class Sidecar:
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         # With a spool, acknowledge only what is durable: requests go through a write-ahead log beside it.
-        self.intake = DurableIntake(self.bridge, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
+        self.durable = DurableIntake(self.bridge, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
+        self.intake = OtlpIntake(self.bridge, receiver, self.durable)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -46,19 +49,21 @@ class Sidecar:
         return f"http://{self.receiver.host}:{self.http_port}"
 
     async def start(self) -> None:
+        serving.quiet_accept_errors(asyncio.get_running_loop(), self.intake.rejections)
+        serving.quiet_protocol_errors(self.intake.rejections)
         # auto_decompress=False: aiohttp would otherwise inflate gzip bodies without any bound (a gzip
         # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
-        if self.intake is not None:
-            self.intake.replay()  # what a crash left, before any new request is accepted
-        app = create_receiver_app(self.bridge, self.receiver, self.intake)
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+        if self.durable is not None:
+            self.durable.replay()  # what a crash left, before any new request is accepted
+        app = create_receiver_app(self.intake)
+        self._runner = serving.runner(app, self.receiver.header_timeout_s, access_log=None, auto_decompress=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.receiver.host, self.receiver.port).start()
-        self.http_port = self._runner.addresses[0][1]
+        sock = serving.bind_socket(self.receiver.host, self.receiver.port)
+        cap = serving.connection_cap(self.receiver.max_connections)
+        await serving.CappedSockSite(self._runner, sock, cap).start()
+        self.http_port = sock.getsockname()[1]
         if self.receiver.grpc_port is not None:
-            self._grpc, self.grpc_port = create_grpc_server(
-                self.bridge, self.receiver, self.receiver.grpc_port, self.intake
-            )
+            self._grpc, self.grpc_port = create_grpc_server(self.intake, self.receiver.grpc_port)
             await self._grpc.start()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -77,7 +82,8 @@ class Sidecar:
             await self._runner.cleanup()
         if self._ticker is not None:
             await self._ticker
-        shutdown = self.bridge.shutdown if self.intake is None else self.intake.shutdown
+        self.intake.close()
+        shutdown = self.bridge.shutdown if self.durable is None else self.durable.shutdown
         return await asyncio.get_running_loop().run_in_executor(None, shutdown, timeout_s)
 
     async def _tick(self) -> None:
@@ -86,10 +92,10 @@ class Sidecar:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
             try:
-                if self.intake is None:
+                if self.durable is None:
                     self.bridge.tick()
                 else:
-                    self.intake.tick()
+                    self.durable.tick()
             except Exception:
                 _logger.exception("otel-context serve: tick failed")
 

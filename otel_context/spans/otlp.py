@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ..model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, AttributeValue, SpanEvent, SpanRecord
+from .otlp_limits import RequestLimits, check_json_data, check_json_text
 
 
 class OtlpDecodeError(ValueError):
@@ -132,21 +133,22 @@ _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _PARSE_PREFIX = re.compile(r"(?:Failed to parse \w+ field: )+")
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
+def decode_json(body: bytes, limits: RequestLimits | None = None) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON body (`application/json`) as the OTLP specification maps it.
 
     Ids are case-insensitive hex (protobuf's own JSON mapping would read them as base64 and silently give
     wrong bytes, so they are converted here first); enums may be integers or names; 64-bit integers may
     be strings or numbers; unknown fields are ignored; snake_case keys are accepted as well as
     lowerCamelCase. Ids that are valid hex but of the wrong length are kept: `records_from_request`
-    rejects those spans alone, as it does for protobuf.
+    rejects those spans alone, as it does for protobuf. Invalid UTF-8 and lone surrogates (`\\udc00`)
+    become U+FFFD, as for protobuf: one bad character must not cost the batch. Past `limits`,
+    `RequestTooLarge` is raised before the costly steps.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise OtlpDecodeError(f"JSON body: invalid UTF-8 at byte {error.start}") from None
+    limits = limits or RequestLimits()
+    text = body.decode("utf-8", "replace")
     if text.startswith("\ufeff"):  # a byte order mark, which JSON parsers may ignore (RFC 8259)
         text = text[1:]
+    check_json_text(text, limits)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -155,6 +157,9 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         raise OtlpDecodeError("JSON body: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpDecodeError(f"JSON body: expected an object, got {type(data).__name__}")
+    check_json_data(data, limits)
+    if _SURROGATE_ESCAPE.search(text):
+        data = _repair_surrogates(data)
     _hex_ids_to_base64(data)
     request = ExportTraceServiceRequest()
     try:
@@ -163,6 +168,21 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         reason = _PARSE_PREFIX.sub("", str(error)).rstrip(".") or type(error).__name__
         raise OtlpDecodeError(f"JSON body: {reason}") from None
     return request
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _repair_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate (which `json.loads` lets through, UTF-8 cannot hold) as U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_repair_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_repair_surrogates(key): _repair_surrogates(item) for key, item in value.items()}
+    return value
 
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:

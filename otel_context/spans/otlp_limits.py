@@ -1,0 +1,222 @@
+"""A work bound on OTLP trace requests, checked before any Python (or upb) structure is built.
+
+A byte bound is no work bound: 64 MiB of empty `ResourceSpans` (two bytes each) parse into 32 million
+messages, which take upb 14 s and 2 GB before Python sees one of them. So the raw bytes are walked
+first, in a loop that stops as soon as a budget runs out: its cost is bounded by the limits, not by the
+body. OTLP/JSON is bounded the same way by counting its structural characters (in C) before
+`json.loads`, then its known containers before `json_format` builds the request.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+# Messages that count against `max_spans`: a span, and the groups and records that wrap or hang off it.
+_SPAN_LIKE = frozenset(
+    {
+        "opentelemetry.proto.trace.v1.ResourceSpans",
+        "opentelemetry.proto.trace.v1.ScopeSpans",
+        "opentelemetry.proto.trace.v1.Span",
+        "opentelemetry.proto.trace.v1.Span.Event",
+        "opentelemetry.proto.trace.v1.Span.Link",
+    }
+)
+_SPANS, _ATTRIBUTES, _OTHER = 0, 1, 2
+# Occurrences of singular or unknown fields one message may hold: a proto3 sender writes each once;
+# without a bound, millions of repeats of one 2-byte field would cost the walk itself unbounded time.
+MAX_OTHER_FIELDS = 256
+# KeyValue and AnyValue can hold more messages only through array_value (tag 0x2a) or kvlist_value
+# (0x32); bytes that contain neither tag byte, nor its overlong-varint form, need no walk.
+_VALUE_TYPES = frozenset({"opentelemetry.proto.common.v1.KeyValue", "opentelemetry.proto.common.v1.AnyValue"})
+_NESTED_TAG = re.compile(b"[\x2a\xaa\x32\xb2]")
+MAX_DEPTH = 32  # nested AnyValue arrays and kvlists; upb's own limit is 100
+_JSON_SPAN_KEYS = ("resourceSpans", "resource_spans", "scopeSpans", "scope_spans", "spans", "events", "links")
+
+
+class RequestTooLarge(ValueError):
+    """The request exceeds a work limit; answered 413 / RESOURCE_EXHAUSTED."""
+
+
+class MalformedWire(ValueError):
+    """The protobuf wire format is broken; answered 400 / INVALID_ARGUMENT."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Per request: spans (ResourceSpans, ScopeSpans, events and links count as spans too), and
+    attributes (every KeyValue, and every value of an array, count as one)."""
+
+    max_spans: int = 65_536
+    max_attributes: int = 524_288
+
+    @property
+    def max_json_values(self) -> int:
+        """JSON values (counted as commas and containers) allowed before `json.loads`: an attribute in
+        OTLP/JSON spends about four, a span more; the bound keeps a flood of `[]` under a few hundred MB."""
+        return 4 * (self.max_spans + self.max_attributes)
+
+
+class _Budget:
+    __slots__ = ("attributes", "limits", "spans")
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.limits = limits
+        self.spans = limits.max_spans
+        self.attributes = limits.max_attributes
+
+    def spend(self, kind: int) -> None:
+        if kind == _SPANS:
+            self.spans -= 1
+            if self.spans < 0:
+                raise RequestTooLarge(f"request holds more than {self.limits.max_spans} spans (limit max_spans)")
+        else:
+            self.attributes -= 1
+            if self.attributes < 0:
+                raise RequestTooLarge(
+                    f"request holds more than {self.limits.max_attributes} attributes (limit max_attributes)"
+                )
+
+
+# --- protobuf ----------------------------------------------------------------------------------------
+
+_Schema = dict[int, tuple[str | None, int]]  # field number -> (message type to walk into, budget kind)
+
+
+@functools.cache
+def _schemas() -> dict[str, _Schema]:
+    """Every message type reachable from the request: which fields hold messages, and what they cost."""
+    schemas: dict[str, _Schema] = {}
+
+    def add(descriptor: Descriptor) -> None:
+        if descriptor.full_name in schemas:
+            return
+        schema: _Schema = {}
+        schemas[descriptor.full_name] = schema
+        for field in descriptor.fields:
+            child = field.message_type
+            if _is_repeated(field):
+                kind = _SPANS if child is not None and child.full_name in _SPAN_LIKE else _ATTRIBUTES
+            else:
+                kind = _OTHER
+            schema[field.number] = (child.full_name if child is not None else None, kind)
+            if child is not None:
+                add(child)
+
+    add(ExportTraceServiceRequest.DESCRIPTOR)
+    return schemas
+
+
+def _is_repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 6+; older releases only have `label`
+    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def check_protobuf(body: bytes, limits: RequestLimits) -> None:
+    """Raise `RequestTooLarge` past a limit, `MalformedWire` on a broken wire format; else return.
+
+    The walk touches each field tag once and stops at the first limit exceeded, so its cost is at most
+    proportional to the limits (times `MAX_OTHER_FIELDS`), whatever the body's size.
+    """
+    _walk(body, 0, len(body), ExportTraceServiceRequest.DESCRIPTOR.full_name, 0, _Budget(limits), _schemas())
+
+
+def _walk(buf: bytes, pos: int, end: int, name: str, depth: int, budget: _Budget, schemas: dict[str, _Schema]) -> None:
+    if depth > MAX_DEPTH:
+        raise MalformedWire(f"messages nested deeper than {MAX_DEPTH}")
+    fields = schemas[name]
+    others = 0
+    while pos < end:
+        tag = buf[pos]
+        pos += 1
+        if tag & 0x80:
+            tag, pos = _varint(buf, pos - 1)
+        wire = tag & 7
+        child, kind = fields.get(tag >> 3, (None, _OTHER))
+        if wire == 2:
+            length = buf[pos] if pos < end else 0x80
+            if length & 0x80:
+                length, pos = _varint(buf, pos)
+            else:
+                pos += 1
+            start, pos = pos, pos + length
+            if pos > end:
+                raise MalformedWire("a length runs past the end of its message")
+            if child is not None and (child not in _VALUE_TYPES or _NESTED_TAG.search(buf, start, pos)):
+                _walk(buf, start, pos, child, depth + 1, budget, schemas)
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise MalformedWire(f"unsupported wire type {wire}")
+        if kind == _OTHER:
+            others += 1
+            if others > MAX_OTHER_FIELDS:
+                raise RequestTooLarge(f"a message repeats its fields more than {MAX_OTHER_FIELDS} times")
+        else:
+            budget.spend(kind)
+    if pos > end:
+        raise MalformedWire("a field runs past the end of its message")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    end = len(buf)
+    while pos < end and shift < 70:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise MalformedWire("truncated or overlong varint")
+
+
+# --- OTLP/JSON ---------------------------------------------------------------------------------------
+
+
+def check_json_text(text: str, limits: RequestLimits) -> None:
+    """Before `json.loads`: an upper bound on the JSON values the text holds, counted in C.
+
+    Every value but the first of a container follows a comma, so commas plus containers bound them.
+    """
+    values = text.count(",") + text.count("{") + text.count("[")
+    if values > limits.max_json_values:
+        raise RequestTooLarge(f"JSON body holds more than {limits.max_json_values} values")
+
+
+def check_json_data(data: dict[str, Any], limits: RequestLimits) -> None:
+    """Before `json_format` builds the request: the same span and attribute limits as for protobuf."""
+    budget = _Budget(limits)
+    for item in _json_children(data, budget, 0):
+        _check_json_item(item, budget, 1)
+
+
+def _check_json_item(item: Any, budget: _Budget, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise RequestTooLarge(f"JSON nested deeper than {MAX_DEPTH} containers")
+    for child in _json_children(item, budget, depth):
+        _check_json_item(child, budget, depth + 1)
+
+
+def _json_children(item: Any, budget: _Budget, depth: int) -> Iterator[Any]:
+    """The dicts under `item`'s lists, each list element charged to spans or attributes by its key."""
+    if not isinstance(item, dict):
+        return
+    for key, value in item.items():
+        if isinstance(value, list):
+            kind = _SPANS if key in _JSON_SPAN_KEYS else _ATTRIBUTES
+            for element in value:
+                budget.spend(kind)
+                yield element
+        elif isinstance(value, dict):
+            yield value
