@@ -306,7 +306,7 @@ def test_grpc_and_json_requests_are_logged_then_released(capture, local_api, cli
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
-        assert sidecar.intake is not None
-        assert sidecar.intake.wal.count() >= 1  # acknowledged, roots still settling: only the log has them
+        assert sidecar.durable is not None
+        assert sidecar.durable.wal.count() >= 1  # acknowledged, roots still settling: only the log has them
         assert wait_for(lambda: local_api.store.count() == 2)
-        assert wait_for(lambda: sidecar.intake.wal.count() == 0)
+        assert wait_for(lambda: sidecar.durable.wal.count() == 0)
