@@ -339,8 +339,10 @@ class TraceBuffer:
                 continue
             if thread is None:
                 self.counters.add("roots_empty")  # a wrapper whose run became a thread without it
-            else:
-                threads.append(thread)
+                continue
+            if "cost_unpriced_models" in thread.metadata:
+                self.counters.add("threads_unpriced")  # counted, never priced by a guess
+            threads.append(thread)
         self.counters.add("threads_converted", len(threads))
         return threads
 

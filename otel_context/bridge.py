@@ -18,6 +18,7 @@ from .assembly import TraceBuffer
 from .config import TOKEN_VARIABLES, ExporterSettings
 from .conventions import default_conventions
 from .convert import ConversionOptions
+from .cost import Pricing
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
 from .delivery.item import THREAD, encode_thread
 from .delivery.outcome import Verdict
@@ -65,7 +66,9 @@ class Bridge:
             settle_s=self._settle_s,
             root_wait_s=settings.root_wait_s,
             options=ConversionOptions(
-                max_message_chars=settings.max_message_chars, include_tools=settings.include_tools
+                max_message_chars=settings.max_message_chars,
+                include_tools=settings.include_tools,
+                pricing=Pricing.available(settings.model_aliases),
             ),
             counters=self.counters,
             conventions=default_conventions(settings.association_prefix),

@@ -113,6 +113,23 @@ def _redact_env(name: str) -> tuple[str, ...]:
     return tuple(n for n in names if n not in unknown)
 
 
+def _parse_aliases(raw: str) -> dict[str, str]:
+    from .cost import parse_aliases
+
+    return parse_aliases(raw)
+
+
+def _aliases_env(name: str) -> dict[str, str]:
+    raw = env(name)
+    if raw is None:
+        return {}
+    try:
+        return _parse_aliases(raw)
+    except ValueError as error:
+        _malformed(name, raw, f"a comma-separated list of name=model ({error})", {})
+        return {}
+
+
 def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -179,6 +196,7 @@ class ExporterSettings:
     session_max_turns: int = 200
     spool_retry_s: float = 60.0
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
+    model_aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def plain_http(self) -> bool:
@@ -231,7 +249,16 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "session_db": env("OTEL_EXPORTER_CONTEXT_SESSION_DB"),
         "session_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_TTL", 86_400_000) / 1000,
         "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
+        "model_aliases": _aliases_env("OTEL_EXPORTER_CONTEXT_MODEL_ALIASES"),
     }
+    aliases = given.pop("model_aliases", None)
+    if isinstance(aliases, str):
+        try:
+            resolved["model_aliases"] = _parse_aliases(aliases)
+        except ValueError as error:
+            raise ConfigError(f"model_aliases: {error}; expected name=model,name=model") from None
+    elif aliases is not None:
+        resolved["model_aliases"] = dict(aliases)  # type: ignore[call-overload]
     redact = given.pop("redact", None)
     if callable(redact):  # `redact=callable`: a hook applied after the built-in patterns
         resolved["redact_hook"] = redact

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
+from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
 from .feedback import span_rating
 from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
 from .render import interrupt_text, render
@@ -29,6 +30,7 @@ class ConversionOptions:
     max_message_chars: int = 65_536
     max_metadata_chars: int = 2_048
     include_tools: bool = False  # the root's tool runs as `type: tool` messages between question and answer
+    pricing: Pricing | None = None  # `cost_usd` from the usage, when `genai-prices` is installed
 
 
 DEFAULT_OPTIONS = ConversionOptions()
@@ -159,7 +161,7 @@ def convert_root(
     if error is not None:
         messages.append(Message(role="system", type="event", text=f"{error[0]}: {error[1]}", timestamp_ns=root.end_ns))
 
-    models, usage = _models_and_usage(own, descendants)
+    models, usage, per_model = _models_and_usage(own, descendants)
     metadata: dict[str, str] = {
         "trace_id": root.trace_hex,
         "span_id": root.span_hex,
@@ -180,6 +182,11 @@ def convert_root(
         metadata["input_tokens"] = str(usage.input_tokens)
         metadata["output_tokens"] = str(usage.output_tokens)
         metadata["total_tokens"] = str(usage.total_tokens)
+        for key in ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens"):
+            if getattr(usage, key):
+                metadata[key] = str(getattr(usage, key))
+    if options.pricing is not None:
+        metadata.update(_cost_metadata(options.pricing.thread_cost(per_model, root.start_ns)))
     service = root.resource.get("service.name")
     if service:
         metadata["service_name"] = as_text(service)
@@ -207,25 +214,65 @@ def convert_root(
     )
 
 
-def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage]:
-    """Models and token totals of a trace, counting one model call once.
+def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage, dict[str, Usage]]:
+    """Models and token totals of a trace (also per model, for pricing), counting one model call once.
 
     A provider instrumentation (OpenAI, Anthropic, ...) beside the LangChain one adds a span for the same
     call under the LangChain model span; its usage is the same tokens, so it counts only when its parent
-    reported none. Its model name is often the more precise one and is kept.
+    reported none. Its model name is often the more precise one and is kept. An agent or workflow span
+    that reports the sum of the model calls below it (`invoke_agent`, agent steps) counts only when
+    none of them reported usage: summing both would count every token twice.
     """
     by_id = {c.span_id: c for c in descendants}
     by_id[own.span_id] = own
+    children: dict[int | None, list[Contribution]] = {}
+    for item in descendants:
+        children.setdefault(item.parent_id, []).append(item)
+    above_model_usage: set[int] = set()  # spans with a model call that reported usage somewhere below them
+    for item in descendants:
+        if item.kind == "llm" and item.usage:
+            parent = by_id.get(item.parent_id) if item.parent_id is not None else None
+            while parent is not None and parent.span_id not in above_model_usage:
+                above_model_usage.add(parent.span_id)
+                parent = by_id.get(parent.parent_id) if parent.parent_id is not None else None
     models = list(own.models)
     usage = Usage()
-    usage.add(own.usage)
-    for item in descendants:
+    per_model: dict[str, Usage] = {}
+    for item in (own, *descendants):
         models.extend(m for m in item.models if m not in models)
+        if not item.usage:
+            continue
+        if item.kind != "llm" and item.span_id in above_model_usage:
+            continue  # an aggregate over model calls already counted
         parent = by_id.get(item.parent_id) if item.parent_id is not None else None
         if item.kind == "llm" and parent is not None and parent.kind == "llm" and parent.usage:
             continue
         usage.add(item.usage)
-    return models, usage
+        per_model.setdefault(_usage_model(item, children), Usage()).add(item.usage)
+    return models, usage, per_model
+
+
+def _usage_model(item: Contribution, children: dict[int | None, list[Contribution]]) -> str:
+    """The model a span's tokens went to: its own, else that of the provider call under it."""
+    if item.models:
+        return item.models[0]
+    below = next((c.models[0] for c in children.get(item.span_id, ()) if c.kind == "llm" and c.models), None)
+    return below or UNKNOWN_MODEL
+
+
+def _cost_metadata(cost: ThreadCost | None) -> dict[str, str]:
+    """`cost_usd` (only when every model was priced), `cost_usd.<model>` for several models, the source."""
+    if cost is None:
+        return {}
+    out = {"cost_source": cost.source}
+    total = cost.total
+    if total is not None:
+        out["cost_usd"] = usd(total)
+    if len(cost.by_model) + len(cost.unpriced) > 1 or cost.unpriced:
+        out.update({f"cost_usd.{model}": usd(price) for model, price in cost.by_model.items()})
+    if cost.unpriced:
+        out["cost_unpriced_models"] = ",".join(cost.unpriced)
+    return out
 
 
 def _last_rating(own: Contribution, descendants: list[Contribution]) -> int | None:

@@ -26,7 +26,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "phone": re.compile(r"(?<![\w.])\+?\d{1,3}?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w.])"),
 }
 NEVER_REDACTED = frozenset({"trace_id", "span_id", "started_at", "latency_ms", "source", "input_tokens",
-                            "output_tokens", "total_tokens", "turns"})  # fmt: skip
+                            "output_tokens", "total_tokens", "turns", "cache_read_tokens",
+                            "cache_write_tokens", "reasoning_tokens", "cost_usd", "cost_source"})  # fmt: skip
 
 
 def _luhn(digits: str) -> bool:
