@@ -69,6 +69,7 @@ class Bridge:
                 max_message_chars=settings.max_message_chars,
                 include_tools=settings.include_tools,
                 pricing=Pricing.available(settings.model_aliases),
+                eval_rules=settings.eval_ratings,
             ),
             counters=self.counters,
             conventions=default_conventions(settings.association_prefix),

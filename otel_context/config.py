@@ -130,6 +130,19 @@ def _aliases_env(name: str) -> dict[str, str]:
         return {}
 
 
+def _eval_rules_env(name: str) -> tuple[Any, ...]:
+    from .evaluations import parse_rules
+
+    raw = env(name)
+    if raw is None:
+        return ()
+    try:
+        return parse_rules(raw)
+    except ValueError as error:
+        _malformed(name, raw, f"a list of rating rules ({error})", ())
+        return ()
+
+
 def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -197,6 +210,7 @@ class ExporterSettings:
     spool_retry_s: float = 60.0
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
     model_aliases: dict[str, str] = field(default_factory=dict)
+    eval_ratings: tuple[Any, ...] = ()  # evaluations.RatingRule
 
     @property
     def plain_http(self) -> bool:
@@ -250,7 +264,16 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "session_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_TTL", 86_400_000) / 1000,
         "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
         "model_aliases": _aliases_env("OTEL_EXPORTER_CONTEXT_MODEL_ALIASES"),
+        "eval_ratings": _eval_rules_env("OTEL_EXPORTER_CONTEXT_EVAL_RATINGS"),
     }
+    rules = given.pop("eval_ratings", None)
+    if rules is not None:
+        from .evaluations import parse_rules
+
+        try:
+            resolved["eval_ratings"] = parse_rules(rules)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ConfigError(f"eval_ratings: {error}") from None
     aliases = given.pop("model_aliases", None)
     if isinstance(aliases, str):
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
 from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
+from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
 from .feedback import span_rating
 from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
 from .render import interrupt_text, render
@@ -31,6 +32,7 @@ class ConversionOptions:
     max_metadata_chars: int = 2_048
     include_tools: bool = False  # the root's tool runs as `type: tool` messages between question and answer
     pricing: Pricing | None = None  # `cost_usd` from the usage, when `genai-prices` is installed
+    eval_rules: tuple[RatingRule, ...] = ()  # evaluation results that rate the answer
 
 
 DEFAULT_OPTIONS = ConversionOptions()
@@ -49,6 +51,7 @@ class Contribution:
     usage: Usage = field(default_factory=Usage)
     tool: ToolStep | None = None
     rating: int | None = None
+    evaluations: tuple[Evaluation, ...] = ()
     run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
     interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
 
@@ -90,6 +93,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         usage=convention.usage(attributes),
         tool=convention.tool_step(attributes) if is_tool and with_tools else None,
         rating=span_rating(span),
+        evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
         interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
     )
@@ -152,7 +156,10 @@ def convert_root(
         messages = _llm_messages(root, convention)
     if not messages:
         messages.append(Message(role="system", type="event", text=NO_CONTENT_TEXT, timestamp_ns=root.start_ns))
-    rating = _last_rating(own, descendants)
+    feedback = _last_rating(own, descendants)
+    evaluations = [e for c in (own, *descendants) for e in c.evaluations]
+    judged = evaluation_rating(evaluations, options.eval_rules) if evaluations else None
+    rating = feedback if feedback is not None else judged  # the user's own word over an evaluator's
     if rating is not None:
         answer = next((m for m in reversed(messages) if m.role == "assistant" and m.type == "message"), None)
         if answer is not None:
@@ -196,8 +203,11 @@ def convert_root(
     properties = run.properties if run is not None else convention.properties(attributes).items()
     for key, value in properties:
         metadata.setdefault(key, value)
-    if rating is not None:
-        metadata["feedback_rating"] = str(rating)
+    if feedback is not None:
+        metadata["feedback_rating"] = str(feedback)
+    metadata.update(evaluation_metadata(evaluations))
+    if judged is not None:
+        metadata["eval_rating"] = str(judged)
     if error is not None:
         metadata["error"] = "true"
         metadata["error_type"] = error[0]
