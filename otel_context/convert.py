@@ -21,6 +21,7 @@ from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
 THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
+EMPTY_RENDERINGS = frozenset({"", "{}", "[]", "null", '""'})
 NO_CONTENT_TEXT = "[content not recorded: the instrumentation captured no prompts or completions]"
 
 
@@ -54,6 +55,8 @@ class Contribution:
     evaluations: tuple[Evaluation, ...] = ()
     run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
     interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
+    asked: str | None = None  # a model call's first user message, for a root chain that recorded no input
+    answered: str | None = None  # a model call's last assistant message, for a root with no output
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,6 +86,11 @@ def thread_id(trace_id: int, span_id: int) -> str:
 def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass, with_tools: bool) -> Contribution:
     attributes = span.attributes
     is_tool = span_class is SpanClass.TOOL
+    asked = answered = None
+    if span_class.is_llm:
+        inputs, outputs = convention.llm_messages(attributes, span.events)
+        asked = next((m.text for m in inputs if m.role == "user" and m.type == "message"), None)
+        answered = next((m.text for m in reversed(outputs) if m.role == "assistant" and m.type == "message"), None)
     return Contribution(
         span_id=span.span_id,
         parent_id=span.parent_id,
@@ -96,6 +104,8 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
         interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
+        asked=asked,
+        answered=answered,
     )
 
 
@@ -113,12 +123,17 @@ def run_content(span: SpanRecord, convention: Convention) -> RunContent:
     attributes = span.attributes
     name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name")
     return RunContent(
-        question=render(raw_in, side="input") or None,
-        answer=render(raw_out, side="output") or None,
+        question=_recorded(render(raw_in, side="input")),
+        answer=_recorded(render(raw_out, side="output")),
         name=as_text(name) if name else None,
         properties=tuple(convention.properties(attributes).items()),
         tags=tuple(convention.tags(attributes)),
     )
+
+
+def _recorded(text: str) -> str | None:
+    """Rendered chain input or output, None when it says nothing (`{}` is a state or input with no keys)."""
+    return None if text in EMPTY_RENDERINGS else text
 
 
 def convert_root(
@@ -136,6 +151,7 @@ def convert_root(
     attributes = root.attributes
     descendants = list(descendants)
     own = contribution(root, convention, span_class, with_tools=True)
+    io_source: str | None = None
     run = own.run
     if span_class.is_chain:
         if run is not None and not run.recorded:
@@ -145,6 +161,9 @@ def convert_root(
         asked = [c for c in descendants if c.interrupt is not None]
         if asked and run is not None:  # the run stopped to ask the human: that question is its answer
             run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
+        filled = _from_model_calls(run, descendants, failed=root.status_code == STATUS_ERROR)
+        if filled is not None:
+            run, io_source = filled, "model_calls"
         messages = _chain_messages(root, run)
         if options.include_tools:
             steps = sorted((c for c in descendants if c.tool is not None), key=lambda c: c.start_ns)
@@ -203,6 +222,8 @@ def convert_root(
     properties = run.properties if run is not None else convention.properties(attributes).items()
     for key, value in properties:
         metadata.setdefault(key, value)
+    if io_source is not None:
+        metadata["io_source"] = io_source
     if feedback is not None:
         metadata["feedback_rating"] = str(feedback)
     metadata.update(evaluation_metadata(evaluations))
@@ -322,6 +343,28 @@ def _wrapped_run(root_id: int, own: RunContent, descendants: list[Contribution])
     properties = dict(inner.properties)
     properties.update(own.properties)
     return RunContent(asked, answered, inner.name or own.name, tuple(properties.items()), own.tags or inner.tags)
+
+
+def _from_model_calls(run: RunContent | None, descendants: list[Contribution], *, failed: bool) -> RunContent | None:
+    """A root chain's empty side filled from its model calls: the first user and the last assistant message.
+
+    A root records nothing useful when its input or output is a state object that renders empty, a custom
+    runnable returns None, or content capture is off for chains only; its model calls still say what was
+    asked and answered. A failed run gave no answer, whatever a model call said before it failed. None
+    when nothing is missing or the model calls recorded nothing either.
+    """
+    if run is not None and run.question is not None and run.answer is not None:
+        return None
+    calls = sorted((c for c in descendants if c.kind == "llm"), key=lambda c: c.start_ns)
+    question = run.question if run is not None else None
+    answer = run.answer if run is not None else None
+    if question is None:
+        question = next((c.asked for c in calls if c.asked), None)
+    if answer is None and not failed:
+        answer = next((c.answered for c in reversed(calls) if c.answered), None)
+    if (question, answer) == ((run.question, run.answer) if run is not None else (None, None)):
+        return None
+    return replace(run, question=question, answer=answer) if run is not None else RunContent(question, answer)
 
 
 def _chain_messages(root: SpanRecord, run: RunContent | None) -> list[Message]:
