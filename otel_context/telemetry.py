@@ -30,6 +30,8 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "ratings_sent": ("Feedback ratings queued as thread updates (PATCH)", False),
     "ratings_unmatched": ("Feedback that named a thread, session or trace this process does not know", False),
     "threads_converted": ("Threads built from roots", False),
+    "threads_incomplete": ("Threads built from a trace known to be incomplete (evicted or orphaned spans)", False),
+    "spans_rejected": ("Spans the sidecar refused as invalid (OTLP partial success)", False),
     "threads_unpriced": ("Threads with token usage on a model no price is known for: no cost_usd", False),
     "threads_queued": ("Threads waiting in the delivery queue", True),
     "threads_uploaded": ("Threads the Context API accepted", False),
