@@ -211,6 +211,8 @@ class ExporterSettings:
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
     model_aliases: dict[str, str] = field(default_factory=dict)
     eval_ratings: tuple[Any, ...] = ()  # evaluations.RatingRule
+    pseudonymize: tuple[str, ...] = ()  # metadata keys and built-in patterns replaced by keyed pseudonyms
+    pseudonym_key: str | None = field(default=None, repr=False)
 
     @property
     def plain_http(self) -> bool:
@@ -222,8 +224,10 @@ class ExporterSettings:
 
     def describe(self) -> dict[str, object]:
         """The settings as a dict for logs and `stats`, the token replaced by whether it is set."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("token", "redact_hook")}
+        hidden = ("token", "redact_hook", "pseudonym_key")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         out["token"] = "set" if self.token else "missing"
+        out["pseudonym_key"] = "set" if self.pseudonym_key else None
         out["redact_hook"] = "set" if self.redact_hook else None
         return out
 
@@ -265,7 +269,20 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
         "model_aliases": _aliases_env("OTEL_EXPORTER_CONTEXT_MODEL_ALIASES"),
         "eval_ratings": _eval_rules_env("OTEL_EXPORTER_CONTEXT_EVAL_RATINGS"),
+        "pseudonymize": _list_env("OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE"),
+        "pseudonym_key": env("OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY"),
     }
+    if resolved["pseudonymize"] and not resolved["pseudonym_key"] and not given.get("pseudonym_key"):
+        _logger.warning(
+            "otel-context: OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE is set without OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY; "
+            "the values it names are redacted instead"
+        )
+    if isinstance(given.get("pseudonymize"), str):
+        given["pseudonymize"] = _split(given["pseudonymize"])  # type: ignore[arg-type]
+    elif given.get("pseudonymize") is not None:
+        given["pseudonymize"] = tuple(given["pseudonymize"])  # type: ignore[arg-type]
+    if given.get("pseudonymize") and not (given.get("pseudonym_key") or resolved["pseudonym_key"]):
+        raise ConfigError("pseudonymize needs a secret: pseudonym_key= or OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY")
     rules = given.pop("eval_ratings", None)
     if rules is not None:
         from .evaluations import parse_rules
