@@ -21,6 +21,8 @@ from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
 THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
+OPERATION_EXCEPTION = "gen_ai.client.operation.exception"  # GenAI semconv 1.38+: the operation failed
+EXCEPTION_EVENTS = frozenset({"exception", OPERATION_EXCEPTION})
 EMPTY_RENDERINGS = frozenset({"", "{}", "[]", "null", '""'})
 NO_CONTENT_TEXT = "[content not recorded: the instrumentation captured no prompts or completions]"
 
@@ -121,7 +123,11 @@ def run_content(span: SpanRecord, convention: Convention) -> RunContent:
     """A chain span's rendered question and answer, name, properties and tags."""
     raw_in, raw_out = convention.chain_io(span.attributes)
     attributes = span.attributes
-    name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name")
+    name = (
+        attributes.get("traceloop.entity.name")
+        or attributes.get("traceloop.workflow.name")
+        or attributes.get("gen_ai.workflow.name")
+    )
     return RunContent(
         question=_recorded(render(raw_in, side="input")),
         answer=_recorded(render(raw_out, side="output")),
@@ -158,6 +164,8 @@ def convert_root(
             if span_class is SpanClass.CHAIN and not descendants:
                 return None
             run = _wrapped_run(root.span_id, run, descendants)
+            if attributes.get("gen_ai.workflow.name"):  # a named workflow of agents keeps its own name
+                run = replace(run, name=as_text(attributes["gen_ai.workflow.name"]))
         asked = [c for c in descendants if c.interrupt is not None]
         if asked and run is not None:  # the run stopped to ask the human: that question is its answer
             run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
@@ -386,16 +394,16 @@ def _llm_messages(root: SpanRecord, convention: Convention) -> list[Message]:
 
 
 def _error(root: SpanRecord) -> tuple[str, str] | None:
-    """(type, text) of a failed root: the `exception` event's type and message first (a status
-    description may hold a whole traceback), then `error.type` and the status description."""
-    if root.status_code != STATUS_ERROR:
+    """(type, text) of a failed root: the `exception` (or `gen_ai.client.operation.exception`, which marks
+    a failed operation even without an ERROR status) event's type and message first (a status description
+    may hold a whole traceback), then `error.type` and the status description."""
+    failed_events = [e for e in root.events if e.name in EXCEPTION_EVENTS]
+    if root.status_code != STATUS_ERROR and not any(e.name == OPERATION_EXCEPTION for e in failed_events):
         return None
     error_type = message = ""
-    for event in root.events:
-        if event.name == "exception":
-            error_type = as_text(event.attributes.get("exception.type"))
-            message = as_text(event.attributes.get("exception.message"))
-            break
+    if failed_events:
+        error_type = as_text(failed_events[0].attributes.get("exception.type"))
+        message = as_text(failed_events[0].attributes.get("exception.message"))
     error_type = error_type or as_text(root.attributes.get("error.type"))
     message = message or root.status_message
     return error_type or "Error", message or "the root span ended with status ERROR"
