@@ -228,6 +228,7 @@ class ExporterSettings:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         out["token"] = "set" if self.token else "missing"
         out["pseudonym_key"] = "set" if self.pseudonym_key else None
+        out["eval_ratings"] = [str(rule) for rule in self.eval_ratings]  # JSON for `GET /stats`
         out["redact_hook"] = "set" if self.redact_hook else None
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -71,6 +72,8 @@ def test_rules_parse_and_rate():
     assert RatingRule("relevance", ">=", 0.7).rate(Evaluation("relevance")) is None  # no score: no rating
     with pytest.raises(ConfigError):
         resolve_settings(eval_ratings="relevance=>high")
+    described = resolve_settings(eval_ratings=["relevance>=0.7", "verdict:good=1,bad=-1"]).describe()
+    assert json.loads(json.dumps(described))["eval_ratings"] == ["relevance>=0.7", "verdict:good=1,bad=-1"]
 
 
 def test_malformed_rules_in_the_environment_warn_once(monkeypatch, caplog):

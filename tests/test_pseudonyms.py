@@ -12,7 +12,7 @@ import pytest
 from otel_context.config import ConfigError, resolve_settings
 from otel_context.redaction import Pseudonyms
 
-from .conftest import read_threads
+from .conftest import read_threads, wait_for
 from .test_conversations import chain, make_pipeline  # noqa: F401  (the exporter / sidecar fixture)
 
 KEY = "a-secret-from-the-environment"
@@ -43,6 +43,20 @@ def test_users_and_sessions_still_group_under_pseudonyms(make_pipeline, client):
     assert session.metadata["user_id"] == other.metadata["user_id"] == pseudonym(EMAIL)  # joins across sources
     sent = json.dumps([[m.message for m in t.messages] + list(t.metadata.values()) for t in (session, other)])
     assert EMAIL not in sent and "s-42" not in sent
+
+
+def test_feedback_naming_the_raw_session_finds_its_pseudonymized_thread(make_pipeline, client, local_api):  # noqa: F811
+    pipeline = make_pipeline(pseudonymize="session_id", pseudonym_key=KEY)
+    chain("first").invoke({"question": "one"}, config={"metadata": {"session_id": "s-7"}})
+    pipeline.flush()
+    feedback = {"context.feedback.session_id": "s-7", "context.feedback.rating": 1}
+    with pipeline.app.tracer.start_as_current_span("user feedback", attributes=feedback):
+        pass
+    pipeline.flush()
+    assert wait_for(lambda: local_api.stats()["requests"].get("PATCH /api/v1/log/conversation/thread/{id}", 0) == 1)
+    (thread,) = read_threads(client)
+    assert [m.rating for m in thread.messages] == [None, 1]
+    assert thread.metadata["session_id"] == pseudonym("s-7")
 
 
 def test_without_a_key_the_chosen_values_are_redacted_never_sent(monkeypatch, caplog):
