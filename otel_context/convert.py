@@ -7,15 +7,16 @@ calls `convert_root`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
 from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
 from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
 from .feedback import span_rating
-from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
+from .model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
 from .render import interrupt_text, render
 from .text import as_text, clean_text
 
@@ -57,8 +58,28 @@ class Contribution:
     evaluations: tuple[Evaluation, ...] = ()
     run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
     interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
-    asked: str | None = None  # a model call's first user message, for a root chain that recorded no input
-    answered: str | None = None  # a model call's last assistant message, for a root with no output
+    call: ModelCallText | None = None  # a model call's messages, read only for a root that recorded no input or output
+
+
+@dataclass(slots=True, frozen=True)
+class ModelCallText:
+    """A held model call's messages, read only if its root chain turns out to have an empty side.
+
+    Reading every model call's messages up front cost a quarter of conversion time for a rare case; the
+    attributes are the span's own (no copy), kept until the root comes.
+    """
+
+    convention: Convention
+    attributes: Mapping[str, Any]
+    events: tuple[SpanEvent, ...]
+
+    def first_question(self) -> str | None:
+        inputs, _ = self.convention.llm_messages(self.attributes, self.events)
+        return next((m.text for m in inputs if m.role == "user" and m.type == "message"), None)
+
+    def last_answer(self) -> str | None:
+        _, outputs = self.convention.llm_messages(self.attributes, self.events)
+        return next((m.text for m in reversed(outputs) if m.role == "assistant" and m.type == "message"), None)
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,11 +109,6 @@ def thread_id(trace_id: int, span_id: int) -> str:
 def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass, with_tools: bool) -> Contribution:
     attributes = span.attributes
     is_tool = span_class is SpanClass.TOOL
-    asked = answered = None
-    if span_class.is_llm:
-        inputs, outputs = convention.llm_messages(attributes, span.events)
-        asked = next((m.text for m in inputs if m.role == "user" and m.type == "message"), None)
-        answered = next((m.text for m in reversed(outputs) if m.role == "assistant" and m.type == "message"), None)
     return Contribution(
         span_id=span.span_id,
         parent_id=span.parent_id,
@@ -106,8 +122,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
         interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
-        asked=asked,
-        answered=answered,
+        call=ModelCallText(convention, attributes, span.events) if span_class.is_llm else None,
     )
 
 
@@ -363,13 +378,13 @@ def _from_model_calls(run: RunContent | None, descendants: list[Contribution], *
     """
     if run is not None and run.question is not None and run.answer is not None:
         return None
-    calls = sorted((c for c in descendants if c.kind == "llm"), key=lambda c: c.start_ns)
+    calls = [c.call for c in sorted(descendants, key=lambda c: c.start_ns) if c.call is not None]
     question = run.question if run is not None else None
     answer = run.answer if run is not None else None
     if question is None:
-        question = next((c.asked for c in calls if c.asked), None)
+        question = next((q for c in calls if (q := c.first_question())), None)
     if answer is None and not failed:
-        answer = next((c.answered for c in reversed(calls) if c.answered), None)
+        answer = next((a for c in reversed(calls) if (a := c.last_answer())), None)
     if (question, answer) == ((run.question, run.answer) if run is not None else (None, None)):
         return None
     return replace(run, question=question, answer=answer) if run is not None else RunContent(question, answer)
