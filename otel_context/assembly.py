@@ -124,6 +124,7 @@ class TraceBuffer:
         self._guests: dict[int, int] = {}  # a provider call's own trace -> the trace it was re-homed into
         self._done = _Recent(remember_roots)
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
+        self._evicted = _Recent(remember_roots)  # traces that lost held spans: a root built later is incomplete
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
     def add(self, spans: Iterable[SpanRecord]) -> list[ConversationThread]:
@@ -330,7 +331,7 @@ class TraceBuffer:
         self._held += 1
 
     # -- releasing roots --------------------------------------------------------------------------
-    def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution]]]:
+    def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution], str | None]]:
         for key in [k for k, c in self._candidates.items() if c.due <= now]:
             waiting = self._forget_candidate(key)  # no parent came in time: a root after all
             self._make_root(waiting.span, waiting.span_class, waiting.convention, min(now, waiting.due))
@@ -339,7 +340,8 @@ class TraceBuffer:
         ready = []
         for key in [k for k, p in self._pending.items() if p.due <= now]:
             pending = self._pending.pop(key)
-            ready.append((pending, self._collect(pending.span)))
+            found = self._collect(pending.span)
+            ready.append((pending, found, self._incomplete(pending.span)))
             self._done.add(key)
         return ready
 
@@ -358,6 +360,26 @@ class TraceBuffer:
             del self._traces[root.trace_id]
         return found
 
+    def _incomplete(self, root: SpanRecord) -> str | None:
+        """Why this root's trace is known to be incomplete: spans of it were evicted, or a held span inside
+        the root's time waits for a parent that never came (the root is built without that branch)."""
+        key = (root.trace_id, None)
+        if key in self._evicted:
+            return "evicted"
+        entry = self._traces.get(root.trace_id)
+        for item in entry.items if entry is not None else ():
+            parent = (root.trace_id, item.parent_id)
+            if (
+                root.start_ns <= item.start_ns
+                and item.end_ns <= root.end_ns
+                and item.parent_id not in entry.span_ids  # type: ignore[union-attr]
+                and parent not in self._pending
+                and parent not in self._candidates
+                and parent not in self._done
+            ):
+                return "missing_parent"
+        return None
+
     def _evict(self, now: float) -> None:
         """Drop the oldest traces beyond the count bound or past the age bound, counting them."""
         traces = self._traces
@@ -366,13 +388,14 @@ class TraceBuffer:
             if len(traces) <= self.max_traces and now - entry.first_seen <= self.max_age_s:
                 break
             del traces[trace_id]
+            self._evicted.add((trace_id, None))
             self._held -= len(entry.items)
             self.counters.add("traces_evicted")
             self.counters.add("spans_evicted", len(entry.items))
 
-    def _convert(self, ready: list[tuple[_Waiting, list[Contribution]]]) -> list[ConversationThread]:
+    def _convert(self, ready: list[tuple[_Waiting, list[Contribution], str | None]]) -> list[ConversationThread]:
         threads = []
-        for pending, descendants in ready:
+        for pending, descendants, incomplete in ready:
             try:
                 thread = convert_root(pending.span, pending.span_class, pending.convention, descendants, self.options)
             except Exception:  # a reader bug must cost one thread, never the batch or the host app
@@ -381,8 +404,14 @@ class TraceBuffer:
                 continue
             if thread is None:
                 self.counters.add("roots_empty")  # a wrapper whose run became a thread without it
-            else:
-                threads.append(thread)
+                continue
+            if incomplete is not None:
+                thread.metadata["incomplete"] = "true"
+                thread.metadata["incomplete_reason"] = incomplete
+                self.counters.add("threads_incomplete")
+            if "cost_unpriced_models" in thread.metadata:
+                self.counters.add("threads_unpriced")  # counted, never priced by a guess
+            threads.append(thread)
         self.counters.add("threads_converted", len(threads))
         return threads
 

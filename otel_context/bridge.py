@@ -18,12 +18,13 @@ from .assembly import TraceBuffer
 from .config import TOKEN_VARIABLES, ExporterSettings
 from .conventions import default_conventions
 from .convert import ConversionOptions
+from .cost import Pricing
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
 from .delivery.item import THREAD, encode_thread
 from .delivery.outcome import Verdict
 from .feedback import feedback_target, span_rating
 from .model import ConversationThread, SpanRecord
-from .redaction import Redactor
+from .redaction import Pseudonyms, Redactor
 from .selection import ThreadSelection
 from .sessions import MemorySessions, SessionStore, SqliteSessions, Turn, merge, session_of
 from .telemetry import Counters
@@ -52,7 +53,8 @@ class Bridge:
         self._sender = ContextSender(settings)
         self.sessions = _session_store(settings, session_db) if settings.sessions else None
         self.delivery = DeliveryQueue(self._send, settings, self.counters, abort=self._sender.abort)
-        self.redactor = Redactor(list(settings.redact), settings.redact_hook)
+        key = settings.pseudonym_key.encode("utf-8") if settings.pseudonym_key else None
+        self.redactor = Redactor(list(settings.redact), settings.redact_hook, Pseudonyms(settings.pseudonymize, key))
         self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
         self._reset_state()
         _renew_after_fork(self)
@@ -65,7 +67,10 @@ class Bridge:
             settle_s=self._settle_s,
             root_wait_s=settings.root_wait_s,
             options=ConversionOptions(
-                max_message_chars=settings.max_message_chars, include_tools=settings.include_tools
+                max_message_chars=settings.max_message_chars,
+                include_tools=settings.include_tools,
+                pricing=Pricing.available(settings.model_aliases),
+                eval_rules=settings.eval_ratings,
             ),
             counters=self.counters,
             conventions=default_conventions(settings.association_prefix),
@@ -202,6 +207,7 @@ class Bridge:
         """Feedback from a later trace: PATCH the rating onto the answer it names."""
         found: tuple[str, int] | None = None
         if key == "context.feedback.session_id" and self.sessions is not None:
+            value = self.redactor.metadata("session_id", value)  # the book holds sessions as they left
             part, turns = self.sessions.turns(value)
             if turns:
                 thread = merge(value, part, turns, self.sessions.scope)

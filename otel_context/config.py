@@ -113,6 +113,36 @@ def _redact_env(name: str) -> tuple[str, ...]:
     return tuple(n for n in names if n not in unknown)
 
 
+def _parse_aliases(raw: str) -> dict[str, str]:
+    from .cost import parse_aliases
+
+    return parse_aliases(raw)
+
+
+def _aliases_env(name: str) -> dict[str, str]:
+    raw = env(name)
+    if raw is None:
+        return {}
+    try:
+        return _parse_aliases(raw)
+    except ValueError as error:
+        _malformed(name, raw, f"a comma-separated list of name=model ({error})", {})
+        return {}
+
+
+def _eval_rules_env(name: str) -> tuple[Any, ...]:
+    from .evaluations import parse_rules
+
+    raw = env(name)
+    if raw is None:
+        return ()
+    try:
+        return parse_rules(raw)
+    except ValueError as error:
+        _malformed(name, raw, f"a list of rating rules ({error})", ())
+        return ()
+
+
 def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -191,6 +221,10 @@ class ExporterSettings:
     session_max_turns: int = 200
     spool_retry_s: float = 60.0
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
+    model_aliases: dict[str, str] = field(default_factory=dict)
+    eval_ratings: tuple[Any, ...] = ()  # evaluations.RatingRule
+    pseudonymize: tuple[str, ...] = ()  # metadata keys and built-in patterns replaced by keyed pseudonyms
+    pseudonym_key: str | None = field(default=None, repr=False)
 
     @property
     def plain_http(self) -> bool:
@@ -202,8 +236,11 @@ class ExporterSettings:
 
     def describe(self) -> dict[str, object]:
         """The settings as a dict for logs and `stats`, the token replaced by whether it is set."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("token", "redact_hook")}
+        hidden = ("token", "redact_hook", "pseudonym_key")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         out["token"] = "set" if self.token else "missing"
+        out["pseudonym_key"] = "set" if self.pseudonym_key else None
+        out["eval_ratings"] = [str(rule) for rule in self.eval_ratings]  # JSON for `GET /stats`
         out["redact_hook"] = "set" if self.redact_hook else None
         return out
 
@@ -243,7 +280,38 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "session_db": env("OTEL_EXPORTER_CONTEXT_SESSION_DB"),
         "session_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_TTL", 86_400_000) / 1000,
         "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
+        "model_aliases": _aliases_env("OTEL_EXPORTER_CONTEXT_MODEL_ALIASES"),
+        "eval_ratings": _eval_rules_env("OTEL_EXPORTER_CONTEXT_EVAL_RATINGS"),
+        "pseudonymize": _list_env("OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE"),
+        "pseudonym_key": env("OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY"),
     }
+    if resolved["pseudonymize"] and not resolved["pseudonym_key"] and not given.get("pseudonym_key"):
+        _logger.warning(
+            "otel-context: OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE is set without OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY; "
+            "the values it names are redacted instead"
+        )
+    if isinstance(given.get("pseudonymize"), str):
+        given["pseudonymize"] = _split(given["pseudonymize"])  # type: ignore[arg-type]
+    elif given.get("pseudonymize") is not None:
+        given["pseudonymize"] = tuple(given["pseudonymize"])  # type: ignore[arg-type]
+    if given.get("pseudonymize") and not (given.get("pseudonym_key") or resolved["pseudonym_key"]):
+        raise ConfigError("pseudonymize needs a secret: pseudonym_key= or OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY")
+    rules = given.pop("eval_ratings", None)
+    if rules is not None:
+        from .evaluations import parse_rules
+
+        try:
+            resolved["eval_ratings"] = parse_rules(rules)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ConfigError(f"eval_ratings: {error}") from None
+    aliases = given.pop("model_aliases", None)
+    if isinstance(aliases, str):
+        try:
+            resolved["model_aliases"] = _parse_aliases(aliases)
+        except ValueError as error:
+            raise ConfigError(f"model_aliases: {error}; expected name=model,name=model") from None
+    elif aliases is not None:
+        resolved["model_aliases"] = dict(aliases)  # type: ignore[call-overload]
     redact = given.pop("redact", None)
     if callable(redact):  # `redact=callable`: a hook applied after the built-in patterns
         resolved["redact_hook"] = redact

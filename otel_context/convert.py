@@ -7,18 +7,24 @@ calls `convert_root`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .conventions import Convention, SpanClass, Usage
 from .conventions.base import ToolStep
+from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
+from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
 from .feedback import span_rating
-from .model import STATUS_ERROR, ConversationThread, Message, SpanRecord, iso8601
+from .model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
 from .render import interrupt_text, render
 from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
 THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
+OPERATION_EXCEPTION = "gen_ai.client.operation.exception"  # GenAI semconv 1.38+: the operation failed
+EXCEPTION_EVENTS = frozenset({"exception", OPERATION_EXCEPTION})
+EMPTY_RENDERINGS = frozenset({"", "{}", "[]", "null", '""'})
 NO_CONTENT_TEXT = "[content not recorded: the instrumentation captured no prompts or completions]"
 
 
@@ -29,6 +35,8 @@ class ConversionOptions:
     max_message_chars: int = 65_536
     max_metadata_chars: int = 2_048
     include_tools: bool = False  # the root's tool runs as `type: tool` messages between question and answer
+    pricing: Pricing | None = None  # `cost_usd` from the usage, when `genai-prices` is installed
+    eval_rules: tuple[RatingRule, ...] = ()  # evaluation results that rate the answer
 
 
 DEFAULT_OPTIONS = ConversionOptions()
@@ -47,8 +55,31 @@ class Contribution:
     usage: Usage = field(default_factory=Usage)
     tool: ToolStep | None = None
     rating: int | None = None
+    evaluations: tuple[Evaluation, ...] = ()
     run: RunContent | None = None  # a chain step's question and answer, for a wrapper root above it
     interrupt: str | None = None  # what a LangGraph `interrupt()` in this step asked the human
+    call: ModelCallText | None = None  # a model call's messages, read only for a root that recorded no input or output
+
+
+@dataclass(slots=True, frozen=True)
+class ModelCallText:
+    """A held model call's messages, read only if its root chain turns out to have an empty side.
+
+    Reading every model call's messages up front cost a quarter of conversion time for a rare case; the
+    attributes are the span's own (no copy), kept until the root comes.
+    """
+
+    convention: Convention
+    attributes: Mapping[str, Any]
+    events: tuple[SpanEvent, ...]
+
+    def first_question(self) -> str | None:
+        inputs, _ = self.convention.llm_messages(self.attributes, self.events)
+        return next((m.text for m in inputs if m.role == "user" and m.type == "message"), None)
+
+    def last_answer(self) -> str | None:
+        _, outputs = self.convention.llm_messages(self.attributes, self.events)
+        return next((m.text for m in reversed(outputs) if m.role == "assistant" and m.type == "message"), None)
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,8 +119,10 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         usage=convention.usage(attributes),
         tool=convention.tool_step(attributes) if is_tool and with_tools else None,
         rating=span_rating(span),
+        evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
         interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
+        call=ModelCallText(convention, attributes, span.events) if span_class.is_llm else None,
     )
 
 
@@ -105,14 +138,23 @@ def run_content(span: SpanRecord, convention: Convention) -> RunContent:
     """A chain span's rendered question and answer, name, properties and tags."""
     raw_in, raw_out = convention.chain_io(span.attributes)
     attributes = span.attributes
-    name = attributes.get("traceloop.entity.name") or attributes.get("traceloop.workflow.name")
+    name = (
+        attributes.get("traceloop.entity.name")
+        or attributes.get("traceloop.workflow.name")
+        or attributes.get("gen_ai.workflow.name")
+    )
     return RunContent(
-        question=render(raw_in, side="input") or None,
-        answer=render(raw_out, side="output") or None,
+        question=_recorded(render(raw_in, side="input")),
+        answer=_recorded(render(raw_out, side="output")),
         name=as_text(name) if name else None,
         properties=tuple(convention.properties(attributes).items()),
         tags=tuple(convention.tags(attributes)),
     )
+
+
+def _recorded(text: str) -> str | None:
+    """Rendered chain input or output, None when it says nothing (`{}` is a state or input with no keys)."""
+    return None if text in EMPTY_RENDERINGS else text
 
 
 def convert_root(
@@ -130,15 +172,21 @@ def convert_root(
     attributes = root.attributes
     descendants = list(descendants)
     own = contribution(root, convention, span_class, with_tools=True)
+    io_source: str | None = None
     run = own.run
     if span_class.is_chain:
         if run is not None and not run.recorded:
             if span_class is SpanClass.CHAIN and not descendants:
                 return None
             run = _wrapped_run(root.span_id, run, descendants)
+            if attributes.get("gen_ai.workflow.name"):  # a named workflow of agents keeps its own name
+                run = replace(run, name=as_text(attributes["gen_ai.workflow.name"]))
         asked = [c for c in descendants if c.interrupt is not None]
         if asked and run is not None:  # the run stopped to ask the human: that question is its answer
             run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
+        filled = _from_model_calls(run, descendants, failed=root.status_code == STATUS_ERROR)
+        if filled is not None:
+            run, io_source = filled, "model_calls"
         messages = _chain_messages(root, run)
         if options.include_tools:
             steps = sorted((c for c in descendants if c.tool is not None), key=lambda c: c.start_ns)
@@ -150,7 +198,10 @@ def convert_root(
         messages = _llm_messages(root, convention)
     if not messages:
         messages.append(Message(role="system", type="event", text=NO_CONTENT_TEXT, timestamp_ns=root.start_ns))
-    rating = _last_rating(own, descendants)
+    feedback = _last_rating(own, descendants)
+    evaluations = [e for c in (own, *descendants) for e in c.evaluations]
+    judged = evaluation_rating(evaluations, options.eval_rules) if evaluations else None
+    rating = feedback if feedback is not None else judged  # the user's own word over an evaluator's
     if rating is not None:
         answer = next((m for m in reversed(messages) if m.role == "assistant" and m.type == "message"), None)
         if answer is not None:
@@ -159,7 +210,7 @@ def convert_root(
     if error is not None:
         messages.append(Message(role="system", type="event", text=f"{error[0]}: {error[1]}", timestamp_ns=root.end_ns))
 
-    models, usage = _models_and_usage(own, descendants)
+    models, usage, per_model = _models_and_usage(own, descendants)
     metadata: dict[str, str] = {
         "trace_id": root.trace_hex,
         "span_id": root.span_hex,
@@ -183,6 +234,11 @@ def convert_root(
         metadata["input_tokens"] = str(usage.input_tokens)
         metadata["output_tokens"] = str(usage.output_tokens)
         metadata["total_tokens"] = str(usage.total_tokens)
+        for key in ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens"):
+            if getattr(usage, key):
+                metadata[key] = str(getattr(usage, key))
+    if options.pricing is not None:
+        metadata.update(_cost_metadata(options.pricing.thread_cost(per_model, root.start_ns)))
     service = root.resource.get("service.name")
     if service:
         metadata["service_name"] = as_text(service)
@@ -192,8 +248,13 @@ def convert_root(
     properties = run.properties if run is not None else convention.properties(attributes).items()
     for key, value in properties:
         metadata.setdefault(key, value)
-    if rating is not None:
-        metadata["feedback_rating"] = str(rating)
+    if io_source is not None:
+        metadata["io_source"] = io_source
+    if feedback is not None:
+        metadata["feedback_rating"] = str(feedback)
+    metadata.update(evaluation_metadata(evaluations))
+    if judged is not None:
+        metadata["eval_rating"] = str(judged)
     if error is not None:
         metadata["error"] = "true"
         metadata["error_type"] = error[0]
@@ -210,25 +271,65 @@ def convert_root(
     )
 
 
-def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage]:
-    """Models and token totals of a trace, counting one model call once.
+def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tuple[list[str], Usage, dict[str, Usage]]:
+    """Models and token totals of a trace (also per model, for pricing), counting one model call once.
 
     A provider instrumentation (OpenAI, Anthropic, ...) beside the LangChain one adds a span for the same
     call under the LangChain model span; its usage is the same tokens, so it counts only when its parent
-    reported none. Its model name is often the more precise one and is kept.
+    reported none. Its model name is often the more precise one and is kept. An agent or workflow span
+    that reports the sum of the model calls below it (`invoke_agent`, agent steps) counts only when
+    none of them reported usage: summing both would count every token twice.
     """
     by_id = {c.span_id: c for c in descendants}
     by_id[own.span_id] = own
+    children: dict[int | None, list[Contribution]] = {}
+    for item in descendants:
+        children.setdefault(item.parent_id, []).append(item)
+    above_model_usage: set[int] = set()  # spans with a model call that reported usage somewhere below them
+    for item in descendants:
+        if item.kind == "llm" and item.usage:
+            parent = by_id.get(item.parent_id) if item.parent_id is not None else None
+            while parent is not None and parent.span_id not in above_model_usage:
+                above_model_usage.add(parent.span_id)
+                parent = by_id.get(parent.parent_id) if parent.parent_id is not None else None
     models = list(own.models)
     usage = Usage()
-    usage.add(own.usage)
-    for item in descendants:
+    per_model: dict[str, Usage] = {}
+    for item in (own, *descendants):
         models.extend(m for m in item.models if m not in models)
+        if not item.usage:
+            continue
+        if item.kind != "llm" and item.span_id in above_model_usage:
+            continue  # an aggregate over model calls already counted
         parent = by_id.get(item.parent_id) if item.parent_id is not None else None
         if item.kind == "llm" and parent is not None and parent.kind == "llm" and parent.usage:
             continue
         usage.add(item.usage)
-    return models, usage
+        per_model.setdefault(_usage_model(item, children), Usage()).add(item.usage)
+    return models, usage, per_model
+
+
+def _usage_model(item: Contribution, children: dict[int | None, list[Contribution]]) -> str:
+    """The model a span's tokens went to: its own, else that of the provider call under it."""
+    if item.models:
+        return item.models[0]
+    below = next((c.models[0] for c in children.get(item.span_id, ()) if c.kind == "llm" and c.models), None)
+    return below or UNKNOWN_MODEL
+
+
+def _cost_metadata(cost: ThreadCost | None) -> dict[str, str]:
+    """`cost_usd` (only when every model was priced), `cost_usd.<model>` for several models, the source."""
+    if cost is None:
+        return {}
+    out = {"cost_source": cost.source}
+    total = cost.total
+    if total is not None:
+        out["cost_usd"] = usd(total)
+    if len(cost.by_model) + len(cost.unpriced) > 1 or cost.unpriced:
+        out.update({f"cost_usd.{model}": usd(price) for model, price in cost.by_model.items()})
+    if cost.unpriced:
+        out["cost_unpriced_models"] = ",".join(cost.unpriced)
+    return out
 
 
 def _last_rating(own: Contribution, descendants: list[Contribution]) -> int | None:
@@ -270,6 +371,28 @@ def _wrapped_run(root_id: int, own: RunContent, descendants: list[Contribution])
     return RunContent(asked, answered, inner.name or own.name, tuple(properties.items()), own.tags or inner.tags)
 
 
+def _from_model_calls(run: RunContent | None, descendants: list[Contribution], *, failed: bool) -> RunContent | None:
+    """A root chain's empty side filled from its model calls: the first user and the last assistant message.
+
+    A root records nothing useful when its input or output is a state object that renders empty, a custom
+    runnable returns None, or content capture is off for chains only; its model calls still say what was
+    asked and answered. A failed run gave no answer, whatever a model call said before it failed. None
+    when nothing is missing or the model calls recorded nothing either.
+    """
+    if run is not None and run.question is not None and run.answer is not None:
+        return None
+    calls = [c.call for c in sorted(descendants, key=lambda c: c.start_ns) if c.call is not None]
+    question = run.question if run is not None else None
+    answer = run.answer if run is not None else None
+    if question is None:
+        question = next((q for c in calls if (q := c.first_question())), None)
+    if answer is None and not failed:
+        answer = next((a for c in reversed(calls) if (a := c.last_answer())), None)
+    if (question, answer) == ((run.question, run.answer) if run is not None else (None, None)):
+        return None
+    return replace(run, question=question, answer=answer) if run is not None else RunContent(question, answer)
+
+
 def _chain_messages(root: SpanRecord, run: RunContent | None) -> list[Message]:
     messages = []
     if run is not None and run.question:
@@ -289,16 +412,16 @@ def _llm_messages(root: SpanRecord, convention: Convention) -> list[Message]:
 
 
 def _error(root: SpanRecord) -> tuple[str, str] | None:
-    """(type, text) of a failed root: the `exception` event's type and message first (a status
-    description may hold a whole traceback), then `error.type` and the status description."""
-    if root.status_code != STATUS_ERROR:
+    """(type, text) of a failed root: the `exception` (or `gen_ai.client.operation.exception`, which marks
+    a failed operation even without an ERROR status) event's type and message first (a status description
+    may hold a whole traceback), then `error.type` and the status description."""
+    failed_events = [e for e in root.events if e.name in EXCEPTION_EVENTS]
+    if root.status_code != STATUS_ERROR and not any(e.name == OPERATION_EXCEPTION for e in failed_events):
         return None
     error_type = message = ""
-    for event in root.events:
-        if event.name == "exception":
-            error_type = as_text(event.attributes.get("exception.type"))
-            message = as_text(event.attributes.get("exception.message"))
-            break
+    if failed_events:
+        error_type = as_text(failed_events[0].attributes.get("exception.type"))
+        message = as_text(failed_events[0].attributes.get("exception.message"))
     error_type = error_type or as_text(root.attributes.get("error.type"))
     message = message or root.status_message
     return error_type or "Error", message or "the root span ended with status ERROR"

@@ -4,10 +4,18 @@ Built-in patterns (`OTEL_EXPORTER_CONTEXT_REDACT=email,phone,card,api_key` or `a
 with `[REDACTED:<kind>]`; a Python hook (`ContextSpanExporter(redact=callable)`) receives each text
 and returns the text to send. Message texts, tool inputs and observations, and metadata values are
 redacted; ids and timings are not.
+
+Pseudonyms (`OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE=user_id,session_id,email` with a secret in
+`OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY`) replace chosen metadata values, and matches of the built-in
+patterns named, with `pseu_<HMAC-SHA256 of the value, 16 hex digits>`: the same value always gives
+the same pseudonym, so sessions and users still group in Context while the raw value never leaves.
+It works on threads, after every convention was read, so it applies to spans of any instrumentation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +34,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "phone": re.compile(r"(?<![\w.])\+?\d{1,3}?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w.])"),
 }
 NEVER_REDACTED = frozenset({"trace_id", "span_id", "started_at", "latency_ms", "source", "input_tokens",
-                            "output_tokens", "total_tokens", "turns"})  # fmt: skip
+                            "output_tokens", "total_tokens", "turns", "cache_read_tokens",
+                            "cache_write_tokens", "reasoning_tokens", "cost_usd", "cost_source"})  # fmt: skip
 
 
 def _luhn(digits: str) -> bool:
@@ -39,20 +48,58 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-class Redactor:
-    """Applies the chosen built-in patterns, then the hook, to every text of a thread."""
+class Pseudonyms:
+    """Keyed, stable pseudonyms for chosen metadata keys and built-in patterns.
 
-    def __init__(self, kinds: list[str] | None = None, hook: Callable[[str], str] | None = None) -> None:
+    Without a key (`key=None`) the chosen values cannot be pseudonymized and are redacted instead:
+    a missing secret must never let the raw value out.
+    """
+
+    def __init__(self, targets: tuple[str, ...], key: bytes | None) -> None:
+        self.keys = frozenset(t for t in targets if t not in PATTERNS)
+        self.patterns = [(kind, PATTERNS[kind]) for kind in PATTERNS if kind in targets]  # api_key first
+        self._key = key
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.patterns)
+
+    def of(self, value: str, kind: str) -> str:
+        if self._key is None:
+            return f"[REDACTED:{kind}]"
+        return "pseu_" + hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+    def text(self, text: str) -> str:
+        for kind, pattern in self.patterns:
+            text = pattern.sub(lambda m, kind=kind: self.of(m.group(0), kind), text)
+        return text
+
+    def metadata(self, key: str, value: str) -> str:
+        """A metadata value: whole when its key is chosen, else the chosen patterns inside it."""
+        return self.of(value, key) if key in self.keys else self.text(value)
+
+
+class Redactor:
+    """Applies pseudonyms, the chosen built-in patterns, then the hook, to every text of a thread."""
+
+    def __init__(
+        self,
+        kinds: list[str] | None = None,
+        hook: Callable[[str], str] | None = None,
+        pseudonyms: Pseudonyms | None = None,
+    ) -> None:
         unknown = sorted(set(kinds or ()) - set(PATTERNS) - {"all"})
         if unknown:
             raise ValueError(f"unknown redaction pattern(s) {', '.join(unknown)}; choose from {', '.join(PATTERNS)}")
         self.kinds = list(PATTERNS) if kinds and "all" in kinds else list(kinds or ())
         self.hook = hook
+        self.pseudonyms = pseudonyms if pseudonyms else None
 
     def __bool__(self) -> bool:
-        return bool(self.kinds or self.hook)
+        return bool(self.kinds or self.hook or self.pseudonyms)
 
     def text(self, text: str) -> str:
+        if self.pseudonyms is not None:
+            text = self.pseudonyms.text(text)
         for kind in self.kinds:
             pattern = PATTERNS[kind]
             if kind == "card":
@@ -80,8 +127,14 @@ class Redactor:
                 message.observation = self.text(message.observation)
             if message.input is not None:
                 message.input = self.value(message.input)
-        thread.metadata = {k: v if k in NEVER_REDACTED else self.text(v) for k, v in thread.metadata.items()}
+        thread.metadata = {k: v if k in NEVER_REDACTED else self.metadata(k, v) for k, v in thread.metadata.items()}
         return thread
+
+    def metadata(self, key: str, value: str) -> str:
+        """A metadata value as it leaves (also how feedback naming a session finds its pseudonymized thread)."""
+        if self.pseudonyms is not None and key in self.pseudonyms.keys:
+            value = self.pseudonyms.of(value, key)
+        return self.text(value)
 
 
 def _card(candidate: str) -> str:

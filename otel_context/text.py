@@ -84,4 +84,30 @@ def blocks_text(content: Any) -> str:
             texts.append(block)
         elif isinstance(block, Mapping) and block.get("type", "text") == "text":
             texts.append(as_text(block.get("content", block.get("text", ""))))
+        elif isinstance(block, Mapping):
+            texts.append(media_placeholder(block) or "")
     return "\n".join(t for t in texts if t)
+
+
+# Content parts that carry media, by convention: GenAI semconv 1.37+ (`blob`, `uri`, `file` with
+# `modality` and `mime_type`), OpenAI (`image_url`, `input_audio`), LangChain (`image`, `audio`, `file`).
+_MEDIA_TYPES = {"blob", "uri", "file", "image", "audio", "video", "image_url", "input_audio", "input_image"}
+
+
+def media_placeholder(block: Mapping[str, Any]) -> str | None:
+    """A media part as a short `[image: image/png]`: Context gets what was sent, never its bytes or base64."""
+    kind = block.get("type")
+    if kind not in _MEDIA_TYPES:
+        return None
+    modality = block.get("modality") or {"image_url": "image", "input_image": "image", "input_audio": "audio"}.get(
+        kind, kind if kind in ("image", "audio", "video") else "file"
+    )
+    mime = block.get("mime_type") or block.get("mimeType")
+    url = block.get("uri", block.get("url", block.get("image_url")))
+    url = url.get("url") if isinstance(url, Mapping) else url
+    if not mime and isinstance(url, str) and url.startswith("data:"):  # OpenLLMetry: a data URI, base64 inside
+        mime = url[5:].split(";", 1)[0].split(",", 1)[0]
+    if not mime and kind == "input_audio" and isinstance(block.get("input_audio"), Mapping):
+        audio_format = block["input_audio"].get("format")
+        mime = f"audio/{audio_format}" if audio_format else None
+    return f"[{as_text(modality)}: {as_text(mime)}]" if mime else f"[{as_text(modality)}]"

@@ -39,14 +39,23 @@ class SpanClass(enum.Enum):
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of a span. Cache reads and writes are part of `input_tokens`, reasoning of
+    `output_tokens` (as every provider reports them); they are kept apart because they are priced apart."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.total_tokens += other.total_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
 
     def __bool__(self) -> bool:
         return bool(self.input_tokens or self.output_tokens or self.total_tokens)

@@ -35,7 +35,8 @@ OPERATIONS = {
     "completion": SpanClass.LLM,  # `llm.request.type` of Traceloop's provider instrumentations
     "generate_content": SpanClass.LLM,
     "execute_tool": SpanClass.TOOL,
-    "invoke_agent": SpanClass.CHAIN,
+    "invoke_agent": SpanClass.CHAIN,  # client (a remote agent) and internal (in process) alike
+    "invoke_workflow": SpanClass.CHAIN,  # semconv 1.39: a workflow of agents
 }
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 MESSAGE_EVENTS = {

@@ -174,7 +174,14 @@ class OpenInference:
         prompt = as_int(attributes.get("llm.token_count.prompt"))
         completion = as_int(attributes.get("llm.token_count.completion"))
         total = as_int(attributes.get("llm.token_count.total")) or prompt + completion
-        return Usage(prompt, completion, total)
+        return Usage(
+            prompt,
+            completion,
+            total,
+            cache_read_tokens=as_int(attributes.get("llm.token_count.prompt_details.cache_read")),
+            cache_write_tokens=as_int(attributes.get("llm.token_count.prompt_details.cache_write")),
+            reasoning_tokens=as_int(attributes.get("llm.token_count.completion_details.reasoning")),
+        )
 
     def llm_messages(
         self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()

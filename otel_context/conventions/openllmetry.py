@@ -22,6 +22,10 @@ STEP_KINDS = frozenset({"task", "agent", "tool"})
 PLACEHOLDER_MODELS = frozenset({"", "unknown", "none", "null"})
 # LangChain's own run metadata, copied into association properties by the instrumentation: noise.
 _INTERNAL_PROPERTY = re.compile(r"^(ls_|lc_|langgraph_|checkpoint_)")
+# Cache and reasoning counts: GenAI semconv 1.38+ first, then the keys OpenLLMetry wrote before it.
+CACHE_READ_KEYS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
+CACHE_WRITE_KEYS = ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens")
+REASONING_KEYS = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
 _FLAT_INDEX = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 
 ROLE_ALIASES = {
@@ -106,6 +110,13 @@ class MessageBuilder:
         self.messages.append(Message(role="assistant", type="tool", text=observation, observation=observation))
 
 
+def _first_int(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int:
+    for key in keys:
+        if key in attributes:
+            return as_int(attributes[key])
+    return 0
+
+
 def _tool_output(value: Any) -> str | None:
     """A tool's observation: a ToolMessage's content, else the value as text."""
     if value is None:
@@ -170,7 +181,14 @@ class OpenLLMetry:
         prompt = as_int(get("gen_ai.usage.input_tokens", get("gen_ai.usage.prompt_tokens")))
         completion = as_int(get("gen_ai.usage.output_tokens", get("gen_ai.usage.completion_tokens")))
         total = as_int(get("llm.usage.total_tokens", get("gen_ai.usage.total_tokens"))) or prompt + completion
-        return Usage(prompt, completion, total)
+        return Usage(
+            prompt,
+            completion,
+            total,
+            cache_read_tokens=_first_int(attributes, CACHE_READ_KEYS),
+            cache_write_tokens=_first_int(attributes, CACHE_WRITE_KEYS),
+            reasoning_tokens=_first_int(attributes, REASONING_KEYS),
+        )
 
     def llm_messages(
         self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()

@@ -168,6 +168,7 @@ def answer(decoded: Decoded) -> Accepted:
     response = ExportTraceServiceResponse()
     problems = decoded.problems
     if problems:
+        bridge.counters.add("spans_rejected", len(problems))
         response.partial_success.rejected_spans = len(problems)
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         response.partial_success.error_message = shown

@@ -1,0 +1,143 @@
+"""GenAI evaluation results carried by spans, and the user's rules that turn them into ratings.
+
+The GenAI conventions record an evaluation of an operation as a `gen_ai.evaluation.result` event on its
+span (`gen_ai.evaluation.name`, `gen_ai.evaluation.score.value`, `gen_ai.evaluation.score.label`,
+`gen_ai.evaluation.explanation`). Each becomes `eval.<name>` metadata; a rule the user sets
+(`relevance>=0.7`, `toxicity<0.3`, `verdict:good=1,bad=-1`) also turns it into a rating of the answer.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .model import SpanRecord
+from .text import as_text
+
+EVENT_NAME = "gen_ai.evaluation.result"
+_THRESHOLD = re.compile(r"^([\w.\-]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)$")
+_LABELS = re.compile(r"^([\w.\-]+)\s*:\s*(.+)$")
+_LABEL = re.compile(r"^([^=]+)=\s*(-1|0|1|\+1)$")
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    name: str
+    score: float | None = None
+    label: str | None = None
+    explanation: str | None = None
+    timestamp_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RatingRule:
+    """`name>=0.7` (met: 1, missed: -1) or `name:label=1,label=-1` (labels not listed: no rating)."""
+
+    name: str
+    op: str = ""
+    threshold: float = 0.0
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def rate(self, evaluation: Evaluation) -> int | None:
+        if evaluation.name != self.name:
+            return None
+        if self.op:
+            if evaluation.score is None:
+                return None
+            return 1 if _OPERATORS[self.op](evaluation.score, self.threshold) else -1
+        return self.labels.get((evaluation.label or "").lower())
+
+    def __str__(self) -> str:
+        if self.op:
+            return f"{self.name}{self.op}{self.threshold:g}"
+        return f"{self.name}:" + ",".join(f"{k}={v}" for k, v in self.labels.items())
+
+
+def parse_rules(raw: str | Iterable[str]) -> tuple[RatingRule, ...]:
+    """Rules from `relevance>=0.7,toxicity<0.3,verdict:good=1,bad=-1` (`;` separates too); ValueError if malformed.
+
+    A bare `label=rating` continues the label rule before it, so label lists need no other separator.
+    """
+    text = raw if isinstance(raw, str) else ",".join(raw)
+    rules: list[RatingRule] = []
+    for token in (t.strip() for t in re.split(r"[,;]", text)):
+        if not token:
+            continue
+        threshold = _THRESHOLD.match(token)
+        labels = _LABELS.match(token)
+        label = _LABEL.match(token)
+        if threshold:
+            rules.append(RatingRule(threshold.group(1), threshold.group(2), float(threshold.group(3))))
+        elif labels and _LABEL.match(labels.group(2)):
+            first = _LABEL.match(labels.group(2))
+            assert first is not None
+            rules.append(RatingRule(labels.group(1), labels={first.group(1).strip().lower(): int(first.group(2))}))
+        elif label and rules and not rules[-1].op:
+            rules[-1].labels[label.group(1).strip().lower()] = int(label.group(2))
+        else:
+            raise ValueError(f"{token!r} is not a rule like relevance>=0.7 or verdict:good=1,bad=-1")
+    return tuple(rules)
+
+
+def span_evaluations(span: SpanRecord) -> tuple[Evaluation, ...]:
+    """The `gen_ai.evaluation.result` events of a span (an event without a name is no evaluation)."""
+    found = []
+    for event in span.events:
+        if event.name != EVENT_NAME:
+            continue
+        get = event.attributes.get
+        name = as_text(get("gen_ai.evaluation.name")).strip()
+        if not name:
+            continue
+        score = get("gen_ai.evaluation.score.value")
+        try:
+            value = float(score) if score is not None and not isinstance(score, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        label = get("gen_ai.evaluation.score.label")
+        explanation = get("gen_ai.evaluation.explanation")
+        found.append(
+            Evaluation(
+                name=name,
+                score=value,
+                label=as_text(label) if label is not None else None,
+                explanation=as_text(explanation) if explanation is not None else None,
+                timestamp_ns=event.timestamp_ns,
+            )
+        )
+    return tuple(found)
+
+
+def evaluation_metadata(evaluations: Iterable[Evaluation]) -> dict[str, str]:
+    """`eval.<name>` (the score, else the label), `eval.<name>.label`, `eval.<name>.explanation`; latest wins."""
+    out: dict[str, str] = {}
+    for item in sorted(evaluations, key=lambda e: e.timestamp_ns):
+        key = f"eval.{item.name}"
+        for stale in (key, f"{key}.label", f"{key}.explanation"):
+            out.pop(stale, None)
+        if item.score is not None:
+            out[key] = f"{item.score:g}"
+            if item.label:
+                out[f"{key}.label"] = item.label
+        elif item.label:
+            out[key] = item.label
+        if item.explanation:
+            out[f"{key}.explanation"] = item.explanation
+    return out
+
+
+def evaluation_rating(evaluations: Iterable[Evaluation], rules: tuple[RatingRule, ...]) -> int | None:
+    """The rating the rules give the answer: the lowest of the latest evaluation per name (a failed check wins)."""
+    latest: dict[str, Evaluation] = {}
+    for item in sorted(evaluations, key=lambda e: e.timestamp_ns):
+        latest[item.name] = item
+    ratings = [r for item in latest.values() for rule in rules if (r := rule.rate(item)) is not None]
+    return min(ratings) if ratings else None

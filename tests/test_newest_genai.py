@@ -1,0 +1,70 @@
+"""The newest GenAI conventions: `invoke_workflow`, client and internal `invoke_agent`, cache and reasoning
+tokens, multimodal parts and `gen_ai.client.operation.exception` (constructed fixtures in
+fixtures/genai/, also replayed through the exporter and the sidecar by test_conventions_e2e.py), and a
+real LangChain run with images, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import HumanMessage
+
+from otel_context.assembly import TraceBuffer
+from otel_context.convert import ConversionOptions
+from otel_context.evaluations import parse_rules
+from otel_context.spans.sdk_json import load_json_file
+
+from .conftest import read_threads, texts
+from .test_conversations import make_pipeline  # noqa: F401  (the exporter / sidecar fixture)
+
+GENAI = Path(__file__).resolve().parent / "fixtures" / "genai"
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def thread_of(name: str, **options):
+    buffer = TraceBuffer(options=ConversionOptions(**options))
+    threads = [t for span in load_json_file(GENAI / name) for t in buffer.add([span])] + buffer.drain()
+    assert len(threads) == 1 and buffer.held_spans == 0
+    return threads[0]
+
+
+def test_a_workflow_of_agents_with_media_cache_and_reasoning_tokens():
+    thread = thread_of("newest_workflow.json", eval_rules=parse_rules("groundedness>=0.8"))
+    assert [(m.role, m.text) for m in thread.messages] == [
+        ("user", "Where was this photo taken?\n[image: image/png]\n[audio: audio/wav]"),
+        ("assistant", "Lisbon, by the tram."),
+    ]
+    assert thread.messages[1].rating == 1
+    meta = thread.metadata
+    assert meta["workflow"] == "travel-desk" and meta["io_source"] == "model_calls"
+    assert (meta["input_tokens"], meta["output_tokens"]) == ("1200", "80")
+    assert (meta["cache_read_tokens"], meta["cache_write_tokens"], meta["reasoning_tokens"]) == ("1000", "100", "30")
+    assert (meta["eval.groundedness"], meta["eval.groundedness.label"]) == ("0.9", "grounded")
+    assert PIXEL not in json.dumps(thread.to_wire())
+
+
+def test_an_operation_exception_event_marks_the_call_failed():
+    thread = thread_of("operation_exception.json")
+    assert thread.messages[-1].type == "event"
+    assert thread.messages[-1].text == "openai.RateLimitError: Rate limit reached for gpt-4o"
+    assert (thread.metadata["error"], thread.metadata["error_type"]) == ("true", "openai.RateLimitError")
+
+
+def test_images_in_a_langchain_run_arrive_as_placeholders(make_pipeline, client):  # noqa: F811
+    pipeline = make_pipeline()
+    question = HumanMessage(
+        content=[
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image", "source_type": "base64", "mime_type": "image/png", "data": PIXEL},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{PIXEL}"}},
+        ]
+    )
+    FakeListChatModel(responses=["Two dots."]).invoke([question])
+    pipeline.flush()
+    (thread,) = read_threads(client)
+    assert texts(thread) == [
+        ("message", "user", "What is in these?\n[image: image/png]\n[image: image/jpeg]"),
+        ("message", "assistant", "Two dots."),
+    ]
