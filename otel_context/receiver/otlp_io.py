@@ -85,7 +85,7 @@ class OtlpIntake:
                 await self.durable.accept(decoded.request, decoded.records)
             except WalUnavailable as error:
                 raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
-            return answer(decoded)
+            return answer(self.bridge, decoded)
         except Rejected as rejected:
             self.reject(rejected)
             raise
@@ -160,11 +160,11 @@ def decode(body: bytes, *, json: bool, limits: RequestLimits | None = None) -> E
 def ingest(bridge: Bridge, decoded: Decoded) -> Accepted:
     """Hand decoded spans to the bridge; invalid spans make a partial success, never a failure."""
     bridge.accept(decoded.records)
-    return answer(decoded)
+    return answer(bridge, decoded)
 
 
-def answer(decoded: Decoded) -> Accepted:
-    """The OTLP answer: success, or a partial success naming the invalid spans."""
+def answer(bridge: Bridge, decoded: Decoded) -> Accepted:
+    """The OTLP answer: success, or a partial success naming (and counting) the invalid spans."""
     response = ExportTraceServiceResponse()
     problems = decoded.problems
     if problems:
