@@ -123,6 +123,7 @@ class TraceBuffer:
         self._providers: set[Key] = set()  # candidates that are provider model calls (matched by time)
         self._guests: dict[int, int] = {}  # a provider call's own trace -> the trace it was re-homed into
         self._done = _Recent(remember_roots)
+        self._done_llm_ends: OrderedDict[Key, int] = OrderedDict()  # built model-call roots: when they ended
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self._evicted = _Recent(remember_roots)  # traces that lost held spans: a root built later is incomplete
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
@@ -206,10 +207,10 @@ class TraceBuffer:
         if span_class.is_llm:
             self._claim_provider_calls(span, now)
         parent = (span.trace_id, span.parent_id)
-        if span_class is SpanClass.LLM_STANDALONE and not self._is_genai(parent):
+        if span_class is SpanClass.LLM_STANDALONE and (not self._is_genai(parent) or self._ended_before(parent, span)):
             self._make_root(span, span_class, convention, now)
         elif span_class in CANDIDATE_CLASSES or span_class in ROOT_CLASSES:
-            if span.parent_id is None or parent in self._foreign:
+            if span.parent_id is None or parent in self._foreign or self._ended_before(parent, span):
                 self._make_root(span, span_class, convention, now)
             elif self._is_genai(parent):
                 self._hold(span, convention, span_class, now)
@@ -280,6 +281,22 @@ class TraceBuffer:
         entry = self._traces.get(key[0])
         return entry is not None and key[1] in entry.span_ids
 
+    def _ended_before(self, parent: Key, span: SpanRecord) -> bool:
+        """Whether the parent is a model call that ended before this span started: not its container.
+
+        OpenLLMetry 0.44-0.58 leave a lone model call's span current after it ends, so every later
+        run of the process names it as its parent; a real parent always encloses its children.
+        """
+        waiting = self._pending.get(parent) or self._candidates.get(parent)
+        if waiting is not None:
+            return waiting.span_class.is_llm and 0 < waiting.span.end_ns <= span.start_ns
+        entry = self._traces.get(parent[0])
+        if entry is not None and parent[1] in entry.span_ids:
+            for item in entry.items:
+                if item.span_id == parent[1]:
+                    return item.kind == "llm" and 0 < item.end_ns <= span.start_ns
+        return parent in self._done_llm_ends and 0 < self._done_llm_ends[parent] <= span.start_ns
+
     def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
         """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span."""
         for key in self._waiting_on.pop(parent, ()):
@@ -290,7 +307,7 @@ class TraceBuffer:
             waiting = self._candidates.pop(key, None)
             if waiting is None:
                 continue
-            if is_genai:
+            if is_genai and not self._ended_before(parent, waiting.span):
                 self._hold(waiting.span, waiting.convention, waiting.span_class, now)
             else:
                 self._make_root(waiting.span, waiting.span_class, waiting.convention, now)
@@ -343,6 +360,10 @@ class TraceBuffer:
             found = self._collect(pending.span)
             ready.append((pending, found, self._incomplete(pending.span)))
             self._done.add(key)
+            if pending.span_class.is_llm:
+                self._done_llm_ends[key] = pending.span.end_ns
+                if len(self._done_llm_ends) > 1_000:
+                    self._done_llm_ends.popitem(last=False)
         return ready
 
     def _collect(self, root: SpanRecord) -> list[Contribution]:
