@@ -23,7 +23,7 @@ from ..config import ExporterSettings
 from .item import RATING, QueueItem
 from .outcome import SendOutcome, Verdict
 from .retry import RETRYABLE_STATUS, parse_retry_after
-from .transport import HttpClientTransport
+from .transport import FORK_GUARD, HttpClientTransport, tls_context
 
 USER_AGENT = "otel-context"
 
@@ -40,12 +40,15 @@ class ContextSender:
         # azure-core refuses a bearer token over plain http unless told; allowed only where config.validate
         # let it through (loopback or the explicit OTEL_EXPORTER_CONTEXT_INSECURE opt-in).
         self._enforce_https = not settings.plain_http
+        # Built here, on the app's thread, and only when needed: see `transport.tls_context`.
+        self._tls = None if settings.plain_http else tls_context()
 
     def _client(self) -> ContextAPI:
         client = getattr(self._local, "client", None)
         if client is None:
-            transport = HttpClientTransport(timeout_s=self.settings.timeout_s)
-            client = make_client(self.settings.token or "", self.settings.endpoint, transport=transport)
+            with FORK_GUARD:  # see transport.FORK_GUARD: a fork must not land inside this
+                transport = HttpClientTransport(timeout_s=self.settings.timeout_s, ssl_context=self._tls)
+                client = make_client(self.settings.token or "", self.settings.endpoint, transport=transport)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)

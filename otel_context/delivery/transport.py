@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
 import ssl
+import threading
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,12 +28,19 @@ from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
 class HttpClientTransport(HttpTransport):
     """Not thread-safe by design: the sender gives each worker thread a client of its own."""
 
-    def __init__(self, *, timeout_s: float = 10.0, proxies: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        proxies: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context`: made once, on the thread that builds the exporter (see `tls_context`)."""
         self.timeout_s = timeout_s
         self.proxies = urllib.request.getproxies() if proxies is None else proxies
         self._conn: http.client.HTTPConnection | None = None
         self._target: tuple[str, str, int] | None = None
-        self._ssl = ssl.create_default_context()
+        self._ssl = ssl_context
 
     def open(self) -> None:
         pass
@@ -67,6 +76,9 @@ class HttpClientTransport(HttpTransport):
         for attempt in (1, 2):
             conn = self._connection(parts, timeout)
             try:
+                if conn.sock is None:
+                    with FORK_GUARD:  # a TLS handshake must not be cut in two by a fork
+                        conn.connect()
                 conn.request(request.method, path, body=body, headers=headers)
             except OSError as error:
                 self.close()
@@ -103,18 +115,61 @@ class HttpClientTransport(HttpTransport):
             proxy_host, proxy_port = proxy_parts.hostname or "", proxy_parts.port or 80
             if scheme == "https":
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    proxy_host, proxy_port, timeout=timeout, context=self._ssl
+                    proxy_host, proxy_port, timeout=timeout, context=self._tls()
                 )
                 conn.set_tunnel(host, port)
             else:
                 conn = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
                 conn.set_tunnel(host, port)
         elif scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls())
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self._conn, self._target = conn, target
         return conn
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = tls_context()
+        return self._ssl
+
+
+class _ForkGuard:
+    """Held while an upload worker builds a client or opens a connection; a `fork()` waits for it.
+
+    Building a client and opening a (TLS) connection take locks that are not the worker's own:
+    OpenSSL's, `functools.cached_property`'s inside `platform` (azure-core's user agent), the import
+    system's. A pre-fork server (gunicorn `--preload`) that forks at that instant leaves the child a
+    lock no thread will ever release, and every upload of that child blocked on it (seen in the
+    gunicorn test, both ways). Holding this guard makes the fork wait the few milliseconds instead.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(
+                before=self.lock.acquire, after_in_parent=self.lock.release, after_in_child=self.lock.release
+            )
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+FORK_GUARD = _ForkGuard()
+
+
+def tls_context() -> ssl.SSLContext:
+    """TLS settings for uploads (system CA store, verified).
+
+    Made once per exporter, on the thread that builds it, never by an upload worker: OpenSSL's locks
+    are process-wide, and a worker creating a context at the instant a pre-fork server forks (gunicorn
+    `--preload`) leaves the child with a lock nobody will ever release, and every upload of the child
+    blocked on it (seen in the gunicorn test before this was moved).
+    """
+    return ssl.create_default_context()
 
 
 def _target(parts: Any) -> tuple[str, str, int]:
