@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, delivery, durability, flush, machine, memory, overhead, report, sidecar
+from . import conversion, cpu, delivery, durability, flush, machine, memory, overhead, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             log("7. force_flush() per call")
             flushed = flush.run(api, sink, n=max(50, n // 10), rounds=rounds, log=log)
             sections.append(flush.section(flushed))
+        if "cpu" in only:
+            calls = 1500 if not args.quick else 200
+            log(f"8. whole-process CPU per call: {calls} calls x {len(cpu.SETUPS)} set-ups x {rounds} round(s)")
+            measured_cpu = cpu.run(api, sink, n=calls, warmup=plan.warmup, rounds=rounds, log=log)
+            sections.append(cpu.section(measured_cpu))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "
