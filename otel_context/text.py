@@ -49,6 +49,8 @@ def clean_text(text: str, limit: int) -> str:
 
 def as_int(value: Any) -> int:
     """A count attribute (token usage) as an int; missing or unreadable counts as 0."""
+    if value is None:  # the usual case for a chain or tool span: no exception to raise and catch
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):

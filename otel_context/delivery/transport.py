@@ -215,9 +215,6 @@ class PreparedPost:
                 sock.sendall(message)
             except OSError as error:
                 self.close()
-                if reused and attempt == 1 and isinstance(error, (BrokenPipeError, ConnectionResetError)):
-                    reused = False
-                    continue
                 raise ServiceRequestError(error, error=error) from error
             try:
                 response, keep = _read_response(sock)
@@ -253,7 +250,8 @@ class PreparedPost:
 
 
 _MAX_HEAD = 65536
-_IDLE_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# As `HttpClientTransport`: a reset is an answer lost (retried by the queue, counted), not an idle close.
+_IDLE_CLOSED = (http.client.RemoteDisconnected, BrokenPipeError)
 
 
 def _read_response(sock: socket.socket) -> tuple[RawResponse, bool]:
