@@ -58,6 +58,16 @@ class SidecarRun:
     raw_rate: float
     stages: dict[str, float] = field(default_factory=dict)  # µs per request, single thread
     threads_per_request: float = 0.0
+    cpu_s: float = 0.0  # the serve process's user + system CPU from the first request to the last upload
+    peak_rss_mb: float = 0.0
+
+    @property
+    def cpu_us_per_span(self) -> float:
+        return self.cpu_s * 1e6 / self.spans if self.spans else 0.0
+
+    @property
+    def spans_per_cpu_s(self) -> float:
+        return self.spans / self.cpu_s if self.cpu_s else 0.0
 
     @property
     def accepted_rate(self) -> float:
@@ -71,8 +81,9 @@ class SidecarRun:
 class ServeProcess:
     """`otel-context serve` on a free port, HTTP only, delivering to `api_url`; `spool`: with `--spool-dir`."""
 
-    def __init__(self, api_url: str, settle_ms: int, *, spool: bool = False) -> None:
+    def __init__(self, api_url: str, settle_ms: int, *, spool: bool = False, root: Path | None = None) -> None:
         self.api_url = api_url
+        self.root = root or Path(__file__).resolve().parent.parent  # another checkout, to compare against
         self.settle_ms = settle_ms
         self.spool = spool
         self.url = ""
@@ -84,7 +95,7 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
         env["OTEL_EXPORTER_CONTEXT_TOKEN"] = TOKEN
         env["OTEL_CONTEXT_SERVE_STATE_DIR"] = os.path.join(self._state.name, "state")
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(self.root) + os.pathsep + env.get("PYTHONPATH", "")
         command = [
             sys.executable,
             "-m",
@@ -118,6 +129,14 @@ class ServeProcess:
     def stats(self) -> dict[str, int]:
         return http_json(f"{self.url}/stats", token=SERVE_TOKEN)["counters"]
 
+    def cpu_s(self) -> float:
+        assert self._process is not None
+        return process_cpu_s(self._process.pid)
+
+    def peak_rss_mb(self) -> float:
+        assert self._process is not None
+        return peak_rss_mb(self._process.pid)
+
     def __exit__(self, *exc: object) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
@@ -129,6 +148,20 @@ class ServeProcess:
         self._process = None
         self._log.close()
         self._state.cleanup()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of process `pid` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of process `pid`, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
@@ -300,16 +333,23 @@ def run(
     with ServeProcess(api.url, settle_ms) as serve:
         asyncio.run(post_all(serve.url, warm_bodies, 1))  # warm-up: connections, first conversions
         warm = wait_delivered(serve, _roots(warm_batches))
+        cpu_before = serve.cpu_s()
         started = time.perf_counter()
         refused = asyncio.run(post_all(serve.url, bodies, concurrency))
         accept_s = time.perf_counter() - started
         counters = wait_delivered(serve, warm["threads_converted"] + threads)
         done_s = time.perf_counter() - started
-    log(f"  sidecar: {requests} requests accepted in {accept_s:.1f} s, delivered in {done_s:.1f} s")
+        cpu_s = serve.cpu_s() - cpu_before
+        peak_mb = serve.peak_rss_mb()
+    log(
+        f"  sidecar: {requests} requests accepted in {accept_s:.1f} s, delivered in {done_s:.1f} s, "
+        f"{cpu_s * 1e6 / spans:.1f} µs CPU per span ({spans / cpu_s if cpu_s else 0:,.0f} spans per CPU-second)"
+    )
     delta = {key: counters[key] - warm.get(key, 0) for key in counters if isinstance(counters[key], int)}
     result = SidecarRun(
         requests, spans, threads, concurrency, settle_ms, accept_s, done_s, refused, delta, raw_rate(bodies)
     )
+    result.cpu_s, result.peak_rss_mb = cpu_s, peak_mb
     result.stages, result.threads_per_request = breakdown(bodies, api.url, sends)
     return result
 
