@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(conversion.section(converted))
         if "sidecar" in only:
             log("3. sidecar throughput")
-            served = sidecar.run(api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, log=log)
+            served = sidecar.run(
+                api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, peer=not args.quick, log=log
+            )
             sections.append(sidecar.section(served))
         if "memory" in only:
             log("4. memory")

@@ -137,11 +137,18 @@ class ContextSender:
             return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
         status = response.status
         if status == 201:
-            if response.body and "json" in response.headers.get("content-type", ""):
-                try:  # the client decodes the answer; one it cannot read is retried, as there
-                    json.loads(response.body)
-                except ValueError as error:
-                    return SendOutcome(Verdict.RETRY, None, reason=f"DecodeError: {error}")
+            # The client decodes the answer into its model: undecodable JSON is its `DecodeError` (an
+            # HTTP error, refused), any other body it cannot read a `DeserializationError` (retried).
+            if not response.body:
+                return SendOutcome(Verdict.DELIVERED, 201)
+            if "json" not in response.headers.get("content-type", ""):
+                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not JSON")
+            try:
+                answer = json.loads(response.body)
+            except ValueError:
+                return SendOutcome(Verdict.REJECTED, 201, reason=_raw_reason(response, "HTTP 201"))
+            if not isinstance(answer, dict):
+                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not an object")
             return SendOutcome(Verdict.DELIVERED, 201)
         if status == 401:
             return SendOutcome(Verdict.REJECTED, 401, reason=_raw_reason(response, "the Context API refused the token"))
