@@ -11,6 +11,7 @@ store), proxies read from the environment once, and azure-core's own response ty
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import socket
 import ssl
@@ -32,7 +33,13 @@ class HttpClientTransport(HttpTransport):
         self.proxies = urllib.request.getproxies() if proxies is None else proxies
         self._conn: http.client.HTTPConnection | None = None
         self._target: tuple[str, str, int] | None = None
-        self._ssl = ssl.create_default_context()
+        self._ssl_context: ssl.SSLContext | None = None  # made on the first https connection (loading CAs costs)
+
+    @property
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     def open(self) -> None:
         pass
@@ -189,7 +196,8 @@ class PreparedPost:
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
-        self._ssl = ssl.create_default_context() if scheme == "https" else None
+        self._timeout = timeout_s
+        self._https = scheme == "https"
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -234,19 +242,28 @@ class PreparedPost:
     def _connect(self, timeout: float) -> socket.socket:
         sock = self._sock
         if sock is not None:
-            sock.settimeout(timeout)
+            if timeout != self._timeout:
+                sock.settimeout(timeout)
+                self._timeout = timeout
             return sock
         _scheme, host, port = self.target
         sock = socket.create_connection((host, port), timeout)
+        self._timeout = timeout
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._ssl is not None:
+        if self._https:
             try:
-                sock = self._ssl.wrap_socket(sock, server_hostname=host)
+                sock = _ssl_context().wrap_socket(sock, server_hostname=host)
             except BaseException:
                 sock.close()
                 raise
         self._sock = sock
         return sock
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The system's CA store, loaded once per process (loading it costs ~100 ms of CPU); thread-safe to share."""
+    return ssl.create_default_context()
 
 
 _MAX_HEAD = 65536
