@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,30 @@ class ServeProcess:
         self._process = None
         self._log.close()
         self._state.cleanup()
+
+
+class _SpanIds:
+    """New span ids, unique across the run (the mix copies its traces with new trace ids only): a
+    store that keys spans by span id alone, as Arize Phoenix does, must see every span."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(15)
+        self._ids: dict[tuple[bytes, bytes], bytes] = {}
+
+    def _new(self, trace_id: bytes, span_id: bytes) -> bytes:
+        key = (trace_id, span_id)
+        if key not in self._ids:
+            self._ids[key] = self._random.getrandbits(64).to_bytes(8, "big")
+        return self._ids[key]
+
+    def fresh(self, request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.span_id = self._new(span.trace_id, span.span_id)
+                    if span.parent_span_id:
+                        span.parent_span_id = self._new(span.trace_id, span.parent_span_id)
+        return request
 
 
 def process_cpu_s(pid: int) -> float:
@@ -330,8 +355,9 @@ def run(
 ) -> SidecarRun:
     batches = mix.span_batches((requests + WARMUP) * SPANS_PER_REQUEST, SPANS_PER_REQUEST)[: requests + WARMUP]
     warm_batches, batches = batches[:WARMUP], batches[WARMUP:]
-    warm_bodies = [encode_spans(batch).SerializeToString() for batch in warm_batches]
-    bodies = [encode_spans(batch).SerializeToString() for batch in batches]
+    ids = _SpanIds()
+    warm_bodies = [ids.fresh(encode_spans(batch)).SerializeToString() for batch in warm_batches]
+    bodies = [ids.fresh(encode_spans(batch)).SerializeToString() for batch in batches]
     spans = sum(len(b) for b in batches)
     threads = _roots(batches)
     with ServeProcess(api.url, settle_ms) as serve:
