@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .overhead import run_worker
+from .overhead import GROUP_ORDER, THREAD_GROUPS, run_worker
 from .report import CPU, Section, Target, num, table
 from .services import LocalApiProcess, OtlpSink
 from .stats import median, ratio
@@ -35,6 +35,7 @@ class CpuRun:
     rounds: int
     per_round: dict[str, list[float]] = field(default_factory=dict)
     delivered: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    by_thread: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # µs per call, to the last settle
 
     def added(self, setup: str, round_no: int) -> float:
         return self.per_round[setup][round_no] - self.per_round["noop"][round_no]
@@ -61,6 +62,11 @@ def run(
             us = report["process_cpu_to_shutdown_s"] * 1e6 / n
             result.per_round.setdefault(setup, []).append(us)
             result.delivered.setdefault(setup, []).append(report["delivered"])
+            groups: dict[str, float] = {}
+            for name, seconds in report["phases"][-1].get("cpu_s", {}).items():
+                group = THREAD_GROUPS.get(name, "other")
+                groups[group] = groups.get(group, 0.0) + seconds * 1e6 / n
+            result.by_thread.setdefault(setup, []).append(groups)
             log(f"  round {round_no + 1}/{rounds} {setup:<13} {us:,.0f} µs CPU per call")
         log(f"  round {round_no + 1}/{rounds} ratio to OTLP {result.ratios()[-1]:.2f}")
     return result
@@ -80,6 +86,10 @@ def section(run: CpuRun) -> Section:
                 "—" if setup == "noop" else num(median(added), 0),
             )
         )
+    thread_rows = []
+    for setup in SETUPS:
+        rounds = run.by_thread.get(setup, [])
+        thread_rows.append((f"`{setup}`", *(num(median([r.get(g, 0.0) for r in rounds]), 0) for g in GROUP_ORDER)))
     ratios = run.ratios()
     middle = median(ratios)
     delivered = run.delivered.get("otel-context", [])
@@ -94,6 +104,8 @@ def section(run: CpuRun) -> Section:
                 rows,
                 "llrrr",
             ),
+            "By thread (per-thread CPU from `/proc`, median of rounds, up to the last settle, before shutdown):",
+            table(("set-up", *GROUP_ORDER), thread_rows),
             f"otel-context's added CPU over the OTLP exporter's, per round: "
             f"{', '.join(num(r, 2) for r in ratios)} (median **{num(middle, 2)}**, goal ≤ {RATIO_GOAL:g}). "
             f"Threads stored by the local API in the otel-context runs: {stored:,}.",
