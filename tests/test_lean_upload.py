@@ -177,3 +177,15 @@ def test_a_reset_is_retried_by_the_queue_not_resent_on_the_spot(server):
     assert outcome.verdict is Verdict.RETRY and outcome.status is None
     assert len(server.requests) == 2
     sender.close()
+
+
+def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
+    sender = _sender(server)
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    hang = threading.Event()
+    server.script.append(b"")  # answer nothing: the upload waits on the socket
+    threading.Timer(0.3, lambda: (sender.abort(), hang.set())).start()
+    outcome = sender.send(QueueItem("t-1", BODY))
+    assert hang.is_set() and outcome.verdict is Verdict.RETRY
+    assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
+    sender.close()

@@ -198,6 +198,7 @@ class PreparedPost:
         self._sock: socket.socket | None = None
         self._timeout = timeout_s
         self._https = scheme == "https"
+        self._aborted = False
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -206,7 +207,8 @@ class PreparedPost:
                 sock.close()
 
     def abort(self) -> None:
-        """From another thread: end a request in flight now."""
+        """From another thread: end a request in flight now (and do not try it again on a fresh socket)."""
+        self._aborted = True
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -217,6 +219,7 @@ class PreparedPost:
         timeout = timeout_s or self.timeout_s
         message = b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body))
         reused = self._sock is not None
+        self._aborted = False
         for attempt in (1, 2):
             try:
                 sock = self._connect(timeout)
@@ -230,7 +233,7 @@ class PreparedPost:
                 self.close()
                 # A kept-alive connection the server closed while idle fails on first use: try once
                 # more on a fresh one (uploads are idempotent: a thread's id is stable).
-                if reused and attempt == 1 and isinstance(error, _IDLE_CLOSED):
+                if reused and attempt == 1 and isinstance(error, _IDLE_CLOSED) and not self._aborted:
                     reused = False
                     continue
                 raise ServiceResponseError(error, error=error) from error
