@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, delivery, durability, flush, machine, memory, overhead, report, sidecar
+from . import conversion, cpu, delivery, durability, flush, machine, memory, overhead, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(conversion.section(converted))
         if "sidecar" in only:
             log("3. sidecar throughput")
-            served = sidecar.run(api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, log=log)
+            served = sidecar.run(
+                api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, peer=not args.quick, log=log
+            )
             sections.append(sidecar.section(served))
         if "memory" in only:
             log("4. memory")
@@ -105,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             log("7. force_flush() per call")
             flushed = flush.run(api, sink, n=max(50, n // 10), rounds=rounds, log=log)
             sections.append(flush.section(flushed))
+        if "cpu" in only:
+            # background CPU is a small difference of two large figures: more rounds than benchmark 1
+            calls, cpu_rounds = (200, 1) if args.quick else (1500, max(rounds, 5))
+            log(f"8. whole-process CPU per call: {calls} calls x {len(cpu.SETUPS)} set-ups x {cpu_rounds} round(s)")
+            measured_cpu = cpu.run(api, sink, n=calls, warmup=plan.warmup, rounds=cpu_rounds, log=log)
+            sections.append(cpu.section(measured_cpu))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "

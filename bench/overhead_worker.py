@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import resource
 import sys
 import threading
 import time
@@ -212,9 +213,16 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
+def process_cpu_s() -> float:
+    """User + system CPU seconds of the whole process so far (every thread, live or ended)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     setup = build(args.setup, args.api_url, args.sink, args.token)
     phases = []
+    process_before = 0.0
     for latency in args.latencies:
         set_latency(args.api_url, latency, args.token)
         if args.sink:
@@ -224,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         setup.settle()
         gc.collect()
         cpu_before = thread_cpu_s()
+        process_before = process_cpu_s()
         samples = []
         clock = time.perf_counter_ns
         call = setup.call
@@ -236,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settle_started = time.perf_counter()
         setup.settle()  # untimed: background export and delivery finish before the next phase
         cpu_after = thread_cpu_s()
+        process_after = process_cpu_s()
         cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 3) for name in cpu_after}
         phases.append(
             {
@@ -244,13 +254,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "wall_ns": elapsed,
                 "settle_s": round(time.perf_counter() - settle_started, 3),
                 "cpu_s": cpu,
+                "process_cpu_s": round(process_after - process_before, 4),
             }
         )
     setup.shutdown()  # provider.shutdown(): outside every timed loop
+    # The whole process's CPU from the last phase's start (after its warm-up) to after shutdown: what the
+    # app pays for the set-up, background threads included.
+    process_to_shutdown = process_cpu_s() - process_before
     set_latency(args.api_url, 0, args.token)
     if args.sink:
         set_latency(args.sink, 0, args.token)
-    return {"setup": args.setup, "n": args.n, "warmup": args.warmup, "phases": phases, "delivered": setup.report()}
+    return {
+        "setup": args.setup,
+        "n": args.n,
+        "warmup": args.warmup,
+        "phases": phases,
+        "process_cpu_to_shutdown_s": round(process_to_shutdown, 4),
+        "delivered": setup.report(),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

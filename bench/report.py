@@ -16,7 +16,8 @@ MEMORY = "## 4. Memory"
 DELIVERY = "## 5. End-to-end delivery"
 DURABILITY = "## 6. Durable acknowledgement"
 FLUSH = "## 7. `force_flush()` per call (serverless)"
-SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH)
+CPU = "## 8. Whole-process CPU per call, against the OTLP exporter"
+SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH, CPU)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from .stats import median
 SPANS_PER_REQUEST = 100
 SERVE_TOKEN = "bench-collector"
 RATIO_GOAL = 0.5
+SPANS_PER_CPU_S_GOAL = 15_000  # spans delivered per second of the serve process's CPU (issue 15: from ~7,500)
 WARMUP = 2  # requests before the clock starts, not part of the measured bodies
 UPLOAD = "upload: delivery queue, 1 worker, one POST per thread"
 
@@ -58,6 +60,18 @@ class SidecarRun:
     raw_rate: float
     stages: dict[str, float] = field(default_factory=dict)  # µs per request, single thread
     threads_per_request: float = 0.0
+    cpu_s: float = 0.0  # the serve process's user + system CPU from the first request to the last upload
+    peak_rss_mb: float = 0.0
+    peer: Any = None  # `phoenix.PhoenixRun` on the same bodies (full mode), or None
+    peer_note: str = "not run (quick mode)"
+
+    @property
+    def cpu_us_per_span(self) -> float:
+        return self.cpu_s * 1e6 / self.spans if self.spans else 0.0
+
+    @property
+    def spans_per_cpu_s(self) -> float:
+        return self.spans / self.cpu_s if self.cpu_s else 0.0
 
     @property
     def accepted_rate(self) -> float:
@@ -71,8 +85,9 @@ class SidecarRun:
 class ServeProcess:
     """`otel-context serve` on a free port, HTTP only, delivering to `api_url`; `spool`: with `--spool-dir`."""
 
-    def __init__(self, api_url: str, settle_ms: int, *, spool: bool = False) -> None:
+    def __init__(self, api_url: str, settle_ms: int, *, spool: bool = False, root: Path | None = None) -> None:
         self.api_url = api_url
+        self.root = root or Path(__file__).resolve().parent.parent  # another checkout, to compare against
         self.settle_ms = settle_ms
         self.spool = spool
         self.url = ""
@@ -84,7 +99,7 @@ class ServeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
         env["OTEL_EXPORTER_CONTEXT_TOKEN"] = TOKEN
         env["OTEL_CONTEXT_SERVE_STATE_DIR"] = os.path.join(self._state.name, "state")
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(self.root) + os.pathsep + env.get("PYTHONPATH", "")
         command = [
             sys.executable,
             "-m",
@@ -118,6 +133,14 @@ class ServeProcess:
     def stats(self) -> dict[str, int]:
         return http_json(f"{self.url}/stats", token=SERVE_TOKEN)["counters"]
 
+    def cpu_s(self) -> float:
+        assert self._process is not None
+        return process_cpu_s(self._process.pid)
+
+    def peak_rss_mb(self) -> float:
+        assert self._process is not None
+        return peak_rss_mb(self._process.pid)
+
     def __exit__(self, *exc: object) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
@@ -129,6 +152,44 @@ class ServeProcess:
         self._process = None
         self._log.close()
         self._state.cleanup()
+
+
+class _SpanIds:
+    """New span ids, unique across the run (the mix copies its traces with new trace ids only): a
+    store that keys spans by span id alone, as Arize Phoenix does, must see every span."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(15)
+        self._ids: dict[tuple[bytes, bytes], bytes] = {}
+
+    def _new(self, trace_id: bytes, span_id: bytes) -> bytes:
+        key = (trace_id, span_id)
+        if key not in self._ids:
+            self._ids[key] = self._random.getrandbits(64).to_bytes(8, "big")
+        return self._ids[key]
+
+    def fresh(self, request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.span_id = self._new(span.trace_id, span.span_id)
+                    if span.parent_span_id:
+                        span.parent_span_id = self._new(span.trace_id, span.parent_span_id)
+        return request
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of process `pid` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of process `pid`, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
@@ -143,7 +204,7 @@ async def post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
             while True:
                 async with session.post(f"{url}/v1/traces", data=body, headers=headers) as response:
                     await response.read()
-                    if response.status == 200:
+                    if 200 <= response.status < 300:
                         break
                     if response.status != 503:
                         raise RuntimeError(f"sidecar answered {response.status}")
@@ -289,27 +350,45 @@ def run(
     concurrency: int = 4,
     settle_ms: int = 100,
     sends: int = 200,
+    peer: bool = False,
     log: Callable[[str], None] = print,
 ) -> SidecarRun:
     batches = mix.span_batches((requests + WARMUP) * SPANS_PER_REQUEST, SPANS_PER_REQUEST)[: requests + WARMUP]
     warm_batches, batches = batches[:WARMUP], batches[WARMUP:]
-    warm_bodies = [encode_spans(batch).SerializeToString() for batch in warm_batches]
-    bodies = [encode_spans(batch).SerializeToString() for batch in batches]
+    ids = _SpanIds()
+    warm_bodies = [ids.fresh(encode_spans(batch)).SerializeToString() for batch in warm_batches]
+    bodies = [ids.fresh(encode_spans(batch)).SerializeToString() for batch in batches]
     spans = sum(len(b) for b in batches)
     threads = _roots(batches)
     with ServeProcess(api.url, settle_ms) as serve:
         asyncio.run(post_all(serve.url, warm_bodies, 1))  # warm-up: connections, first conversions
         warm = wait_delivered(serve, _roots(warm_batches))
+        cpu_before = serve.cpu_s()
         started = time.perf_counter()
         refused = asyncio.run(post_all(serve.url, bodies, concurrency))
         accept_s = time.perf_counter() - started
         counters = wait_delivered(serve, warm["threads_converted"] + threads)
         done_s = time.perf_counter() - started
-    log(f"  sidecar: {requests} requests accepted in {accept_s:.1f} s, delivered in {done_s:.1f} s")
+        cpu_s = serve.cpu_s() - cpu_before
+        peak_mb = serve.peak_rss_mb()
+    log(
+        f"  sidecar: {requests} requests accepted in {accept_s:.1f} s, delivered in {done_s:.1f} s, "
+        f"{cpu_s * 1e6 / spans:.1f} µs CPU per span ({spans / cpu_s if cpu_s else 0:,.0f} spans per CPU-second)"
+    )
     delta = {key: counters[key] - warm.get(key, 0) for key in counters if isinstance(counters[key], int)}
     result = SidecarRun(
         requests, spans, threads, concurrency, settle_ms, accept_s, done_s, refused, delta, raw_rate(bodies)
     )
+    result.cpu_s, result.peak_rss_mb = cpu_s, peak_mb
+    if peer:
+        from . import phoenix
+
+        try:
+            warm_spans = sum(len(b) for b in warm_batches)
+            result.peer = phoenix.run(warm_bodies, bodies, spans, warm_spans, concurrency=concurrency, log=log)
+        except Exception as error:  # the peer is a reference, not a gate: say why it is missing
+            result.peer_note = f"not measured: {type(error).__name__}: {str(error)[:300]}"
+            log(f"  phoenix {result.peer_note}")
     result.stages, result.threads_per_request = breakdown(bodies, api.url, sends)
     return result
 
@@ -370,7 +449,50 @@ def section(run: SidecarRun) -> Section:
             "by a newer version of the same thread.",
         ]
     )
+    peer_rows = [
+        (
+            "`otel-context serve` + local Context API",
+            num(run.spans / run.done_s, 0),
+            num(run.cpu_us_per_span),
+            num(run.spans_per_cpu_s, 0),
+            num(run.peak_rss_mb, 0),
+        )
+    ]
+    peer = run.peer
+    if peer is not None:
+        peer_rows.append(
+            (
+                f"Arize Phoenix {peer.version} (SQLite)",
+                num(peer.spans_per_s, 0),
+                num(peer.cpu_us_per_span),
+                num(1e6 / peer.cpu_us_per_span, 0),
+                num(peer.peak_rss_mb, 0),
+            )
+        )
+        lead = (
+            f"Lead over Phoenix in this run: {run.spans / run.done_s / peer.spans_per_s:,.1f}x the spans/s, "
+            f"{peer.cpu_us_per_span / run.cpu_us_per_span:,.1f}x less CPU per span."
+        )
+    else:
+        lead = f"Arize Phoenix (the Python peer, `bench/phoenix.py`, full mode only): {run.peer_note}."
+    body += "\n\n" + "\n".join(
+        [
+            "CPU per span, the same run: the serve process's user + system CPU (all its threads, `/proc`) from the "
+            "first measured request until every thread is uploaded, over the spans; the peer gets the same bodies "
+            f"from the same client ({run.concurrency} connections) and is done when its database holds every span.",
+            "",
+            table(("server", "spans/s (wall)", "CPU µs per span", "spans per CPU-second", "peak MB"), peer_rows),
+            "",
+            lead,
+        ]
+    )
     target = Target(
         "sidecar requests/s ÷ FromString (delivered)", f"{value:.3f}", f"≥ {RATIO_GOAL:g}", value >= RATIO_GOAL
     )
-    return Section(SIDECAR, body, [target])
+    per_cpu = Target(
+        "sidecar spans delivered per CPU-second (one worker)",
+        num(run.spans_per_cpu_s, 0),
+        f"≥ {SPANS_PER_CPU_S_GOAL:,}",
+        run.spans_per_cpu_s >= SPANS_PER_CPU_S_GOAL,
+    )
+    return Section(SIDECAR, body, [target, per_cpu])

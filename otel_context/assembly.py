@@ -30,8 +30,9 @@ from .model import ConversationThread, SpanRecord
 from .telemetry import Counters
 
 _logger = logging.getLogger(__name__)
-ROOT_CLASSES = frozenset({SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE})
-CANDIDATE_CLASSES = frozenset({SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL})
+# Tuples, not sets: membership by identity, without `Enum.__hash__` (Python code) on every span.
+ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
+CANDIDATE_CLASSES = (SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL)
 Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
 
 

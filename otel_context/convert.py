@@ -6,6 +6,7 @@ calls `convert_root`.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
 OPERATION_EXCEPTION = "gen_ai.client.operation.exception"  # GenAI semconv 1.38+: the operation failed
 EXCEPTION_EVENTS = frozenset({"exception", OPERATION_EXCEPTION})
 EMPTY_RENDERINGS = frozenset({"", "{}", "[]", "null", '""'})
+_NAMESPACE_BYTES = THREAD_NAMESPACE.bytes
 NO_CONTENT_TEXT = "[content not recorded: the instrumentation captured no prompts or completions]"
 
 
@@ -103,7 +105,12 @@ class RunContent:
 
 def thread_id(trace_id: int, span_id: int) -> str:
     """A stable UUID-shaped id: retried uploads of one root update one thread."""
-    return str(uuid.uuid5(THREAD_NAMESPACE, f"{trace_id:032x}/{span_id:016x}"))
+    # `str(uuid.uuid5(THREAD_NAMESPACE, name))` without the UUID object: SHA-1, version 5, RFC 4122 variant.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{trace_id:032x}/{span_id:016x}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass, with_tools: bool) -> Contribution:

@@ -7,6 +7,8 @@ delivery only ever sees `ConversationThread`s. Nothing here does I/O.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -117,9 +119,28 @@ class ConversationThread:
 
 
 def iso8601(timestamp_ns: int, timespec: str = "milliseconds") -> str:
-    """Nanoseconds since the epoch as an ISO 8601 UTC string; milliseconds, as Context stores timestamps."""
-    moment = datetime.fromtimestamp(timestamp_ns / 1e9, tz=timezone.utc)
+    """Nanoseconds since the epoch as an ISO 8601 UTC string; milliseconds, as Context stores timestamps.
+
+    The same text as `datetime.fromtimestamp(timestamp_ns / 1e9, tz=utc).isoformat(timespec=...)` with
+    `Z` for `+00:00` (the float's microseconds rounded half to even, as `fromtimestamp` does), with the
+    date and time of day formatted once per second: every message of a thread has a timestamp.
+    """
+    seconds = timestamp_ns / 1e9
+    whole = math.floor(seconds)
+    micros = round((seconds - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if timespec == "milliseconds":
+        return f"{_second_text(whole)}.{micros // 1000:03d}Z"
+    if timespec == "microseconds":
+        return f"{_second_text(whole)}.{micros:06d}Z"
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_iso8601(text: str) -> int:

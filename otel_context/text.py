@@ -38,10 +38,11 @@ def compact_json(value: Any) -> str:
 
 def clean_text(text: str, limit: int) -> str:
     """Valid UTF-8 (lone surrogates replaced) and at most `limit` characters plus a truncation marker."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
+    if not text.isascii():  # ASCII is valid UTF-8 (and `isascii` is a flag read): no copy to check it
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
     if limit > 0 and len(text) > limit:
         return text[:limit] + TRUNCATION_MARKER.format(dropped=len(text) - limit)
     return text
@@ -49,6 +50,8 @@ def clean_text(text: str, limit: int) -> str:
 
 def as_int(value: Any) -> int:
     """A count attribute (token usage) as an int; missing or unreadable counts as 0."""
+    if value is None:  # the usual case for a chain or tool span: no exception to raise and catch
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -7,6 +7,7 @@ the two never multiply. The token goes only to https, loopback, or an explicitly
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 
 from azure.core.exceptions import (
@@ -23,19 +24,35 @@ from ..config import ExporterSettings
 from .item import RATING, QueueItem
 from .outcome import SendOutcome, Verdict
 from .retry import RETRYABLE_STATUS, parse_retry_after
-from .transport import FORK_GUARD, HttpClientTransport, tls_context
+from .transport import (
+    FORK_GUARD,
+    CapturingTransport,
+    HttpClientTransport,
+    PreparedPost,
+    RawResponse,
+    RequestCaptured,
+    tls_context,
+)
+
+_UNPREPARED = object()
 
 USER_AGENT = "otel-context"
 
 
 class ContextSender:
-    """Uploads thread bodies; one `ContextAPI` client per worker thread (HTTP sessions are not shared)."""
+    """Uploads thread bodies; one `ContextAPI` client per worker thread (HTTP sessions are not shared).
+
+    Thread uploads take the lean path: the client builds the `POST` once per worker (its pipeline,
+    its bearer policy, its headers), and each upload replays that request with its own body on a
+    keep-alive socket (`PreparedPost`), classified exactly as the client's answer would be. Rating
+    updates, proxied endpoints, and anything the client refuses to build go through the client itself.
+    """
 
     def __init__(self, settings: ExporterSettings) -> None:
         self.settings = settings
         self._local = threading.local()
         self._clients: list[ContextAPI] = []
-        self._transports: list[HttpClientTransport] = []
+        self._transports: list[HttpClientTransport | PreparedPost] = []
         self._lock = threading.Lock()
         # azure-core refuses a bearer token over plain http unless told; allowed only where config.validate
         # let it through (loopback or the explicit OTEL_EXPORTER_CONTEXT_INSECURE opt-in).
@@ -50,20 +67,60 @@ class ContextSender:
                 transport = HttpClientTransport(timeout_s=self.settings.timeout_s, ssl_context=self._tls)
                 client = make_client(self.settings.token or "", self.settings.endpoint, transport=transport)
             self._local.client = client
+            self._local.transport = transport
             with self._lock:
                 self._clients.append(client)
                 self._transports.append(transport)
         return client
 
-    def send(self, item: QueueItem) -> SendOutcome:
-        """POST a thread, or PATCH ratings onto one; never raises."""
+    def _options(self) -> dict[str, object]:
         timeout = self.settings.timeout_s
-        options = {
+        return {
             "content_type": "application/json",
             "enforce_https": self._enforce_https,
             "connection_timeout": timeout,
             "read_timeout": timeout,
         }
+
+    def _prepared(self) -> PreparedPost | None:
+        """This worker's thread `POST`, built by the client's own pipeline; None where it must do the sending."""
+        prepared = getattr(self._local, "prepared", _UNPREPARED)
+        if prepared is not _UNPREPARED:
+            return prepared  # type: ignore[return-value]
+        prepared = None
+        if not self._client_transport().proxied(self.settings.endpoint):
+            with FORK_GUARD:  # see transport.FORK_GUARD: client building takes locks that are not ours
+                template = make_client(
+                    self.settings.token or "", self.settings.endpoint, transport=CapturingTransport()
+                )
+            try:
+                with FORK_GUARD:
+                    template.log.conversation_thread(b"", tenant_id=self.settings.tenant_id, **self._options())
+            except RequestCaptured as captured:
+                prepared = PreparedPost(captured.request, timeout_s=self.settings.timeout_s)
+                with self._lock:
+                    self._transports.append(prepared)
+            except Exception:
+                prepared = None  # e.g. a token over plain http refused: the client path says so per upload
+            finally:
+                template.close()
+        self._local.prepared = prepared
+        return prepared
+
+    def _client_transport(self) -> HttpClientTransport:
+        self._client()
+        return self._local.transport
+
+    def send(self, item: QueueItem) -> SendOutcome:
+        """POST a thread, or PATCH ratings onto one; never raises."""
+        if item.kind != RATING:
+            try:
+                prepared = self._prepared()
+            except Exception:
+                prepared = None
+            if prepared is not None:
+                return self._post(prepared, item.body)
+        options = self._options()
         try:
             log = self._client().log
             if item.kind == RATING:
@@ -85,6 +142,35 @@ class ContextSender:
             return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
         return SendOutcome(Verdict.DELIVERED, 201)
 
+    def _post(self, prepared: PreparedPost, body: bytes) -> SendOutcome:
+        """The lean upload, classified as `send` classifies the client's: 201 only is delivered."""
+        try:
+            response = prepared.post(body, self.settings.timeout_s)
+        except (ServiceRequestError, ServiceResponseError) as error:
+            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error.message}")
+        except Exception as error:
+            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
+        status = response.status
+        if status == 201:
+            # The client decodes the answer into its model: undecodable JSON is its `DecodeError` (an
+            # HTTP error, refused), any other body it cannot read a `DeserializationError` (retried).
+            if not response.body:
+                return SendOutcome(Verdict.DELIVERED, 201)
+            if "json" not in response.headers.get("content-type", ""):
+                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not JSON")
+            try:
+                answer = json.loads(response.body)
+            except ValueError:
+                return SendOutcome(Verdict.REJECTED, 201, reason=_raw_reason(response, "HTTP 201"))
+            if not isinstance(answer, dict):
+                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not an object")
+            return SendOutcome(Verdict.DELIVERED, 201)
+        if status == 401:
+            return SendOutcome(Verdict.REJECTED, 401, reason=_raw_reason(response, "the Context API refused the token"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        verdict = Verdict.RETRY if status in RETRYABLE_STATUS else Verdict.REJECTED
+        return SendOutcome(verdict, status, retry_after, _raw_reason(response, f"HTTP {status}"))
+
     def abort(self) -> None:
         """Cut uploads in flight short (shutdown past its deadline): their sockets are shut down."""
         with self._lock:
@@ -94,10 +180,14 @@ class ContextSender:
 
     def close(self) -> None:
         with self._lock:
-            clients, self._clients, self._transports = self._clients, [], []
+            clients, transports = self._clients, self._transports
+            self._clients, self._transports = [], []
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
+        for transport in transports:
+            if isinstance(transport, PreparedPost):
+                transport.close()
 
     def reset_after_fork(self) -> None:
         """In a forked child: new connections on first use; the parent's sockets are left to the parent."""
@@ -129,6 +219,12 @@ def make_client(
             policies.BearerTokenCredentialPolicy(credential, "all"),
         ],
     )
+
+
+def _raw_reason(response: RawResponse, default: str) -> str:
+    """As `_reason`, for a lean upload's answer."""
+    text = response.text()[:300]
+    return f"{default}: {text}" if text else default
 
 
 def _reason(error: HttpResponseError, default: str) -> str:

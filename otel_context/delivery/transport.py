@@ -11,12 +11,14 @@ store), proxies read from the environment once, and azure-core's own response ty
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import os
 import socket
 import ssl
 import threading
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +46,11 @@ class HttpClientTransport(HttpTransport):
 
     def open(self) -> None:
         pass
+
+    def proxied(self, url: str) -> bool:
+        """Whether requests to `url` go through a proxy from the environment."""
+        scheme, host, _port = _target(urlsplit(url))
+        return not urllib.request.proxy_bypass(host) and bool(self.proxies.get(scheme))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -161,10 +168,11 @@ class _ForkGuard:
 FORK_GUARD = _ForkGuard()
 
 
+@functools.cache
 def tls_context() -> ssl.SSLContext:
-    """TLS settings for uploads (system CA store, verified).
+    """TLS settings for uploads (system CA store, verified), loaded once per process (~100 ms of CPU).
 
-    Made once per exporter, on the thread that builds it, never by an upload worker: OpenSSL's locks
+    Made by the thread that builds the exporter, never first by an upload worker: OpenSSL's locks
     are process-wide, and a worker creating a context at the instant a pre-fork server forks (gunicorn
     `--preload`) leaves the child with a lock nobody will ever release, and every upload of the child
     blocked on it (seen in the gunicorn test before this was moved).
@@ -175,3 +183,231 @@ def tls_context() -> ssl.SSLContext:
 def _target(parts: Any) -> tuple[str, str, int]:
     scheme = parts.scheme or "https"
     return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
+
+
+class RequestCaptured(Exception):
+    """Raised by `CapturingTransport` to stop the client's pipeline once its request is built."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__("request captured")
+        self.request = request
+
+
+class CapturingTransport(HttpTransport):
+    """Sends nothing: hands the request the client's whole pipeline built back to the caller."""
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> CapturingTransport:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        pass
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        raise RequestCaptured(request)
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """An HTTP answer as read off the socket: status, headers (lower-case names) and body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class PreparedPost:
+    """One request the `context-python` client built, replayed with a new body on one keep-alive socket.
+
+    The client's pipeline builds the request once (path, query, every header including the bearer
+    token, the user agent, content type and accept); this keeps its head as bytes and, per upload,
+    only appends `Content-Length` and the body: one `sendall`, one read, no per-request objects. The
+    answer is parsed just enough to classify it (status, headers, a body by length or chunks).
+    Not thread-safe by design: one per worker thread, like `HttpClientTransport`.
+    """
+
+    def __init__(self, request: Any, *, timeout_s: float = 10.0) -> None:
+        parts = urlsplit(request.url)
+        self.target = _target(parts)
+        scheme, host, port = self.target
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        default_port = 443 if scheme == "https" else 80
+        lines = [f"{request.method} {path} HTTP/1.1", f"Host: {host if port == default_port else f'{host}:{port}'}"]
+        lines.append("Accept-Encoding: identity")  # as http.client says it
+        lines += [f"{name}: {value}" for name, value in request.headers.items() if name.lower() != "content-length"]
+        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._timeout = timeout_s
+        self._https = scheme == "https"
+        self._aborted = False
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def abort(self) -> None:
+        """From another thread: end a request in flight now (and do not try it again on a fresh socket)."""
+        self._aborted = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def post(self, body: bytes, timeout_s: float | None = None) -> RawResponse:
+        """Send `body`; the answer. Raises `ServiceRequestError` / `ServiceResponseError` as the client would."""
+        timeout = timeout_s or self.timeout_s
+        message = b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body))
+        reused = self._sock is not None
+        self._aborted = False
+        for attempt in (1, 2):
+            try:
+                sock = self._connect(timeout)
+                sock.sendall(message)
+            except OSError as error:
+                self.close()
+                raise ServiceRequestError(error, error=error) from error
+            try:
+                response, keep = _read_response(sock)
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                # A kept-alive connection the server closed while idle fails on first use: try once
+                # more on a fresh one (uploads are idempotent: a thread's id is stable).
+                if reused and attempt == 1 and isinstance(error, _IDLE_CLOSED) and not self._aborted:
+                    reused = False
+                    continue
+                raise ServiceResponseError(error, error=error) from error
+            if not keep:
+                self.close()
+            return response
+        raise AssertionError("unreachable")
+
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = self._sock
+        if sock is not None:
+            if timeout != self._timeout:
+                sock.settimeout(timeout)
+                self._timeout = timeout
+            return sock
+        _scheme, host, port = self.target
+        sock = socket.create_connection((host, port), timeout)
+        self._timeout = timeout
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._https:
+            try:
+                with FORK_GUARD:  # a TLS handshake must not be cut in two by a fork
+                    sock = tls_context().wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        return sock
+
+
+_MAX_HEAD = 65536
+# As `HttpClientTransport`: a reset is an answer lost (retried by the queue, counted), not an idle close.
+_IDLE_CLOSED = (http.client.RemoteDisconnected, BrokenPipeError)
+
+
+def _read_response(sock: socket.socket) -> tuple[RawResponse, bool]:
+    """Read one HTTP/1.x answer; the response and whether the connection stays open."""
+    buffer = b""
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        while end < 0:
+            chunk = sock.recv(65536)
+            if not chunk:
+                if buffer:
+                    raise http.client.IncompleteRead(buffer)
+                raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            buffer += chunk
+            if len(buffer) > _MAX_HEAD and buffer.find(b"\r\n\r\n") < 0:
+                raise http.client.LineTooLong("header")
+            end = buffer.find(b"\r\n\r\n")
+        head, buffer = buffer[:end].decode("latin-1"), buffer[end + 4 :]
+        status_line, _, header_text = head.partition("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/") or not code.isdigit():
+            raise http.client.BadStatusLine(status_line)
+        status = int(code)
+        headers: dict[str, str] = {}
+        for line in header_text.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                name = name.strip().lower()
+                value = value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            continue
+        break
+    connection = headers.get("connection", "").lower()
+    keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
+    if status in (204, 304):
+        return RawResponse(status, headers, b""), keep
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body, buffer = _read_chunked(sock, buffer)
+    elif "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise http.client.HTTPException(f"bad Content-Length {headers['content-length']!r}") from None
+        while len(buffer) < length:
+            chunk = sock.recv(max(65536, length - len(buffer)))
+            if not chunk:
+                raise http.client.IncompleteRead(buffer, length - len(buffer))
+            buffer += chunk
+        body = buffer[:length]
+    else:  # delimited by the server closing the connection
+        parts = [buffer]
+        while chunk := sock.recv(65536):
+            parts.append(chunk)
+        body, keep = b"".join(parts), False
+    return RawResponse(status, headers, body), keep
+
+
+def _read_chunked(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+    """A chunked body; the body and what is left in the buffer."""
+    parts = []
+
+    def fill(need: int) -> None:
+        nonlocal buffer
+        while len(buffer) < need:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise http.client.IncompleteRead(b"".join(parts))
+            buffer += chunk
+
+    while True:
+        line_end = buffer.find(b"\r\n")
+        while line_end < 0:
+            fill(len(buffer) + 1)
+            line_end = buffer.find(b"\r\n")
+        size_text = buffer[:line_end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise http.client.HTTPException(f"bad chunk size {size_text!r}") from None
+        buffer = buffer[line_end + 2 :]
+        if size == 0:
+            while True:  # trailers, up to the empty line
+                line_end = buffer.find(b"\r\n")
+                while line_end < 0:
+                    fill(len(buffer) + 1)
+                    line_end = buffer.find(b"\r\n")
+                line, buffer = buffer[:line_end], buffer[line_end + 2 :]
+                if not line:
+                    return b"".join(parts), buffer
+        fill(size + 2)
+        parts.append(buffer[:size])
+        buffer = buffer[size + 2 :]

@@ -1,0 +1,120 @@
+"""Benchmark 8: the whole process's CPU per instrumented call, otel-context against the OTLP exporter.
+
+What an OTel user pays in the app's process: user + system CPU of every thread (app thread, span
+processor, upload workers), from after the warm-up to after `provider.shutdown()`, per call. Each
+set-up runs in its own process (`bench.overhead_worker`, no added latency); rounds alternate the order.
+The added CPU of a set-up is its CPU per call minus the `noop` set-up's (instrumentation plus a
+`BatchSpanProcessor` whose exporter does nothing); the ratio is otel-context's added CPU over the
+standard `OTLPSpanExporter`'s, per round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .overhead import GROUP_ORDER, THREAD_GROUPS, run_worker
+from .report import CPU, Section, Target, num, table
+from .services import LocalApiProcess, OtlpSink
+from .stats import median, ratio
+
+SETUPS = ("noop", "otlp", "otel-context")
+WHAT = {
+    "noop": "instrumentation + `BatchSpanProcessor(no-op exporter)`",
+    "otlp": "+ the standard `OTLPSpanExporter` (HTTP protobuf, to a local sink)",
+    "otel-context": "+ `ContextSpanExporter` (to the local Context API)",
+}
+RATIO_GOAL = 1.0
+
+
+@dataclass
+class CpuRun:
+    """CPU µs per call of each set-up, one value per round."""
+
+    n: int
+    rounds: int
+    per_round: dict[str, list[float]] = field(default_factory=dict)
+    delivered: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    by_thread: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # µs per call, to the last settle
+
+    def added(self, setup: str, round_no: int) -> float:
+        return self.per_round[setup][round_no] - self.per_round["noop"][round_no]
+
+    def ratios(self) -> list[float]:
+        done = min(len(values) for values in self.per_round.values())
+        return [ratio(self.added("otel-context", r), self.added("otlp", r)) for r in range(done)]
+
+
+def run(
+    api: LocalApiProcess,
+    sink: OtlpSink,
+    *,
+    n: int,
+    warmup: int,
+    rounds: int,
+    log: Callable[[str], None] = print,
+) -> CpuRun:
+    result = CpuRun(n=n, rounds=rounds)
+    for round_no in range(rounds):
+        order = SETUPS if round_no % 2 == 0 else tuple(reversed(SETUPS))
+        for setup in order:
+            report = run_worker(setup, api.url, sink.url, n, warmup, [0.0])
+            us = report["process_cpu_to_shutdown_s"] * 1e6 / n
+            result.per_round.setdefault(setup, []).append(us)
+            result.delivered.setdefault(setup, []).append(report["delivered"])
+            groups: dict[str, float] = {}
+            for name, seconds in report["phases"][-1].get("cpu_s", {}).items():
+                group = THREAD_GROUPS.get(name, "other")
+                groups[group] = groups.get(group, 0.0) + seconds * 1e6 / n
+            result.by_thread.setdefault(setup, []).append(groups)
+            log(f"  round {round_no + 1}/{rounds} {setup:<13} {us:,.0f} µs CPU per call")
+        log(f"  round {round_no + 1}/{rounds} ratio to OTLP {result.ratios()[-1]:.2f}")
+    return result
+
+
+def section(run: CpuRun) -> Section:
+    rows = []
+    for setup in SETUPS:
+        values = run.per_round[setup]
+        added = [run.added(setup, r) for r in range(run.rounds)]
+        rows.append(
+            (
+                f"`{setup}`",
+                WHAT[setup],
+                num(median(values), 0),
+                ", ".join(num(v, 0) for v in values),
+                "—" if setup == "noop" else num(median(added), 0),
+            )
+        )
+    thread_rows = []
+    for setup in SETUPS:
+        rounds = run.by_thread.get(setup, [])
+        thread_rows.append((f"`{setup}`", *(num(median([r.get(g, 0.0) for r in rounds]), 0) for g in GROUP_ORDER)))
+    ratios = run.ratios()
+    middle = median(ratios)
+    delivered = run.delivered.get("otel-context", [])
+    stored = sum(int(d.get("threads_stored", 0)) for d in delivered)  # type: ignore[call-overload]
+    body = "\n\n".join(
+        [
+            f"{run.n:,} calls of the seed's company-name chain (4 spans a call) per set-up and round, "
+            f"{run.rounds} round(s), each set-up in its own process; user + system CPU of the whole process "
+            "from after the warm-up to after `provider.shutdown()` (`resource.getrusage`), divided by the calls.",
+            table(
+                ("set-up", "what", "CPU µs per call (median)", "per round", "added µs vs `noop`"),
+                rows,
+                "llrrr",
+            ),
+            "By thread (per-thread CPU from `/proc`, median of rounds, up to the last settle, before shutdown):",
+            table(("set-up", *GROUP_ORDER), thread_rows),
+            f"otel-context's added CPU over the OTLP exporter's, per round: "
+            f"{', '.join(num(r, 2) for r in ratios)} (median **{num(middle, 2)}**, goal ≤ {RATIO_GOAL:g}). "
+            f"Threads stored by the local API in the otel-context runs: {stored:,}.",
+        ]
+    )
+    target = Target(
+        "whole-process CPU added per call, otel-context / OTLP exporter",
+        num(middle, 2),
+        f"≤ {RATIO_GOAL:g}",
+        middle <= RATIO_GOAL,
+    )
+    return Section(CPU, body, [target])

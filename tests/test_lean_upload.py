@@ -1,0 +1,191 @@
+"""The lean upload path speaks exactly the HTTP `context-python` speaks, and is classified the same way.
+
+A scripted HTTP server records the raw requests and answers what each test asks; the same thread is
+sent once through the client itself (`send` of a rating-free item with the lean path switched off) and
+once through `PreparedPost`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from otel_context.config import resolve_settings
+from otel_context.delivery.item import QueueItem
+from otel_context.delivery.outcome import Verdict
+from otel_context.delivery.sender import ContextSender
+
+TOKEN = "lean-secret-token"
+BODY = '{"conversation":{"id":"t-1","messages":[{"role":"user","text":"héllo"}]}}'.encode()
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted raw response (bytes, or None to close at once)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.script: list[bytes | None] = []
+        self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                line, *lines = head.split(b"\r\n")
+                headers = {k.decode().lower(): v.decode().strip() for k, _, v in (x.partition(b":") for x in lines)}
+                length = int(headers.get("content-length", "0"))
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                self.requests.append((line, headers, body))
+                answer = self.script.pop(0) if self.script else _answer(201, b'{"id":"t-1"}')
+                if answer is None:
+                    return
+                conn.sendall(answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _answer(status: int, body: bytes = b"", *, headers: str = "", chunked: bool = False) -> bytes:
+    reason = {201: "Created", 401: "Unauthorized", 429: "Too Many Requests", 400: "Bad Request"}.get(status, "X")
+    if chunked:
+        framed = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:5], body[5:]) if part)
+        return (
+            (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{headers}"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+            + framed
+            + b"0\r\n\r\n"
+        )
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    yield scripted
+    scripted.close()
+
+
+def _sender(server: ScriptedServer, *, lean: bool = True) -> ContextSender:
+    sender = ContextSender(resolve_settings(endpoint=server.url, token=TOKEN, tenant_id="tenant-7", timeout=5.0))
+    if not lean:
+        sender._local.prepared = None  # the client does the sending
+    return sender
+
+
+def test_the_lean_request_is_the_one_the_client_sends(server):
+    client_sender, lean_sender = _sender(server, lean=False), _sender(server)
+    assert client_sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    assert lean_sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    (line_c, headers_c, body_c), (line_l, headers_l, body_l) = server.requests
+    assert line_l == line_c == b"POST /api/v1/log/conversation/thread?tenant_id=tenant-7 HTTP/1.1"
+    assert headers_l == headers_c
+    assert headers_l["authorization"] == f"Bearer {TOKEN}"
+    assert headers_l["content-type"] == "application/json" and headers_l["user-agent"].startswith("otel-context ")
+    assert body_l == body_c == BODY
+    client_sender.close()
+    lean_sender.close()
+
+
+def test_one_connection_is_kept_alive_and_an_idle_close_is_retried_once(server):
+    sender = _sender(server)
+    for _ in range(5):
+        assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    assert server.connections == 1
+    server.script.append(None)  # the server dropped the kept-alive connection: one fresh try, no error
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    assert server.connections == 2 and len(server.requests) == 7
+    sender.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "client"])
+@pytest.mark.parametrize(
+    ("answer", "verdict", "status", "retry_after"),
+    [
+        (_answer(201, b'{"id":"t-1"}', chunked=True), Verdict.DELIVERED, 201, None),
+        (_answer(201, b""), Verdict.DELIVERED, 201, None),
+        (_answer(401, b'{"error":"bad token"}'), Verdict.REJECTED, 401, None),
+        (_answer(429, b"slow down", headers="Retry-After: 3\r\n"), Verdict.RETRY, 429, 3.0),
+        (_answer(400, b'{"error":"no messages"}'), Verdict.REJECTED, 400, None),
+        (_answer(200, b"{}"), Verdict.REJECTED, 200, None),
+        (_answer(201, b"not json"), Verdict.REJECTED, 201, None),  # the client's DecodeError
+        (
+            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+            Verdict.RETRY,
+            None,
+            None,
+        ),
+        (_answer(201, b"[1, 2]"), Verdict.RETRY, None, None),
+        (_answer(201, b"{}"), Verdict.DELIVERED, 201, None),
+    ],
+    ids=[
+        "201-chunked",
+        "201-empty",
+        "401",
+        "429-retry-after",
+        "400",
+        "200-not-201",
+        "201-undecodable",
+        "201-text",
+        "201-list",
+        "201-empty-object",
+    ],
+)
+def test_answers_are_classified_as_the_client_classifies_them(server, lean, answer, verdict, status, retry_after):
+    sender = _sender(server, lean=lean)
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED  # connect first
+    server.script.append(answer)
+    outcome = sender.send(QueueItem("t-1", BODY))
+    assert (outcome.verdict, outcome.status, outcome.retry_after_s) == (verdict, status, retry_after)
+    assert TOKEN not in (outcome.reason or "")
+    if status in (401, 400):
+        assert "bad token" in outcome.reason or "no messages" in outcome.reason
+    sender.close()
+
+
+def test_a_reset_is_retried_by_the_queue_not_resent_on_the_spot(server):
+    sender = _sender(server)
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    server.script.append(b"HTTP/1.1 20")  # cut inside the status line
+    outcome = sender.send(QueueItem("t-1", BODY))
+    assert outcome.verdict is Verdict.RETRY and outcome.status is None
+    assert len(server.requests) == 2
+    sender.close()
+
+
+def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
+    sender = _sender(server)
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    hang = threading.Event()
+    server.script.append(b"")  # answer nothing: the upload waits on the socket
+    threading.Timer(0.3, lambda: (sender.abort(), hang.set())).start()
+    outcome = sender.send(QueueItem("t-1", BODY))
+    assert hang.is_set() and outcome.verdict is Verdict.RETRY
+    assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
+    sender.close()
