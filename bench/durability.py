@@ -97,7 +97,8 @@ def section(run: DurabilityRun) -> Section:
             "",
             f"Durable acknowledgement keeps **{run.ratio:.0%}** of the requests/s answered without a spool "
             f"(goal ≥ {RATIO_GOAL:.0%}). Until every thread is uploaded the spool costs more: it fsyncs each "
-            "thread when it is queued and again when it is removed after its upload, with or without the log.",
+            "thread when it is queued, with or without the log (its removal after the upload is not fsync'd: "
+            "a removal a crash forgets is one idempotent resend).",
         ]
     )
     target = Target(
