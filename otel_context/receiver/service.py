@@ -1,4 +1,10 @@
-"""`otel-context serve`: run the OTLP receivers and the bridge until SIGTERM, then flush (or spool)."""
+"""`otel-context serve`: run the OTLP receivers and the bridge until SIGTERM, then flush (or spool).
+
+With `--workers N`, a small supervisor starts N worker processes that listen on the same ports
+(SO_REUSEPORT: the kernel spreads connections over them), so one machine's cores are used. They share
+the spool directory (each worker owns its rows; a dead worker's rows are claimed) and the session book
+(`<state-dir>/sessions.db`, or Redis), restarts a worker that dies, and passes SIGTERM on.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 
 import grpc
 from aiohttp import web
@@ -25,9 +35,11 @@ TICK_S = 0.25
 class Sidecar:
     """The receivers and their bridge, on the running asyncio loop."""
 
-    def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings) -> None:
+    def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings, *, reuse_port: bool = False) -> None:
+        """`reuse_port`: a worker of `serve --workers`, sharing its ports with the other workers."""
         self.receiver = receiver
         self.delivery = delivery
+        self.reuse_port = reuse_port
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         self.http_port: int | None = None
@@ -47,9 +59,11 @@ class Sidecar:
         app = create_receiver_app(self.bridge, self.receiver)
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.receiver.host, self.receiver.port).start()
+        reuse = {"reuse_port": True} if self.reuse_port else {}
+        await web.TCPSite(self._runner, self.receiver.host, self.receiver.port, **reuse).start()
         self.http_port = self._runner.addresses[0][1]
         if self.receiver.grpc_port is not None:
+            # gRPC core sets SO_REUSEPORT on its listeners by default: workers share the port as they are
             self._grpc, self.grpc_port = create_grpc_server(self.bridge, self.receiver, self.receiver.grpc_port)
             await self._grpc.start()
         self._ticker = asyncio.create_task(self._tick())
@@ -82,9 +96,14 @@ class Sidecar:
                 _logger.exception("otel-context serve: tick failed")
 
 
+WORKER_ENV = "OTEL_CONTEXT_SERVE_WORKER"  # set by the supervisor: "<index>:<ready fd>"
+
+
 async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown_timeout_s: float = 20.0) -> int:
     """Serve until SIGTERM or SIGINT; returns the number of threads left undelivered."""
-    sidecar = Sidecar(receiver, delivery)
+    worker = os.environ.pop(WORKER_ENV, None)
+    name = f"otel-context serve (worker {worker.split(':')[0]})" if worker else "otel-context serve"
+    sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None)
     sidecar.bridge.counters.register_metrics()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,19 +111,140 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     await sidecar.start()
-    print(f"otel-context serve: {sidecar.describe()}", flush=True)
+    if worker:  # the supervisor prints the one "listening" line once every worker is up
+        _stop_with_parent()
+        ready_fd = int(worker.split(":")[1])
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    else:
+        print(f"{name}: {sidecar.describe()}", flush=True)
     await stop.wait()
-    print("otel-context serve: stopping, delivering what is queued", flush=True)
+    print(f"{name}: stopping, delivering what is queued", flush=True)
     left = await sidecar.stop(shutdown_timeout_s)
     where = " (kept in the spool)" if delivery.spool_dir and left else ""
-    print(f"otel-context serve: stopped, {left} thread(s) undelivered{where}", flush=True)
+    if worker:
+        print(f"{name}: received {sidecar.bridge.counters.get('spans_received')} span(s)", flush=True)
+    print(f"{name}: stopped, {left} thread(s) undelivered{where}", flush=True)
     return left
 
 
-def run(receiver: ReceiverSettings, delivery: ExporterSettings) -> int:
+def _stop_with_parent() -> None:
+    """A worker gets SIGTERM when its supervisor dies, even by kill -9 (Linux), instead of holding the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run(
+    receiver: ReceiverSettings, delivery: ExporterSettings, workers: int = 1, worker_args: list[str] | None = None
+) -> int:
+    """Serve in this process, or with `workers` > 1 supervise that many (`worker_args`: their CLI options)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    if workers > 1:
+        return Supervisor(receiver, delivery, workers, worker_args or []).run()
     asyncio.run(serve(receiver, delivery))
     return 0
+
+
+class Supervisor:
+    """`serve --workers N`: N worker processes on the same ports; restarted when one dies, stopped on SIGTERM."""
+
+    READY_TIMEOUT_S = 60.0
+    RESTART_DELAY_S = 0.5
+
+    def __init__(
+        self, receiver: ReceiverSettings, delivery: ExporterSettings, workers: int, worker_args: list[str]
+    ) -> None:
+        self.receiver, self.delivery, self.count, self.worker_args = receiver, delivery, workers, worker_args
+        self._reserved: list[socket.socket] = []  # port 0: the port chosen here, held for the workers
+        self.http_port = self._port(receiver.port)
+        self.grpc_port = self._port(receiver.grpc_port) if receiver.grpc_port is not None else None
+        self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self._stop = threading.Event()
+
+    def _port(self, port: int) -> int:
+        """A fixed port as is; port 0 becomes a free port every worker can bind (SO_REUSEPORT)."""
+        if port:
+            return port
+        family = socket.AF_INET6 if ":" in self.receiver.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.receiver.host, 0))  # bound, never listening: it takes no connections
+        self._reserved.append(sock)
+        return sock.getsockname()[1]
+
+    def _spawn(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
+        """Start worker `index`; returns it and the read end of its readiness pipe."""
+        read_fd, write_fd = os.pipe()
+        args = [*self.worker_args, "--workers", "1", "--port", str(self.http_port)]
+        args += ["--grpc-port", str(self.grpc_port if self.grpc_port is not None else -1)]
+        env = dict(os.environ, **{WORKER_ENV: f"{index}:{write_fd}"})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "otel_context.cli", "serve", *args], env=env, pass_fds=(write_fd,)
+        )
+        os.close(write_fd)
+        self.workers[index] = process
+        return process, read_fd
+
+    def _await_ready(self, process: subprocess.Popen[bytes], read_fd: int) -> bool:
+        """True once the worker listens; False if it exited or took too long."""
+        deadline = time.monotonic() + self.READY_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                if select.select([read_fd], [], [], 0.1)[0]:
+                    return os.read(read_fd, 16).startswith(b"ready")  # b"": it exited first
+            return False
+        finally:
+            os.close(read_fd)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        started = [self._spawn(index) for index in range(1, self.count + 1)]
+        if not all(self._await_ready(process, fd) for process, fd in started):
+            print("otel-context serve: a worker did not start; stopping", file=sys.stderr, flush=True)
+            self._stop_workers()
+            return 1
+        host = self.receiver.host
+        where = f"OTLP/HTTP on http://{host}:{self.http_port}/v1/traces"
+        if self.grpc_port is not None:
+            where += f", OTLP/gRPC on {host}:{self.grpc_port}"
+        pids = ", ".join(str(p.pid) for p in self.workers.values())
+        print(
+            f"otel-context serve: {self.count} workers (pids {pids}), {where}, delivering to {self.delivery.endpoint}",
+            flush=True,
+        )
+        while not self._stop.wait(0.2):
+            for index, process in list(self.workers.items()):
+                code = process.poll()
+                if code is None or self._stop.is_set():
+                    continue
+                _logger.error(
+                    "otel-context serve: worker %d (pid %d) exited with %s; restarting it", index, process.pid, code
+                )
+                time.sleep(self.RESTART_DELAY_S)
+                replacement, fd = self._spawn(index)
+                if self._await_ready(replacement, fd):
+                    _logger.info("otel-context serve: worker %d restarted (pid %d)", index, replacement.pid)
+        self._stop_workers()
+        return 0
+
+    def _stop_workers(self) -> None:
+        """SIGTERM to every worker: each delivers what is queued (or leaves it in the spool) and exits."""
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        for process in self.workers.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for sock in self._reserved:
+            sock.close()
+        print(f"otel-context serve: stopped {len(self.workers)} workers", flush=True)
 
 
 class SidecarThread:
