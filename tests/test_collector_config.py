@@ -475,4 +475,4 @@ def test_the_gateway_routes_by_trace_id_to_replicas_that_share_redis(tmp_path):
     (container,) = replicas["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["OTEL_EXPORTER_CONTEXT_SESSION_DB"].startswith("redis://redis.")
-    assert "--workers" in container["args"]
+    assert "--spool-dir" in container["args"]  # threads built and not yet delivered survive a restart
