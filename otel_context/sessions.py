@@ -336,8 +336,17 @@ _KEEP_FACTOR = 10  # a session's part counter outlives its turns: a session resu
 _RETRY_S = 1.0  # while Redis is down, how often it is tried again (never a connect timeout per turn)
 
 # Atomic add: the turn's part (its old one if known, else the latest, or the next when that one is
-# full or was forgotten), the turn stored, the part's version raised; returns part and its turns.
+# full or was forgotten), the turn stored, the part's version raised, and the part's thread id (the
+# uuid5 of `session_thread_id`, from redis.sha1hex) mapped to it for `current`; returns part and turns.
 _ADD = """
+local function thread_id(session, part)
+  local name = 'session/' .. session
+  if part > 1 then name = name .. '#' .. part end
+  local h = redis.sha1hex(ARGV[8] .. name)
+  local variant = string.format('%x', tonumber(string.sub(h, 17, 17), 16) % 4 + 8)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16) .. '-'
+    .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
+end
 local S, tprefix = KEYS[1], ARGV[7]
 local turn_id, max_turns = ARGV[2], tonumber(ARGV[4])
 local part = tonumber(redis.call('HGET', S, 't:' .. turn_id) or 0)
@@ -355,6 +364,7 @@ redis.call('HSET', T, turn_id, ARGV[3])
 redis.call('PEXPIRE', T, ARGV[5])
 local version = redis.call('HINCRBY', S, 'v:' .. part, 1)
 redis.call('PEXPIRE', S, ARGV[6])
+redis.call('SET', ARGV[9] .. thread_id(ARGV[1], part), ARGV[10] .. '\\n' .. part .. '\\n' .. ARGV[1], 'PX', ARGV[6])
 return {part, version, redis.call('HVALS', T)}
 """
 
@@ -408,8 +418,17 @@ class RedisSessions(_Book):
         self._open()
 
     def _open(self) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # One immediate retry (a pooled connection Redis closed when it restarted), never a backoff:
+        # the sidecar adds turns on its event loop. Retrying an add is safe: a known turn id is replaced.
         self._client = self._redis_module.Redis.from_url(
-            self.url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=10
+            self.url,
+            socket_connect_timeout=0.5,
+            socket_timeout=2.0,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 1),
         )
         self._add = self._client.register_script(_ADD)
         self._read = self._client.register_script(_READ)
@@ -488,12 +507,12 @@ class RedisSessions(_Book):
                         int(self.ttl_s * 1000),
                         keep_ms,
                         base + "turns:",
+                        THREAD_NAMESPACE.bytes,
+                        self._thread_key(""),
+                        tag,
                     ],
                 )
                 part = int(part)
-                self._client.set(
-                    self._thread_key(session_thread_id(session, part)), f"{tag}\n{part}\n{session}", px=keep_ms
-                )
             except self._errors() as error:
                 self._failed(error)
             else:

@@ -223,9 +223,9 @@ def test_redis_restarted_mid_run_sessions_continue_with_a_clear_line_and_nothing
 
     def restart_redis(round_: int) -> None:
         if round_ == 1:
-            time.sleep(0.6)
+            time.sleep(0.6)  # round 1's turns are in Redis
             redis.stop(kill=True)  # its append-only file has every write (appendfsync always)
-        if round_ == 2:
+        if round_ == 3:  # round 2's turns were added while Redis was down
             redis.start()
 
     run_app(gateway["grpc"], restart_redis, pause_s=0.6)

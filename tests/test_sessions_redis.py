@@ -75,6 +75,16 @@ def test_adds_at_the_same_moment_from_many_books_all_land_each_raising_the_versi
         book.close()
 
 
+def test_the_thread_ids_redis_computes_are_those_every_process_computes(redis_server):
+    book = RedisSessions(redis_server.url, max_turns=1)
+    for session in ("s", "sessión-ü/ä 🙂", "a\nb"):
+        for n in (1, 2):
+            thread = book.fold(session, turn(f"{session}{n}", n))
+            assert thread.id == session_thread_id(session, n)
+            version, current = book.current(thread.id)  # found through the id the script mapped
+            assert (version, current.id) == (1, thread.id)
+
+
 def test_a_full_part_continues_in_the_next_and_an_expired_session_never_reuses_its_part(redis_server):
     book = RedisSessions(redis_server.url, max_turns=2, ttl_s=0.3)
     assert [book.add("s", turn(f"t{n}", n))[0] for n in range(3)] == [1, 1, 2]
