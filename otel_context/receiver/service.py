@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
+import io
 import logging
 import os
+import pickle
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import types
+from collections.abc import Iterable
 
 import grpc
 from aiohttp import web
 
 from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
+from ..model import SpanRecord
 from .grpc import create_grpc_server
 from .http import create_receiver_app
 
@@ -105,6 +113,10 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     name = f"otel-context serve (worker {worker.split(':')[0]})" if worker else "otel-context serve"
     sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None)
     sidecar.bridge.counters.register_metrics()
+    router = None
+    if worker:
+        index, _, count, directory = worker.split(":", 3)
+        router = TraceRouter(sidecar.bridge, int(index), int(count), directory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -113,19 +125,143 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     await sidecar.start()
     if worker:  # the supervisor prints the one "listening" line once every worker is up
         _stop_with_parent()
-        ready_fd = int(worker.split(":")[1])
+        ready_fd = int(worker.split(":")[1])  # after the router listens: peers may forward at once
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     else:
         print(f"{name}: {sidecar.describe()}", flush=True)
     await stop.wait()
     print(f"{name}: stopping, delivering what is queued", flush=True)
+    if router is not None:
+        router.close()
     left = await sidecar.stop(shutdown_timeout_s)
     where = " (kept in the spool)" if delivery.spool_dir and left else ""
     if worker:
         print(f"{name}: received {sidecar.bridge.counters.get('spans_received')} span(s)", flush=True)
     print(f"{name}: stopped, {left} thread(s) undelivered{where}", flush=True)
     return left
+
+
+class TraceRouter:
+    """In a worker of `serve --workers`: every span goes to the worker that owns its trace.
+
+    The kernel hands connections, not traces, to workers, and a Collector may send a trace's spans
+    in two requests over two connections. Each trace id has one owning worker (a hash); spans of
+    traces owned by another worker are passed to it over a Unix socket (in a private directory of the
+    supervisor) before the request is answered, so a trace is assembled whole and what was
+    acknowledged is in its owner's buffer. A peer that cannot be reached (restarting) gets nothing:
+    its spans are kept here instead, never lost.
+    """
+
+    def __init__(self, bridge: Bridge, index: int, count: int, directory: str) -> None:
+        self.bridge, self.index, self.count, self.directory = bridge, index, count, directory
+        self._accept_here = bridge.accept
+        bridge.accept = self.accept  # type: ignore[method-assign]
+        self._peers = threading.local()  # one connection per thread and peer
+        self._closing = threading.Event()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = self._path(index)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a socket left by this worker's previous life
+        self._server.bind(path)
+        self._server.listen(64)
+        threading.Thread(target=self._serve, name="otel-context-trace-router", daemon=True).start()
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.directory, f"{index}.sock")
+
+    def owner(self, trace_id: int) -> int:
+        return trace_id % self.count + 1  # trace ids are random: the low bits spread evenly
+
+    def accept(self, records: Iterable[SpanRecord], **kwargs: object) -> bool:
+        """The bridge's `accept`: spans of this worker's traces here, the others to their owners."""
+        mine: list[SpanRecord] = []
+        theirs: dict[int, list[SpanRecord]] = {}
+        for record in records:
+            owner = self.owner(record.trace_id)
+            (mine if owner == self.index else theirs.setdefault(owner, [])).append(record)
+        for owner, batch in theirs.items():
+            if not self._forward(owner, batch):
+                mine.extend(batch)  # the owner is restarting: assembled here rather than lost
+        return self._accept_here(mine, **kwargs)  # type: ignore[arg-type]
+
+    def _forward(self, owner: int, batch: list[SpanRecord]) -> bool:
+        """Hand `batch` to worker `owner`; True once it holds them."""
+        connections = self._peers.__dict__
+        for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
+            conn = connections.get(owner)
+            try:
+                if conn is None:
+                    conn = connections[owner] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    conn.settimeout(5)
+                    conn.connect(self._path(owner))
+                payload = _dumps(batch)
+                conn.sendall(len(payload).to_bytes(4, "big") + payload)
+                if _read_exactly(conn, 1) == b"1":
+                    return True
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                conn.close()  # type: ignore[union-attr]
+            connections.pop(owner, None)
+        return False
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._peer, args=(conn,), daemon=True).start()
+
+    def _peer(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    size = int.from_bytes(_read_exactly(conn, 4), "big")
+                    batch = pickle.loads(_read_exactly(conn, size))  # a peer of the same user, in a 0700 dir
+                except (OSError, EOFError):
+                    return
+                answer = b"0"  # not taken: the sender keeps the spans itself
+                if not self._closing.is_set():
+                    try:
+                        self._accept_here(batch)
+                        answer = b"1"
+                    except Exception:
+                        _logger.exception("otel-context serve: spans from another worker could not be taken")
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+
+    def close(self) -> None:
+        """Before the bridge drains: from now on peers keep their spans themselves."""
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._server.close()
+
+
+def _frozen(values: dict) -> types.MappingProxyType:
+    return types.MappingProxyType(values)
+
+
+def _dumps(records: list[SpanRecord]) -> bytes:
+    """Span records as bytes for a peer (their attribute maps are read-only proxies, which pickle refuses)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = {**copyreg.dispatch_table, types.MappingProxyType: lambda m: (_frozen, (dict(m),))}
+    pickler.dump(records)
+    return buffer.getvalue()
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise EOFError("peer closed")
+        data += chunk
+    return bytes(data)
 
 
 def _stop_with_parent() -> None:
@@ -161,6 +297,7 @@ class Supervisor:
         self.http_port = self._port(receiver.port)
         self.grpc_port = self._port(receiver.grpc_port) if receiver.grpc_port is not None else None
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self.sockets = tempfile.mkdtemp(prefix="otel-context-workers-")  # 0700: the workers' trace router
         self._stop = threading.Event()
 
     def _port(self, port: int) -> int:
@@ -179,7 +316,7 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         args = [*self.worker_args, "--workers", "1", "--port", str(self.http_port)]
         args += ["--grpc-port", str(self.grpc_port if self.grpc_port is not None else -1)]
-        env = dict(os.environ, **{WORKER_ENV: f"{index}:{write_fd}"})
+        env = dict(os.environ, **{WORKER_ENV: f"{index}:{write_fd}:{self.count}:{self.sockets}"})
         process = subprocess.Popen(
             [sys.executable, "-m", "otel_context.cli", "serve", *args], env=env, pass_fds=(write_fd,)
         )
@@ -244,6 +381,7 @@ class Supervisor:
                 process.wait()
         for sock in self._reserved:
             sock.close()
+        shutil.rmtree(self.sockets, ignore_errors=True)
         print(f"otel-context serve: stopped {len(self.workers)} workers", flush=True)
 
 
