@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import pickle
+import queue
 import select
 import shutil
 import signal
@@ -148,16 +149,17 @@ class TraceRouter:
     The kernel hands connections, not traces, to workers, and a Collector may send a trace's spans
     in two requests over two connections. Each trace id has one owning worker (a hash); spans of
     traces owned by another worker are passed to it over a Unix socket (in a private directory of the
-    supervisor) before the request is answered, so a trace is assembled whole and what was
-    acknowledged is in its owner's buffer. A peer that cannot be reached (restarting) gets nothing:
-    its spans are kept here instead, never lost.
+    supervisor) by a sender thread per peer, so a trace is assembled whole. A peer that cannot take
+    them (restarting, stopping) gets nothing: they are assembled here instead, never lost. Like the
+    buffer itself, spans on their way to a peer live in memory until the sidecar's write-ahead log.
     """
 
     def __init__(self, bridge: Bridge, index: int, count: int, directory: str) -> None:
         self.bridge, self.index, self.count, self.directory = bridge, index, count, directory
         self._accept_here = bridge.accept
         bridge.accept = self.accept  # type: ignore[method-assign]
-        self._peers = threading.local()  # one connection per thread and peer
+        self._outboxes: dict[int, queue.SimpleQueue[list[SpanRecord]]] = {}
+        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = self._path(index)
@@ -174,37 +176,55 @@ class TraceRouter:
         return trace_id % self.count + 1  # trace ids are random: the low bits spread evenly
 
     def accept(self, records: Iterable[SpanRecord], **kwargs: object) -> bool:
-        """The bridge's `accept`: spans of this worker's traces here, the others to their owners."""
+        """The bridge's `accept`: spans of this worker's traces here, the others queued for their owners."""
         mine: list[SpanRecord] = []
         theirs: dict[int, list[SpanRecord]] = {}
         for record in records:
             owner = self.owner(record.trace_id)
             (mine if owner == self.index else theirs.setdefault(owner, [])).append(record)
         for owner, batch in theirs.items():
-            if not self._forward(owner, batch):
-                mine.extend(batch)  # the owner is restarting: assembled here rather than lost
-        return self._accept_here(mine, **kwargs)  # type: ignore[arg-type]
+            self._outbox(owner).put(batch)
+        return self._accept_here(mine, **kwargs) if mine else True  # type: ignore[arg-type]
 
-    def _forward(self, owner: int, batch: list[SpanRecord]) -> bool:
-        """Hand `batch` to worker `owner`; True once it holds them."""
-        connections = self._peers.__dict__
-        for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
-            conn = connections.get(owner)
-            try:
-                if conn is None:
-                    conn = connections[owner] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    conn.settimeout(5)
-                    conn.connect(self._path(owner))
-                payload = _dumps(batch)
-                conn.sendall(len(payload).to_bytes(4, "big") + payload)
-                if _read_exactly(conn, 1) == b"1":
-                    return True
-            except OSError:
-                pass
-            with contextlib.suppress(OSError):
-                conn.close()  # type: ignore[union-attr]
-            connections.pop(owner, None)
-        return False
+    def _outbox(self, owner: int) -> queue.SimpleQueue[list[SpanRecord]]:
+        """Spans waiting for worker `owner`, sent by a thread of their own (the event loop never waits on a peer)."""
+        outbox = self._outboxes.get(owner)
+        if outbox is None:
+            with self._lock:
+                outbox = self._outboxes.get(owner)
+                if outbox is None:
+                    outbox = self._outboxes[owner] = queue.SimpleQueue()
+                    threading.Thread(target=self._send_to, args=(owner, outbox), daemon=True).start()
+        return outbox
+
+    def _send_to(self, owner: int, outbox: queue.SimpleQueue[list[SpanRecord]]) -> None:
+        """Hand what waits to worker `owner`, in one message; what it cannot take is assembled here."""
+        conn: socket.socket | None = None
+        while True:
+            batch = outbox.get()
+            while not outbox.empty():
+                batch += outbox.get()
+            taken = False
+            for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
+                try:
+                    if conn is None:
+                        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        conn.settimeout(10)
+                        conn.connect(self._path(owner))
+                    payload = _dumps(batch)
+                    conn.sendall(len(payload).to_bytes(4, "big") + payload)
+                    taken = _read_exactly(conn, 1) == b"1"
+                    break
+                except (OSError, EOFError):
+                    if conn is not None:
+                        with contextlib.suppress(OSError):
+                            conn.close()
+                    conn = None
+            if not taken:  # the owner is restarting or stopping: assembled here rather than lost
+                try:
+                    self._accept_here(batch)
+                except Exception:
+                    _logger.exception("otel-context serve: spans for worker %d could not be kept", owner)
 
     def _serve(self) -> None:
         while True:
