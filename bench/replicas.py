@@ -249,15 +249,22 @@ def run(requests: int, log=print) -> list[Figure]:
         bench = Bench(bodies, conversations, work, f"http://127.0.0.1:{sink_port}")
         try:
             warm = bodies[:4]
-            for book, env in (("SQLite", {}), ("Redis", {"OTEL_EXPORTER_CONTEXT_SESSION_DB": redis_url})):
-                for workers in (1, 2):
-                    http, _ = bench.serve(f"workers{workers}", workers, grpc=False, **env)
-                    url = f"http://127.0.0.1:{http}"
-                    asyncio.run(post_all(url, warm, 2))  # warm-up: imports, connections
-                    name = f"`serve --workers {workers}`, {book} sessions"
-                    figures.append(bench.measure(name, workers, url))
-                    log(f"  {name}: {figures[-1].rate:,.0f} conversations/s")
-                    bench.stop()
+            redis_book = {"OTEL_EXPORTER_CONTEXT_SESSION_DB": redis_url}
+            setups = [
+                ("SQLite sessions", 1, {}),
+                ("SQLite sessions", 2, {}),
+                ("SQLite sessions, trace routing off", 2, {"OTEL_CONTEXT_SERVE_TRACE_ROUTING": "false"}),
+                ("Redis sessions", 1, redis_book),
+                ("Redis sessions", 2, redis_book),
+            ]
+            for label, workers, env in setups:
+                http, _ = bench.serve(f"workers{workers}", workers, grpc=False, **env)
+                url = f"http://127.0.0.1:{http}"
+                asyncio.run(post_all(url, warm, 2))  # warm-up: imports, connections
+                name = f"`serve --workers {workers}`, {label}"
+                figures.append(bench.measure(name, workers, url))
+                log(f"  {name}: {figures[-1].rate:,.0f} conversations/s")
+                bench.stop()
             for replicas in (1, 3):
                 ports = [bench.serve("replica", 1, grpc=True, OTEL_EXPORTER_CONTEXT_SESSION_DB=redis_url)[1]]
                 ports += [
@@ -285,7 +292,7 @@ def run(requests: int, log=print) -> list[Figure]:
 
 def render(figures: list[Figure], requests: int) -> str:
     facts = machine.describe()
-    sqlite1, sqlite2, one, two, replica1, replica3 = figures
+    sqlite1, sqlite2, unrouted, one, two, replica1, replica3 = figures
     per_core = max(sqlite2.rate, two.rate) / 2
     lines = [
         "# Replicas and workers",
@@ -305,7 +312,8 @@ def render(figures: list[Figure], requests: int) -> str:
         ),
         "",
         f"`--workers 2` / `--workers 1`: **{two.rate / one.rate:.2f}x** with Redis sessions, "
-        f"{sqlite2.rate / sqlite1.rate:.2f}x with the default SQLite book (goal ≥ {WORKERS_GOAL}x); "
+        f"{sqlite2.rate / sqlite1.rate:.2f}x with the default SQLite book, {unrouted.rate / sqlite1.rate:.2f}x "
+        f"with trace routing off (goal ≥ {WORKERS_GOAL}x); "
         f"three replicas / one behind the Collector: {replica3.rate / replica1.rate:.2f}x "
         f"(all on {facts['cores']} cores, beside the Collector, Redis, the client and the API stand-in).",
         "",

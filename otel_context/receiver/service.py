@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import pickle
-import queue
 import select
 import shutil
 import signal
@@ -26,6 +25,7 @@ import tempfile
 import threading
 import time
 import types
+import zlib
 from collections.abc import Iterable
 
 import grpc
@@ -117,7 +117,9 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     router = None
     if worker:
         index, _, count, directory = worker.split(":", 3)
-        router = TraceRouter(sidecar.bridge, int(index), int(count), directory)
+        if os.environ.get("OTEL_CONTEXT_SERVE_TRACE_ROUTING", "true").lower() not in ("0", "false", "off", "no"):
+            router = TraceRouter(sidecar.bridge, int(index), int(count), directory)
+            await router.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,7 +136,7 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     await stop.wait()
     print(f"{name}: stopping, delivering what is queued", flush=True)
     if router is not None:
-        router.close()
+        await router.close()
     left = await sidecar.stop(shutdown_timeout_s)
     where = " (kept in the spool)" if delivery.spool_dir and left else ""
     if worker:
@@ -149,31 +151,34 @@ class TraceRouter:
     The kernel hands connections, not traces, to workers, and a Collector may send a trace's spans
     in two requests over two connections. Each trace id has one owning worker (a hash); spans of
     traces owned by another worker are passed to it over a Unix socket (in a private directory of the
-    supervisor) by a sender thread per peer, so a trace is assembled whole. A peer that cannot take
-    them (restarting, stopping) gets nothing: they are assembled here instead, never lost. Like the
-    buffer itself, spans on their way to a peer live in memory until the sidecar's write-ahead log.
+    supervisor), on the event loop (threads would fight the loop for the GIL), so a trace is
+    assembled whole. A peer that cannot take them (restarting, stopping) gets nothing: they are
+    assembled here instead, never lost. Like the buffer itself, spans on their way to a peer live in
+    memory until the sidecar's write-ahead log.
     """
 
     def __init__(self, bridge: Bridge, index: int, count: int, directory: str) -> None:
         self.bridge, self.index, self.count, self.directory = bridge, index, count, directory
         self._accept_here = bridge.accept
         bridge.accept = self.accept  # type: ignore[method-assign]
-        self._outboxes: dict[int, queue.SimpleQueue[list[SpanRecord]]] = {}
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = self._path(index)
+        self._loop = asyncio.get_running_loop()
+        self._outboxes: dict[int, asyncio.Queue[list[SpanRecord]]] = {}
+        self._senders: list[asyncio.Task[None]] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        path = self._path(self.index)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a socket left by this worker's previous life
-        self._server.bind(path)
-        self._server.listen(64)
-        threading.Thread(target=self._serve, name="otel-context-trace-router", daemon=True).start()
+        self._server = await asyncio.start_unix_server(self._peer, path=path)
 
     def _path(self, index: int) -> str:
         return os.path.join(self.directory, f"{index}.sock")
 
     def owner(self, trace_id: int) -> int:
-        return trace_id % self.count + 1  # trace ids are random: the low bits spread evenly
+        # a hash of every bit: some generators fix bits (odd ids, a timestamp in the high ones)
+        return zlib.crc32(trace_id.to_bytes(16, "big")) % self.count + 1
 
     def accept(self, records: Iterable[SpanRecord], **kwargs: object) -> bool:
         """The bridge's `accept`: spans of this worker's traces here, the others queued for their owners."""
@@ -183,82 +188,83 @@ class TraceRouter:
             owner = self.owner(record.trace_id)
             (mine if owner == self.index else theirs.setdefault(owner, [])).append(record)
         for owner, batch in theirs.items():
-            self._outbox(owner).put(batch)
+            if self._closing:
+                mine += batch
+            else:
+                self._loop.call_soon_threadsafe(self._enqueue, owner, batch)
         return self._accept_here(mine, **kwargs) if mine else True  # type: ignore[arg-type]
 
-    def _outbox(self, owner: int) -> queue.SimpleQueue[list[SpanRecord]]:
-        """Spans waiting for worker `owner`, sent by a thread of their own (the event loop never waits on a peer)."""
+    def _enqueue(self, owner: int, batch: list[SpanRecord]) -> None:
         outbox = self._outboxes.get(owner)
         if outbox is None:
-            with self._lock:
-                outbox = self._outboxes.get(owner)
-                if outbox is None:
-                    outbox = self._outboxes[owner] = queue.SimpleQueue()
-                    threading.Thread(target=self._send_to, args=(owner, outbox), daemon=True).start()
-        return outbox
+            outbox = self._outboxes[owner] = asyncio.Queue()
+            self._senders.append(self._loop.create_task(self._send_to(owner, outbox)))
+        outbox.put_nowait(batch)
 
-    def _send_to(self, owner: int, outbox: queue.SimpleQueue[list[SpanRecord]]) -> None:
+    async def _send_to(self, owner: int, outbox: asyncio.Queue[list[SpanRecord]]) -> None:
         """Hand what waits to worker `owner`, in one message; what it cannot take is assembled here."""
-        conn: socket.socket | None = None
+        writer: asyncio.StreamWriter | None = None
+        reader: asyncio.StreamReader | None = None
         while True:
-            batch = outbox.get()
+            batch = await outbox.get()
             while not outbox.empty():
-                batch += outbox.get()
+                batch += outbox.get_nowait()
             taken = False
-            for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
-                try:
-                    if conn is None:
-                        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                        conn.settimeout(10)
-                        conn.connect(self._path(owner))
-                    payload = _dumps(batch)
-                    conn.sendall(len(payload).to_bytes(4, "big") + payload)
-                    taken = _read_exactly(conn, 1) == b"1"
-                    break
-                except (OSError, EOFError):
-                    if conn is not None:
-                        with contextlib.suppress(OSError):
-                            conn.close()
-                    conn = None
-            if not taken:  # the owner is restarting or stopping: assembled here rather than lost
-                try:
-                    self._accept_here(batch)
-                except Exception:
-                    _logger.exception("otel-context serve: spans for worker %d could not be kept", owner)
-
-    def _serve(self) -> None:
-        while True:
             try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._peer, args=(conn,), daemon=True).start()
+                for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
+                    try:
+                        if writer is None:
+                            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self._path(owner)), 5)
+                        payload = _dumps(batch)
+                        writer.write(len(payload).to_bytes(4, "big") + payload)
+                        await writer.drain()
+                        assert reader is not None
+                        taken = await asyncio.wait_for(reader.readexactly(1), 10) == b"1"
+                        break
+                    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                        if writer is not None:
+                            writer.close()
+                        reader = writer = None
+            finally:
+                if not taken:  # the owner is restarting or stopping: assembled here rather than lost
+                    self._keep(batch, owner)
 
-    def _peer(self, conn: socket.socket) -> None:
-        with conn:
+    def _keep(self, batch: list[SpanRecord], owner: int) -> None:
+        try:
+            self._accept_here(batch)
+        except Exception:
+            _logger.exception("otel-context serve: spans for worker %d could not be kept", owner)
+
+    async def _peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
             while True:
-                try:
-                    size = int.from_bytes(_read_exactly(conn, 4), "big")
-                    batch = pickle.loads(_read_exactly(conn, size))  # a peer of the same user, in a 0700 dir
-                except (OSError, EOFError):
-                    return
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                batch = pickle.loads(await reader.readexactly(size))  # a peer of the same user, in a 0700 dir
                 answer = b"0"  # not taken: the sender keeps the spans itself
-                if not self._closing.is_set():
+                if not self._closing:
                     try:
                         self._accept_here(batch)
                         answer = b"1"
                     except Exception:
                         _logger.exception("otel-context serve: spans from another worker could not be taken")
-                with contextlib.suppress(OSError):
-                    conn.sendall(answer)
+                writer.write(answer)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
 
-    def close(self) -> None:
-        """Before the bridge drains: from now on peers keep their spans themselves."""
-        self._closing.set()
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
+    async def close(self) -> None:
+        """Before the bridge drains: what waits for a peer is assembled here, and peers keep theirs."""
+        self._closing = True
+        if self._server is not None:
             self._server.close()
+        for task in self._senders:
+            task.cancel()  # an unacknowledged batch in flight is kept here (the `finally` above)
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        for owner, outbox in self._outboxes.items():
+            while not outbox.empty():
+                self._keep(outbox.get_nowait(), owner)
 
 
 def _frozen(values: dict) -> types.MappingProxyType:
@@ -272,16 +278,6 @@ def _dumps(records: list[SpanRecord]) -> bytes:
     pickler.dispatch_table = {**copyreg.dispatch_table, types.MappingProxyType: lambda m: (_frozen, (dict(m),))}
     pickler.dump(records)
     return buffer.getvalue()
-
-
-def _read_exactly(conn: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise EOFError("peer closed")
-        data += chunk
-    return bytes(data)
 
 
 def _stop_with_parent() -> None:
