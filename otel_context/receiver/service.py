@@ -1,9 +1,10 @@
 """`otel-context serve`: run the OTLP receivers and the bridge until SIGTERM, then flush (or spool).
 
 With `--workers N`, a small supervisor starts N worker processes that listen on the same ports
-(SO_REUSEPORT: the kernel spreads connections over them), so one machine's cores are used. They share
-the spool directory (each worker owns its rows; a dead worker's rows are claimed) and the session book
-(`<state-dir>/sessions.db`, or Redis), restarts a worker that dies, and passes SIGTERM on.
+(SO_REUSEPORT: the kernel spreads connections over them), so one machine's cores are used; it restarts
+a worker that dies and passes SIGTERM on. The workers share the spool directory (each owns its rows; a
+dead worker's rows are claimed) and the session book (`<state-dir>/sessions.db`, or Redis), and pass
+each other the spans of the traces they own (`TraceRouter`), so a trace is assembled in one process.
 """
 
 from __future__ import annotations
