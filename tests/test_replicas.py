@@ -9,6 +9,7 @@ SIGKILL and restarted mid-run, and when Redis restarts mid-run.
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from . import conftest
 from .conftest import TOKEN, read_threads, wait_for
 from .support.otelcol import BUILD_TIMEOUT_S, CONFIG_DIR, otelcol_binary
 from .support.redis import RedisServer
-from .support.sidecar import SERVE_TOKEN, Process, clean_env, free_port, serve_counters
+from .support.sidecar import SERVE_TOKEN, Process, clean_env, serve_counters
 from .test_sidecar_otelcol import healthy
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)  # the first use may build the Collector
@@ -38,11 +39,25 @@ EXPORTER = "load_balancing/otel_context"
 SESSIONS, ROUNDS, AT_ONCE = 20, 5, 2  # 20 sessions x 5 rounds x 2 turns at once = 200 conversations
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are chosen."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class Replica:
     """One `otel-context serve` (HTTP and gRPC), its spool and state kept across a restart."""
 
-    def __init__(self, index: int, local_api_url: str, redis_url: str, root: Path, settle_ms: int) -> None:
-        self.index, self.http_port, self.grpc_port = index, free_port(), free_port()
+    def __init__(
+        self, index: int, ports: list[int], local_api_url: str, redis_url: str, root: Path, settle_ms: int
+    ) -> None:
+        self.index, (self.http_port, self.grpc_port) = index, ports
         self.env = clean_env(
             OTEL_EXPORTER_CONTEXT_ENDPOINT=local_api_url,
             OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
@@ -89,12 +104,15 @@ def gateway(local_api, redis_server, tmp_path, request):
     """Three replicas sharing Redis, behind the shipped gateway.yaml (only addresses moved)."""
     binary = otelcol_binary()
     settle_ms = getattr(request, "param", 300)
-    replicas = [Replica(i, local_api.url, redis_server.url, tmp_path, settle_ms) for i in range(3)]
+    ports = free_ports(8)
+    replicas = [
+        Replica(i, ports[2 * i : 2 * i + 2], local_api.url, redis_server.url, tmp_path, settle_ms) for i in range(3)
+    ]
     for replica in replicas:
         replica.start()
     for replica in replicas:
         replica.wait_ready()
-    grpc_port, health_port = free_port(), free_port()
+    grpc_port, health_port = ports[6:]
     overlay = {
         "extensions": {"health_check": {"endpoint": f"127.0.0.1:{health_port}"}},
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}, "http": None}}},
