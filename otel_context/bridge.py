@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from .assembly import TraceBuffer
-from .config import TOKEN_VARIABLES, ExporterSettings
+from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
 from .convert import ConversionOptions
 from .cost import Pricing
@@ -26,7 +26,16 @@ from .feedback import feedback_target, span_rating
 from .model import ConversationThread, SpanRecord
 from .redaction import Pseudonyms, Redactor
 from .selection import ThreadSelection
-from .sessions import MemorySessions, SessionStore, SqliteSessions, Turn, merge, session_of
+from .sessions import (
+    MemorySessions,
+    RedisSessions,
+    SessionStore,
+    SessionStoreUnavailable,
+    SqliteSessions,
+    Turn,
+    is_redis_url,
+    session_of,
+)
 from .telemetry import Counters
 
 _logger = logging.getLogger("otel_context")
@@ -51,7 +60,7 @@ class Bridge:
         self._settle_s = settle_s
         self.buffer = self._make_buffer()
         self._sender = ContextSender(settings)
-        self.sessions = _session_store(settings, session_db) if settings.sessions else None
+        self.sessions = _session_store(settings, session_db, strict=push_back) if settings.sessions else None
         self.delivery = DeliveryQueue(self._send, settings, self.counters, abort=self._sender.abort)
         key = settings.pseudonym_key.encode("utf-8") if settings.pseudonym_key else None
         self.redactor = Redactor(list(settings.redact), settings.redact_hook, Pseudonyms(settings.pseudonymize, key))
@@ -159,7 +168,7 @@ class Bridge:
         finally:
             left = self.delivery.shutdown(timeout_s)
             self._sender.close()
-            if isinstance(self.sessions, SqliteSessions):
+            if self.sessions is not None:
                 self.sessions.close()
         if left and self.delivery.spool is not None:
             _logger.warning(
@@ -187,8 +196,7 @@ class Bridge:
             session = session_of(thread) if self.sessions is not None else None
             if session is not None:
                 assert self.sessions is not None
-                part, turns = self.sessions.add(session, Turn.of(thread))
-                thread = merge(session, part, turns, self.sessions.scope)
+                thread = self.sessions.fold(session, Turn.of(thread))
             self._remember(thread.id, thread)
             self._remember(turn_trace, thread)
             out.append(thread)
@@ -208,10 +216,9 @@ class Bridge:
         found: tuple[str, int] | None = None
         if key == "context.feedback.session_id" and self.sessions is not None:
             value = self.redactor.metadata("session_id", value)  # the book holds sessions as they left
-            part, turns = self.sessions.turns(value)
-            if turns:
-                thread = merge(value, part, turns, self.sessions.scope)
-                found = (thread.id, _last_answer(thread))
+            latest = self.sessions.latest(value)
+            if latest is not None:
+                found = (latest.id, _last_answer(latest))
         else:
             with self._lock:
                 found = self._recent.get(value)
@@ -237,21 +244,32 @@ class Bridge:
     def _send(self, item: QueueItem) -> SendOutcome:
         """One upload; a session thread of a shared book goes out as the book holds it now.
 
-        Another process may add a turn while this upload is on the wire and finish its own upload
-        first; sending again when the version moved makes the last write to arrive the newest.
+        Another process (or replica) may add a turn while this upload is on the wire and finish its
+        own upload first; sending again when the version moved makes the last write to arrive the
+        newest. A book that cannot be read (Redis down) makes the upload wait and retry: a body
+        built earlier may be older than one already sent by another replica.
         """
-        store = self.sessions if isinstance(self.sessions, SqliteSessions) else None
+        store = self.sessions if self.sessions is not None and self.sessions.shared else None
         if store is None or item.kind != THREAD:
             return self._sender.send(item)
+        outcome = SendOutcome(Verdict.RETRY, reason="session thread changed on every try")
         for _ in range(_MAX_RESENDS):
-            current = store.current(item.thread_id)
+            try:
+                current = store.current(item.thread_id)
+            except SessionStoreUnavailable as error:
+                return SendOutcome(Verdict.RETRY, reason=str(error))
             if current is None:
                 return self._sender.send(item)
             version, thread = current
             item.body = encode_thread(thread)  # its turns were redacted before entering the book
             outcome = self._sender.send(item)
-            if outcome.verdict is not Verdict.DELIVERED or store.version(item.thread_id) == version:
+            if outcome.verdict is not Verdict.DELIVERED:
                 return outcome
+            try:
+                if store.version(item.thread_id) == version:
+                    return outcome
+            except SessionStoreUnavailable:
+                return outcome  # no turn can join a shared part while the book is down; a waiting upload re-reads it
         return outcome
 
     def _warn_missing_token(self) -> None:
@@ -287,9 +305,22 @@ def _last_answer(thread: ConversationThread) -> int:
     return answers[-1] if answers else len(thread.messages) - 1
 
 
-def _session_store(settings: ExporterSettings, session_db: str | None) -> SessionStore:
-    """Sessions in SQLite when a path is given (or beside the spool), else bounded in memory."""
+def _session_store(settings: ExporterSettings, session_db: str | None, *, strict: bool) -> SessionStore:
+    """Sessions in Redis for a `redis://` URL, in SQLite for a path (or beside the spool), else in memory.
+
+    `strict` (the sidecar) lets a Redis URL without the `redis` client stop the start; in process, a
+    setting of ours never stops tracing: one error line, and the in-memory book.
+    """
     path = session_db or settings.session_db
+    if is_redis_url(path):
+        assert path is not None
+        try:
+            return RedisSessions(path, settings.session_max_turns, settings.session_ttl_s)
+        except ConfigError as error:
+            if strict:
+                raise
+            _logger.error("otel-context: %s; sessions stay in this process's memory", error)
+            return MemorySessions(max_turns=settings.session_max_turns, ttl_s=settings.session_ttl_s)
     if path is None and settings.spool_dir:
         path = os.path.join(settings.spool_dir, "otel-context-sessions.db")
     if path:

@@ -47,9 +47,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+_WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", "endpoint", "spool_dir")
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from .config import resolve_receiver_settings, resolve_settings
+    from .config import ConfigError, _int_env, resolve_receiver_settings, resolve_settings
     from .receiver.service import run
+
+    workers = args.workers if args.workers is not None else _int_env("OTEL_CONTEXT_SERVE_WORKERS", 1)
+    if workers < 1:
+        print("otel-context serve: --workers must be at least 1", file=sys.stderr)
+        return 2
 
     receiver = resolve_receiver_settings(
         host=args.host,
@@ -66,8 +74,16 @@ def _serve(args: argparse.Namespace) -> int:
     _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
     if receiver.grpc_port is not None:
         _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
+    worker_args = []  # the options given here, for each worker of --workers (ports are the supervisor's)
+    for name in _WORKER_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            worker_args += [f"--{name.replace('_', '-')}", str(value)]
     try:
-        return run(receiver, delivery)
+        return run(receiver, delivery, workers=workers, worker_args=worker_args)
+    except ConfigError as error:  # e.g. a redis:// session store without the redis client
+        print(f"otel-context serve: {error}", file=sys.stderr)
+        return 2
     except OSError as exc:  # lost a race for the port, or the state directory is not writable
         raise CommandError(f"cannot serve on {receiver.host}:{receiver.port}: {exc.strerror or exc}") from None
 
@@ -288,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)")
     serve.add_argument("--endpoint", help="Context API ($OTEL_EXPORTER_CONTEXT_ENDPOINT)")
     serve.add_argument("--spool-dir", help="durable spool ($OTEL_EXPORTER_CONTEXT_SPOOL_DIR)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the ports, spool and sessions (default 1; $OTEL_CONTEXT_SERVE_WORKERS)",
+    )
     serve.set_defaults(func=_serve)
 
     stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")

@@ -23,12 +23,17 @@ FD_HEADROOM = 64  # descriptors kept free for SQLite, the spool, gRPC and the pr
 _OUT_OF_FILES = ("out of system resource", "Too many open files")
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 yields the real port and a busy port fails in the caller."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind before serving, so port 0 yields the real port and a busy port fails in the caller.
+
+    `reuse_port`: several processes share the port (`serve --workers`), the kernel spreading connections.
+    """
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = info[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError:

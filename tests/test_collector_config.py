@@ -421,3 +421,63 @@ def test_compose_mirrors_the_pod(config):
     dockerfile = (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve()
     assert dockerfile.is_file()
     assert 'CMD ["otel-context", "serve"' in dockerfile.read_text()
+
+
+# --- the gateway: load_balancing in front of replicas sharing Redis ---------------------------------
+
+GATEWAY = CONFIG_DIR / "gateway.yaml"
+GATEWAY_K8S = CONFIG_DIR / "kubernetes-gateway.yaml"
+GATEWAY_COMPOSE = CONFIG_DIR / "docker-compose-gateway.yaml"
+BALANCER = "load_balancing/otel_context"
+
+
+def gateway_configs(tmp_path: Path) -> dict[str, Path]:
+    """gateway.yaml (static resolver) and the Kubernetes ConfigMap's variant (DNS resolver), as files."""
+    (config_map,) = [d for d in load_all(GATEWAY_K8S) if d["kind"] == "ConfigMap"]
+    dns = tmp_path / "gateway-dns.yaml"
+    dns.write_text(config_map["data"]["config.yaml"], encoding="utf-8")
+    return {"static": GATEWAY, "dns": dns}
+
+
+@needs_binary
+def test_the_collector_validates_both_gateway_configs(binary, tmp_path):
+    assert GATEWAY in shipped_configs()
+    for path in gateway_configs(tmp_path).values():
+        result = validate(binary, path, env=collector_env(OTEL_CONTEXT_SERVE_TOKEN="x"))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_gateway_routes_by_trace_id_to_replicas_that_share_redis(tmp_path):
+    configs = {name: load(path) for name, path in gateway_configs(tmp_path).items()}
+    sidecar = load(OTELCOL)
+    for config in configs.values():
+        balancer = config["exporters"][BALANCER]
+        assert balancer["routing_key"] == "traceID"  # a trace is never split; sessions meet in Redis
+        assert balancer["protocol"]["otlp"]["retry_on_failure"]["enabled"]  # a restarting replica is waited for
+        assert config["processors"]["filter/genai"] == sidecar["processors"]["filter/genai"]
+        assert config["service"]["pipelines"]["traces"]["exporters"] == [BALANCER]
+
+    # compose: the static resolver names the replica services, on their gRPC port
+    compose = load(GATEWAY_COMPOSE)["services"]
+    hostnames = configs["static"]["exporters"][BALANCER]["resolver"]["static"]["hostnames"]
+    assert {h.split(":")[0] for h in hostnames} == {name for name in compose if name.startswith("otel-context-")}
+    assert {h.split(":")[1] for h in hostnames} == {"4320"}
+    for name in (h.split(":")[0] for h in hostnames):
+        assert compose[name]["environment"]["OTEL_EXPORTER_CONTEXT_SESSION_DB"].startswith("redis://redis:")
+    assert "./gateway.yaml:/etc/otelcol-contrib/config.yaml:ro" in compose["gateway"]["volumes"]
+
+    # Kubernetes: the DNS resolver resolves a headless Service selecting the replicas
+    docs = load_all(GATEWAY_K8S)
+    dns = configs["dns"]["exporters"][BALANCER]["resolver"]["dns"]
+    service_name = dns["hostname"].split(".")[0]
+    (headless,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == service_name]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["ports"][0]["port"] == int(dns["port"])
+    (replicas,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["spec"]["template"]["metadata"]["labels"] == headless["spec"]["selector"]
+    ]
+    (container,) = replicas["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_EXPORTER_CONTEXT_SESSION_DB"].startswith("redis://redis.")
+    assert "--spool-dir" in container["args"]  # threads built and not yet delivered survive a restart
