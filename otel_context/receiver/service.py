@@ -35,8 +35,8 @@ from aiohttp import web
 from .. import serving
 from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
-from .durable import DurableIntake
 from ..model import SpanRecord
+from .durable import DurableIntake
 from .grpc import create_grpc_server
 from .http import create_receiver_app
 from .otlp_io import OtlpIntake
