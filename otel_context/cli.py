@@ -70,10 +70,12 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
     )
     delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
-    # Checked before anything starts, so a port in use leaves no state directory behind.
-    _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
-    if receiver.grpc_port is not None:
-        _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
+    # Checked before anything starts, so a port in use leaves no state directory behind (by the
+    # supervisor of --workers; its workers share the ports on purpose).
+    if not os.environ.get("OTEL_CONTEXT_SERVE_WORKER"):
+        _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
+        if receiver.grpc_port is not None:
+            _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
     worker_args = []  # the options given here, for each worker of --workers (ports are the supervisor's)
     for name in _WORKER_OPTIONS:
         value = getattr(args, name)
