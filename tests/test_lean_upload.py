@@ -184,7 +184,7 @@ def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
     assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
     hang = threading.Event()
     server.script.append(b"")  # answer nothing: the upload waits on the socket
-    threading.Timer(0.3, lambda: (sender.abort(), hang.set())).start()
+    threading.Timer(0.3, lambda: (hang.set(), sender.abort())).start()  # set first: abort wakes the sender
     outcome = sender.send(QueueItem("t-1", BODY))
     assert hang.is_set() and outcome.verdict is Verdict.RETRY
     assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
