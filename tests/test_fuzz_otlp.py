@@ -126,6 +126,15 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
+MAX_FUZZ_BYTES = 1 << 18  # one generated node: repeats multiply down a tree, 40 per level would need terabytes
+
+
+def repeat(chunk: bytes, times: int) -> bytes:
+    """`chunk * times`, cut to `MAX_FUZZ_BYTES` before it is built (a cut body is hostile input all the same)."""
+    chunk = chunk[:MAX_FUZZ_BYTES]
+    return chunk * max(1, min(times, MAX_FUZZ_BYTES // max(1, len(chunk))))
+
+
 # A wire-format tree: fields with the numbers OTLP uses (and a few it does not), any wire type, nested.
 fields = st.recursive(
     st.tuples(st.integers(1, 16), st.sampled_from([0, 1, 5]), st.binary(max_size=9)).map(
@@ -135,7 +144,7 @@ fields = st.recursive(
         lambda f: varint(f[0] << 3 | 2) + varint(len(f[1])) + f[1]
     ),
     lambda children: st.tuples(st.integers(1, 16), st.lists(children, max_size=6), st.integers(1, 40)).map(
-        lambda f: (varint(f[0] << 3 | 2) + varint(len(b"".join(f[1]))) + b"".join(f[1])) * f[2]
+        lambda f: repeat(varint(f[0] << 3 | 2) + varint(len(b"".join(f[1]))) + b"".join(f[1]), f[2])
     ),
     max_leaves=40,
 )
