@@ -36,13 +36,16 @@ def test_shared_book_two_successive_processes_make_one_thread(local_api, client,
     assert thread.metadata["turns"] == "4"
 
 
-def test_shared_book_two_live_processes_taking_turns_at_once_lose_nothing(local_api, client, tmp_path):
-    local_api.set_faults(latency_s=0.03)  # uploads overlap: a slower stale one must not win
-    env = app_env(local_api, OTEL_EXPORTER_CONTEXT_SESSION_DB=str(tmp_path / "sessions.db"))
+def turns_taken_at_once(local_api, client, tmp_path, session: str, session_db: str):
+    """Two live processes add six turns each to one session at the same moment (uploads slowed so they
+    overlap: a slower stale one must not win); the one thread they make holds every turn, each
+    process's in the order they ran, each answer after its question. Returns that thread."""
+    local_api.set_faults(latency_s=0.03)
+    env = app_env(local_api, OTEL_EXPORTER_CONTEXT_SESSION_DB=session_db)
     go = tmp_path / "go"
     odd = [f"a{n}" for n in range(6)]
     even = [f"b{n}" for n in range(6)]
-    apps = [start_app("sessions", "s-live", *labels, "--wait-for", str(go), env=env) for labels in (odd, even)]
+    apps = [start_app("sessions", session, *labels, "--wait-for", str(go), env=env) for labels in (odd, even)]
     time.sleep(2.0)  # both processes are up and waiting
     go.touch()
     for app in apps:
@@ -52,7 +55,12 @@ def test_shared_book_two_live_processes_taking_turns_at_once_lose_nothing(local_
     texts = turns_of(thread)
     assert sorted(texts) == sorted(pairs(*odd, *even))  # every turn of both processes
     assert thread.metadata["turns"] == "12"
-    for labels in (odd, even):  # each process's turns in the order they ran, each answer after its question
+    for labels in (odd, even):
         positions = [texts.index(f"question {label}") for label in labels]
         assert positions == sorted(positions)
         assert all(texts[p + 1] == f"answer {label}" for p, label in zip(positions, labels, strict=True))
+    return thread
+
+
+def test_shared_book_two_live_processes_taking_turns_at_once_lose_nothing(local_api, client, tmp_path):
+    turns_taken_at_once(local_api, client, tmp_path, "s-live", str(tmp_path / "sessions.db"))

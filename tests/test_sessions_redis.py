@@ -15,10 +15,8 @@ from otel_context.config import ConfigError, resolve_settings
 from otel_context.model import Message
 from otel_context.sessions import RedisSessions, SessionStoreUnavailable, Turn, session_thread_id
 
-from .conftest import read_threads
-from .processes import app_env, start_app
 from .support.redis import RedisServer
-from .test_sessions_across_processes import pairs, turns_of
+from .test_sessions_across_processes import turns_taken_at_once
 
 
 @pytest.fixture
@@ -33,24 +31,8 @@ def turn(label: str, start_ns: int) -> Turn:
 
 
 def test_two_live_processes_taking_turns_at_once_make_one_thread_in_order(local_api, client, tmp_path, redis_server):
-    local_api.set_faults(latency_s=0.03)  # uploads overlap: a slower stale one must not win
-    env = app_env(local_api, OTEL_EXPORTER_CONTEXT_SESSION_DB=redis_server.url)
-    go = tmp_path / "go"
-    odd, even = [f"a{n}" for n in range(6)], [f"b{n}" for n in range(6)]
-    apps = [start_app("sessions", "s-redis", *labels, "--wait-for", str(go), env=env) for labels in (odd, even)]
-    time.sleep(2.0)  # both processes are up and waiting
-    go.touch()
-    for app in apps:
-        _, err = app.communicate(timeout=120)
-        assert app.returncode == 0, err[-3000:]
-    (thread,) = read_threads(client)
-    texts = turns_of(thread)
-    assert sorted(texts) == sorted(pairs(*odd, *even))
-    assert thread.metadata["turns"] == "12"
+    thread = turns_taken_at_once(local_api, client, tmp_path, "s-redis", redis_server.url)
     assert thread.id == session_thread_id("s-redis")  # the same id every process computes
-    for labels in (odd, even):
-        positions = [texts.index(f"question {label}") for label in labels]
-        assert positions == sorted(positions)
 
 
 def test_adds_at_the_same_moment_from_many_books_all_land_each_raising_the_version(redis_server):
