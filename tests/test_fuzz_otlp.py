@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_context.config import resolve_receiver_settings, resolve_settings
 from otel_context.receiver.otlp_io import Rejected, decode, gunzip
+from otel_context.receiver.otlp_io import encode_varint as varint
 from otel_context.receiver.service import SidecarThread
 from otel_context.spans.otlp import records_from_request
 from otel_context.spans.otlp_limits import RequestLimits
@@ -115,15 +116,6 @@ def decodes_within_limits(body: bytes, *, json_body: bool = False, gzipped: bool
 
 
 # --- protobuf -----------------------------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
 
 
 MAX_FUZZ_BYTES = 1 << 18  # one generated node: repeats multiply down a tree, 40 per level would need terabytes

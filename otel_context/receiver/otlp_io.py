@@ -178,19 +178,20 @@ def answer(bridge: Bridge, decoded: Decoded) -> Accepted:
 def status_message(code: int, message: str, details: bytes = b"") -> bytes:
     """A `google.rpc.Status` (code = field 1, message = field 2, details = field 3), encoded by hand."""
     text = message.encode("utf-8", "replace")[:4096]
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text + details
+    return b"\x08" + encode_varint(code) + b"\x12" + encode_varint(len(text)) + text + details
 
 
 def retry_info(seconds: int) -> bytes:
     """`details` for `status_message`: one `Any` holding a `google.rpc.RetryInfo` with `retry_delay`."""
-    duration = b"\x08" + _varint(seconds)  # google.protobuf.Duration.seconds
-    info = b"\x0a" + _varint(len(duration)) + duration  # RetryInfo.retry_delay
+    duration = b"\x08" + encode_varint(seconds)  # google.protobuf.Duration.seconds
+    info = b"\x0a" + encode_varint(len(duration)) + duration  # RetryInfo.retry_delay
     type_url = b"type.googleapis.com/google.rpc.RetryInfo"
-    any_message = b"\x0a" + _varint(len(type_url)) + type_url + b"\x12" + _varint(len(info)) + info
-    return b"\x1a" + _varint(len(any_message)) + any_message
+    any_message = b"\x0a" + encode_varint(len(type_url)) + type_url + b"\x12" + encode_varint(len(info)) + info
+    return b"\x1a" + encode_varint(len(any_message)) + any_message
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """A protobuf base-128 varint (the receiver hand-encodes its small status messages; tests build wire bodies)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
