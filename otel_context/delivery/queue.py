@@ -82,13 +82,12 @@ class SendingQueue:
                 keep: list[QueueItem] = []
             else:
                 keep = fresh[: max(0, room)]
-                refused += len(fresh) - len(keep)
             self._enqueue(keep)
-        return Offered(len(items) - (len(fresh) - len(keep) if self.spool is None else 0), refused)
+        unqueued = 0 if self.spool is not None else len(fresh) - len(keep)  # with a spool, the rest waits on disk
+        return Offered(len(items) - unqueued, refused + unqueued)
 
     def _coalesce(self, item: QueueItem) -> bool:
-        """A newer version of a thread still waiting replaces the older one (its spool row goes)."""
-        # Called under `cond`; the spool row of the replaced version is removed here too.
+        """A newer version of a thread still waiting replaces the older one (its spool row goes); under `cond`."""
         queued = self._waiting.get(item.thread_id)
         if queued is None or item.kind != THREAD:
             return False
