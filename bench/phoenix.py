@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .services import stop_process
 from .sidecar import peak_rss_mb, post_all, process_cpu_s
 
 PHOENIX = "arize-phoenix==20.26.1"
@@ -136,13 +137,7 @@ class PhoenixProcess:
             time.sleep(0.2)
 
     def __exit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        stop_process(self._process, grace_s=60)
         self._process = None
         self._log.close()
         self._dir.cleanup()

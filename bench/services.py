@@ -71,13 +71,7 @@ class LocalApiProcess:
         set_latency(self.url, latency_s, self.token)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        stop_process(self._process, grace_s=10)
         self._process = None
 
     def __enter__(self) -> LocalApiProcess:
@@ -145,3 +139,15 @@ class OtlpSink:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[Any] | None, *, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `grace_s`; nothing to do if it already ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

@@ -35,7 +35,7 @@ from otel_context.spans.otlp import decode_protobuf, records_from_request
 
 from .apps import SpanMix
 from .report import SIDECAR, Section, Target, num, table
-from .services import TOKEN, LocalApiProcess, http_json
+from .services import TOKEN, LocalApiProcess, http_json, stop_process
 from .stats import median
 
 SPANS_PER_REQUEST = 100
@@ -142,13 +142,7 @@ class ServeProcess:
         return peak_rss_mb(self._process.pid)
 
     def __exit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+        stop_process(self._process, grace_s=60)
         self._process = None
         self._log.close()
         self._state.cleanup()
