@@ -20,8 +20,6 @@ import pytest
 import yaml
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_context.local_api import LocalContextAPI
@@ -31,12 +29,12 @@ from .support.otelcol import BUILD_TIMEOUT_S, CONFIG_DIR, otelcol_binary
 from .support.sidecar import (
     SERVE_TOKEN,
     Process,
+    assert_sent_equals_in_process,
     clean_env,
+    exporter_for,
     free_port,
-    in_process_threads,
     serve,
     serve_counters,
-    snapshot,
     the_app,
 )
 
@@ -105,26 +103,12 @@ def the_app_behind_a_web_server() -> None:
         the_app()
 
 
-def exporter_for(protocol: str, pipeline: dict):
-    if protocol == "grpc":
-        return GrpcExporter(endpoint=f"127.0.0.1:{pipeline['grpc']}", insecure=True)
-    return HttpExporter(endpoint=f"http://127.0.0.1:{pipeline['http']}/v1/traces")
-
-
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_threads_through_the_collector_equal_the_in_process_exporter(pipeline, capture, client, protocol):
     spans = capture(the_app_behind_a_web_server)
     plain = [s for s in spans if s.name in ("POST /chat", "SELECT users")]
     assert len(plain) == 2
-    exporter = exporter_for(protocol, pipeline)
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    exporter.shutdown()
-    assert wait_for(lambda: len(read_threads(client)) == 3, timeout=30)
-    through_collector = read_threads(client)
-
-    expected = in_process_threads(spans)  # the same spans, in process
-    assert len(expected) == 3
-    assert snapshot(through_collector) == snapshot(expected)
+    assert_sent_equals_in_process(exporter_for(protocol, pipeline), spans, client)
     # filter/genai dropped the web and database spans in the Collector: none reached the bridge
     counters = serve_counters(pipeline["serve"])
     assert counters["spans_ignored"] == 0, counters

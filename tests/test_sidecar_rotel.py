@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_context.local_api import LocalContextAPI
@@ -25,13 +23,13 @@ from .conftest import read_threads, wait_for
 from .support.sidecar import (
     SERVE_TOKEN,
     Process,
+    assert_sent_equals_in_process,
     clean_env,
+    exporter_for,
     free_port,
-    in_process_threads,
     listening,
     serve,
     serve_counters,
-    snapshot,
     the_app,
 )
 
@@ -77,19 +75,7 @@ def rotel_command(grpc_port: int, http_port: int, serve_port: int) -> list[str]:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, client, protocol):
-    spans = capture(the_app)
-    if protocol == "grpc":
-        exporter = GrpcExporter(endpoint=f"127.0.0.1:{pipeline['grpc']}", insecure=True)
-    else:
-        exporter = HttpExporter(endpoint=f"http://127.0.0.1:{pipeline['http']}/v1/traces")
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    exporter.shutdown()
-    assert wait_for(lambda: len(read_threads(client)) == 3, timeout=30)
-    through_sidecar = read_threads(client)
-
-    expected = in_process_threads(spans)  # the same spans, in process
-    assert len(expected) == 3
-    assert snapshot(through_sidecar) == snapshot(expected)
+    assert_sent_equals_in_process(exporter_for(protocol, pipeline), capture(the_app), client)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +85,7 @@ def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, 
 )
 def test_backpressure_makes_rotel_retry_and_nothing_is_lost(pipeline, local_api, capture, client):
     local_api.set_faults(latency_s=0.5)  # Context is slow: the sidecar's tiny queue fills at once
-    exporter = GrpcExporter(endpoint=f"127.0.0.1:{pipeline['grpc']}", insecure=True)
+    exporter = exporter_for("grpc", pipeline)
     for n in range(12):
         spans = capture(lambda n=n: FakeListChatModel(responses=[f"answer {n}"]).invoke(f"question {n}"))
         assert exporter.export(spans) is SpanExportResult.SUCCESS

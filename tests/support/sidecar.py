@@ -22,11 +22,14 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_context import ContextSpanExporter
 from otel_context.local_api import LocalContextAPI
 
-from ..conftest import REPO, TOKEN, read_threads
+from ..conftest import REPO, TOKEN, read_threads, wait_for
 
 SERVE_TOKEN = "sidecar-secret"
 
@@ -153,3 +156,21 @@ def snapshot(threads) -> list[tuple]:
         (t.id, json.dumps(t.metadata, sort_keys=True), tuple((m.type, m.role, m.message) for m in t.messages))
         for t in threads
     )
+
+
+def exporter_for(protocol: str, pipeline: dict):
+    """The standard OTLP exporter an app would use, pointed at the collector's gRPC or HTTP port."""
+    if protocol == "grpc":
+        return GrpcExporter(endpoint=f"127.0.0.1:{pipeline['grpc']}", insecure=True)
+    return HttpExporter(endpoint=f"http://127.0.0.1:{pipeline['http']}/v1/traces")
+
+
+def assert_sent_equals_in_process(exporter, spans, client, count: int = 3) -> None:
+    """Export `spans` through the collector path; the `count` threads stored equal the in-process exporter's."""
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert wait_for(lambda: len(read_threads(client)) == count, timeout=30)
+    through_collector = read_threads(client)
+    expected = in_process_threads(spans)  # the same spans, in process
+    assert len(expected) == count
+    assert snapshot(through_collector) == snapshot(expected)
