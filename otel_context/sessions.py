@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 
 from .convert import THREAD_NAMESPACE
 from .model import ConversationThread, Message
+from .shared_sqlite import connect_shared
 
 _logger = logging.getLogger("otel_context")
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
@@ -223,8 +223,7 @@ class SqliteSessions(_Book):
     def _open(self) -> None:
         self._expired_at = 0.0
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(self.path)
         self._db.execute("PRAGMA synchronous=NORMAL")  # a lost last turn costs less than an fsync per turn
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS turns (session TEXT NOT NULL, part INTEGER NOT NULL, turn_id TEXT NOT NULL,"

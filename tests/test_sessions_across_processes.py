@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from subprocess import PIPE
 
 from .conftest import read_threads
 from .processes import app_env, run_app, start_app
@@ -64,3 +67,29 @@ def turns_taken_at_once(local_api, client, tmp_path, session: str, session_db: s
 
 def test_shared_book_two_live_processes_taking_turns_at_once_lose_nothing(local_api, client, tmp_path):
     turns_taken_at_once(local_api, client, tmp_path, "s-live", str(tmp_path / "sessions.db"))
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from otel_context.delivery.spool import Spool
+from otel_context.sessions import SqliteSessions
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+SqliteSessions(sys.argv[2]).close()
+Spool(sys.argv[3], 1 << 20).close()
+"""
+
+
+def test_processes_opening_a_new_book_and_spool_at_the_same_instant_all_start(tmp_path):
+    # Two gunicorn workers starting together once got "database is locked" from `journal_mode=WAL`.
+    go, book, spool = tmp_path / "go", tmp_path / "sessions.db", tmp_path / "spool"
+    env = app_env(None)
+    apps = [
+        subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(go), str(book), str(spool)], env=env, stderr=PIPE)
+        for _ in range(8)
+    ]
+    time.sleep(1.5)  # all are up, polling for the go file
+    go.touch()
+    for app in apps:
+        _, err = app.communicate(timeout=60)
+        assert app.returncode == 0, err.decode()[-2000:]

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..shared_sqlite import connect_shared
+
 SPOOL_FILE = "otel-context-spool.db"
 OWNERS_DIR = "owners"
 _INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
@@ -51,8 +53,7 @@ class Spool:
         self._lock_file = self.directory / OWNERS_DIR / f"{self.owner}.lock"
         self._lock_fd = os.open(self._lock_file, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held until this process ends, however it ends
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(self.path)
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
         self._db.execute("BEGIN IMMEDIATE")
         try:

@@ -1,0 +1,29 @@
+"""Opening a SQLite file that several processes may open at the same instant (spool, session book).
+
+`PRAGMA journal_mode=WAL` on a new file needs an exclusive lock, and SQLite answers "database is
+locked" at once, without waiting out the busy timeout, when another process holds it: two gunicorn
+workers starting together failed that way. The pragma is retried until the timeout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+BUSY_TIMEOUT_S = 30.0
+
+
+def connect_shared(path: str | Path, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode, usable from any thread (callers hold their own lock)."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                db.close()
+                raise
+            time.sleep(0.01)
