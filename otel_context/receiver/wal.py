@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import sqlite3
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..shared_sqlite import connect_shared
 
 WAL_FILE = "otel-context-receiver-wal.db"
 SCHEMA = """
@@ -52,8 +53,7 @@ class WriteAheadLog:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory) / WAL_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_shared(self.path)  # `serve --workers` open it together
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: acknowledged means on disk
         self._sync = "FULL"
         self._db.executescript(SCHEMA)
