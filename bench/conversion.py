@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_context.assembly import TraceBuffer
-from otel_context.delivery.pipeline import encode_thread
+from otel_context.assembly.trace_buffer import TraceBuffer
+from otel_context.delivery.workers import encode_thread
 from otel_context.spans.sdk import records_from_sdk
 
 from .apps import SpanMix

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from otel_context import ContextSpanExporter
-from otel_context.assembly import TraceBuffer
+from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.model import ConversationThread
 
 from .apps import SpanMix

@@ -41,7 +41,7 @@ class FakeClock:
 
 def measure(traces: int) -> dict[str, Any]:
     """The measurement itself (in the worker process)."""
-    from otel_context.assembly import TraceBuffer
+    from otel_context.assembly.trace_buffer import TraceBuffer
 
     from .apps import SpanMix, capture_mix
 

@@ -69,8 +69,8 @@ def _bodies(mix: SpanMix, requests: int = 300) -> list[bytes]:
 
 
 def profile_sidecar(mix: SpanMix) -> Callable[[], object]:
-    from otel_context.assembly import TraceBuffer
-    from otel_context.delivery.pipeline import encode_thread
+    from otel_context.assembly.trace_buffer import TraceBuffer
+    from otel_context.delivery.workers import encode_thread
     from otel_context.spans.otlp import decode_protobuf, records_from_request
 
     bodies = _bodies(mix)
@@ -86,10 +86,10 @@ def profile_sidecar(mix: SpanMix) -> Callable[[], object]:
 
 
 def profile_upload(mix: SpanMix) -> Callable[[], object]:
-    from otel_context.assembly import TraceBuffer
+    from otel_context.assembly.trace_buffer import TraceBuffer
     from otel_context.config import resolve_settings
     from otel_context.delivery import ContextSender, QueueItem
-    from otel_context.delivery.pipeline import encode_thread
+    from otel_context.delivery.workers import encode_thread
 
     from .services import TOKEN, LocalApiProcess
 

@@ -5,7 +5,7 @@ Collector (`load_balancing`, collector-config/gateway.yaml) sharing Redis, in on
 Each set-up receives the same OTLP/HTTP bodies (100 spans each, the benchmark's LangChain span mix,
 with sessions) from a concurrent client that retries 503s, and delivers to a minimal Context API
 stand-in in its own process, which answers at once and counts uploads, so the figures are the
-bridge's own cost and not the API's. A run ends with the last upload; conversations/s is the number
+pipeline's own cost and not the API's. A run ends with the last upload; conversations/s is the number
 of root spans sent divided by the time from the first request to the last upload.
 """
 

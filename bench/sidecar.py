@@ -27,9 +27,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_context import ContextSpanExporter
-from otel_context.assembly import TraceBuffer
+from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.config import resolve_settings
-from otel_context.delivery.pipeline import encode_thread
+from otel_context.delivery.workers import encode_thread
 from otel_context.model import ConversationThread
 from otel_context.spans.otlp import decode_protobuf, records_from_request
 
@@ -229,7 +229,7 @@ SESSIONS = "sessions: `SqliteSessions.add` + `merge` (serve's session fold)"
 def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], list[ConversationThread]], Any] | None:
     """The sidecar's fold of session turns into session threads (`otel_context/sessions.py`), if enabled."""
     try:
-        from otel_context.sessions import SqliteSessions, Turn, merge, session_of
+        from otel_context.preparation.sessions import SqliteSessions, Turn, merge, session_of
     except ImportError:
         return None
     settings = resolve_settings()

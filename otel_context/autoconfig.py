@@ -4,10 +4,10 @@ Two traps are handled here:
 - without a distro/configurator installed, `opentelemetry-instrument` never configures the SDK and
   ignores `OTEL_TRACES_EXPORTER`: `ContextDistro` and `ContextConfigurator` fill that gap;
 - with `opentelemetry-distro`, metrics and logs default to the OTLP exporter, which is usually not
-  installed, and the whole SDK set-up then fails (no tracing at all). `apply_defaults()` turns
-  metrics and logs off unless the user asked for them. The same rule, as one line in the
-  `otel_context_startup.pth` file installed in site-packages, runs at interpreter start, before any
-  distro reads the environment, so the order in which distros are found never matters.
+  installed, and the whole SDK set-up then fails (no tracing at all). `startup.apply_defaults()`
+  turns metrics and logs off unless the user asked for them; `otel_context_startup.pth` runs it at
+  interpreter start too, before any distro reads the environment, so the order in which distros are
+  found never matters (see `startup`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,7 @@ import os
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-_SIGNALS_OFF_BY_DEFAULT = ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")
-
-
-def wants_context(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
-    names = environ.get("OTEL_TRACES_EXPORTER", "")
-    return "context" in (name.strip().lower() for name in names.split(","))
-
-
-def apply_defaults(environ: os._Environ[str] | dict[str, str] = os.environ) -> None:
-    """When traces go to Context, metrics and logs are off unless the user set them."""
-    if wants_context(environ):
-        for name in _SIGNALS_OFF_BY_DEFAULT:
-            if not environ.get(name):
-                environ[name] = "none"
+from .startup import apply_defaults
 
 
 class ContextDistro(BaseDistro):

@@ -28,7 +28,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     """Dev tool: what threads would these spans (a `ReadableSpan.to_json()` dump) become?"""
-    from .assembly import TraceBuffer
+    from .assembly.trace_buffer import TraceBuffer
     from .spans.sdk_json import load_json_file
 
     buffer = TraceBuffer()

@@ -99,7 +99,7 @@ def _endpoint_env(name: str, insecure: bool) -> str:
 
 
 def _redact_env(name: str) -> tuple[str, ...]:
-    from .redaction import PATTERNS
+    from .preparation.redaction import PATTERNS
 
     names = _list_env(name)
     unknown = sorted(set(names) - set(PATTERNS) - {"all"})
@@ -114,7 +114,7 @@ def _redact_env(name: str) -> tuple[str, ...]:
 
 
 def _parse_aliases(raw: str) -> dict[str, str]:
-    from .cost import parse_aliases
+    from .conversion.cost import parse_aliases
 
     return parse_aliases(raw)
 
@@ -131,7 +131,7 @@ def _aliases_env(name: str) -> dict[str, str]:
 
 
 def _eval_rules_env(name: str) -> tuple[Any, ...]:
-    from .evaluations import parse_rules
+    from .conversion.evaluations import parse_rules
 
     raw = env(name)
     if raw is None:
@@ -298,7 +298,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         raise ConfigError("pseudonymize needs a secret: pseudonym_key= or OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY")
     rules = given.pop("eval_ratings", None)
     if rules is not None:
-        from .evaluations import parse_rules
+        from .conversion.evaluations import parse_rules
 
         try:
             resolved["eval_ratings"] = parse_rules(rules)  # type: ignore[arg-type]
@@ -332,7 +332,7 @@ def validate(settings: ExporterSettings) -> None:
         raise ConfigError(f"endpoint={settings.endpoint!r} must be {problem}")
     if not 0.0 <= settings.sample_ratio <= 1.0:
         raise ConfigError(f"OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO must be between 0 and 1, got {settings.sample_ratio}")
-    from .redaction import PATTERNS
+    from .preparation.redaction import PATTERNS
 
     unknown = sorted(set(settings.redact) - set(PATTERNS) - {"all"})
     if unknown:

@@ -25,14 +25,14 @@ from types import FrameType
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .assembly import TraceBuffer
-from .bridge import Bridge
+from .assembly.trace_buffer import TraceBuffer
 from .config import ConfigError, ExporterSettings, resolve_settings
+from .counters import Counters
 from .delivery import DeliveryQueue
+from .pipeline import Pipeline
 from .spans.sdk import records_from_sdk
-from .telemetry import Counters
 
-_logger = logging.getLogger("otel_context")
+_logger = logging.getLogger(__name__)
 
 
 class ContextSpanExporter(SpanExporter):
@@ -44,9 +44,9 @@ class ContextSpanExporter(SpanExporter):
 
     def __init__(self, *, counters: Counters | None = None, register_metrics: bool = True, **settings: object):
         self.settings: ExporterSettings = resolve_settings(**settings)
-        self.bridge = Bridge(self.settings, counters)
-        self.bridge.start_ticker()
-        self.counters = self.bridge.counters
+        self.pipeline = Pipeline(self.settings, counters)
+        self.pipeline.start_ticker()
+        self.counters = self.pipeline.counters
         self._closed = False
         self._lock = threading.Lock()
         self._hooked: set[int] = set()  # ids of the span processors whose force_flush reaches ours
@@ -58,11 +58,11 @@ class ContextSpanExporter(SpanExporter):
 
     @property
     def buffer(self) -> TraceBuffer:
-        return self.bridge.buffer
+        return self.pipeline.buffer
 
     @property
     def delivery(self) -> DeliveryQueue:
-        return self.bridge.delivery
+        return self.pipeline.delivery
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed:
@@ -70,7 +70,7 @@ class ContextSpanExporter(SpanExporter):
         try:
             caller = sys._getframe(1)
             self._hook_processor(caller)
-            accepted = self.bridge.accept(records_from_sdk(spans), wait_until=_flush_deadline(caller))
+            accepted = self.pipeline.accept(records_from_sdk(spans), wait_until=_flush_deadline(caller))
         except Exception:  # the host app must never see our errors
             _logger.exception("otel-context failed to export a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
@@ -81,7 +81,7 @@ class ContextSpanExporter(SpanExporter):
         if self._closed:
             return True
         try:
-            return self.bridge.flush(timeout_millis / 1000)
+            return self.pipeline.flush(timeout_millis / 1000)
         except Exception:
             _logger.exception("otel-context force_flush failed")
             return False
@@ -105,7 +105,7 @@ class ContextSpanExporter(SpanExporter):
                 return
             self._closed = True
         try:
-            self.bridge.shutdown(min(timeout_millis / 1000, self.settings.shutdown_timeout_s))
+            self.pipeline.shutdown(min(timeout_millis / 1000, self.settings.shutdown_timeout_s))
         except KeyboardInterrupt:
             _logger.warning("otel-context: shutdown interrupted; undelivered threads are counted in stats()")
         except Exception:

@@ -210,3 +210,47 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_startup_file_runs_one_named_function_and_loads_nothing_else():
+    """`otel_context_startup.pth` runs in every interpreter of the environment: it must stay one import
+    of `otel_context.startup.apply_defaults`, installed as shipped, and must not load the OTel SDK."""
+    shipped = (REPO / "otel_context_startup.pth").read_text()
+    assert shipped == "import otel_context.startup; otel_context.startup.apply_defaults()\n"
+    installed = [
+        Path(p) / "otel_context_startup.pth" for p in sys.path if (Path(p) / "otel_context_startup.pth").exists()
+    ]
+    assert installed, "otel_context_startup.pth is not installed in site-packages"
+    assert installed[0].read_text() == shipped, "the installed .pth is stale: reinstall the package"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    probe = (
+        "import os, sys; "
+        "print(os.environ.get('OTEL_METRICS_EXPORTER'), any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "OTEL_TRACES_EXPORTER": "otlp, Context"},
+        capture_output=True,
+        text=True,
+    )
+    assert ran.stdout.split() == ["none", "False"], ran.stderr
+    untouched = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert untouched.stdout.split() == ["None", "False"], untouched.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "context"}, {"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, {}),
+        (
+            {"OTEL_TRACES_EXPORTER": "context", "OTEL_METRICS_EXPORTER": "otlp"},
+            {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none"},
+        ),
+    ],
+)
+def test_signals_other_than_traces_are_off_only_when_unset(environ, expected):
+    from otel_context.startup import apply_defaults
+
+    apply_defaults(environ)
+    assert {k: v for k, v in environ.items() if k != "OTEL_TRACES_EXPORTER"} == expected

@@ -64,9 +64,9 @@ def traces_pipelines(config: dict) -> dict[str, dict]:
 
 def the_exporter(config: dict) -> tuple[str, dict]:
     (pipeline,) = traces_pipelines(config).values()
-    bridge = [e for e in pipeline["exporters"] if component_type(e) == "otlp_http"]
-    assert len(bridge) == 1, f"expected one otlp_http exporter to the bridge, got {pipeline['exporters']}"
-    return bridge[0], config["exporters"][bridge[0]] or {}
+    sidecar = [e for e in pipeline["exporters"] if component_type(e) == "otlp_http"]
+    assert len(sidecar) == 1, f"expected one otlp_http exporter to the sidecar, got {pipeline['exporters']}"
+    return sidecar[0], config["exporters"][sidecar[0]] or {}
 
 
 def filter_processors(config: dict) -> dict[str, dict]:
@@ -383,15 +383,15 @@ def _secret_env(container: dict) -> dict[str, tuple[str, str]]:
 def test_kubernetes_sidecar_runs_the_bridge_on_the_exporters_port(config):
     (deployment,) = [d for d in load_all(K8S) if d["kind"] == "Deployment"]
     containers = _containers(deployment["spec"]["template"]["spec"])
-    bridge, collector = containers["otel-context"], containers["otelcol"]
+    sidecar, collector = containers["otel-context"], containers["otelcol"]
 
-    command = [*bridge.get("command", []), *bridge.get("args", [])]
+    command = [*sidecar.get("command", []), *sidecar.get("args", [])]
     assert command[:2] == ["otel-context", "serve"]
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert int(command[command.index("--port") + 1]) == urlsplit(the_exporter(config)[1]["traces_endpoint"]).port
 
-    assert "CONTEXT_API_TOKEN" in _secret_env(bridge)
-    assert _secret_env(bridge)["OTEL_CONTEXT_SERVE_TOKEN"] == _secret_env(collector)["OTEL_CONTEXT_SERVE_TOKEN"]
+    assert "CONTEXT_API_TOKEN" in _secret_env(sidecar)
+    assert _secret_env(sidecar)["OTEL_CONTEXT_SERVE_TOKEN"] == _secret_env(collector)["OTEL_CONTEXT_SERVE_TOKEN"]
     assert collector["image"].startswith("otel/opentelemetry-collector-contrib:") and collector["image"].endswith(
         TARGET_RELEASE
     )

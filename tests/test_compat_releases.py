@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_context.assembly import TraceBuffer
+from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.spans.sdk_json import load_json_file
 
 from .compat.apps import APPS

@@ -28,7 +28,7 @@ class Replay:
     def __init__(self, exporter: ContextSpanExporter | None, sidecar: SidecarThread | None) -> None:
         self.exporter, self.sidecar = exporter, sidecar
         self.running = sidecar.start() if sidecar is not None else None
-        self.bridge = exporter.bridge if exporter is not None else self.running.bridge  # type: ignore[union-attr]
+        self.pipeline = exporter.pipeline if exporter is not None else self.running.pipeline  # type: ignore[union-attr]
 
     def send(self, spans: list) -> None:
         for span in spans:
@@ -74,7 +74,7 @@ def test_a_root_whose_branch_never_came_is_marked_incomplete(replay, capture, cl
     pipeline.finish()
     (thread,) = read_threads(client)
     assert (thread.metadata["incomplete"], thread.metadata["incomplete_reason"]) == ("true", "missing_parent")
-    assert pipeline.bridge.counters.get("threads_incomplete") == 1
+    assert pipeline.pipeline.counters.get("threads_incomplete") == 1
 
 
 def test_a_root_after_its_children_were_evicted_is_marked_incomplete(replay, capture, client):
@@ -89,7 +89,7 @@ def test_a_root_after_its_children_were_evicted_is_marked_incomplete(replay, cap
     first, _ = read_threads(client)
     assert texts(first)[0] == ("message", "user", "Capital of France?")
     assert first.metadata["incomplete_reason"] == "evicted"
-    counters = pipeline.bridge.counters
+    counters = pipeline.pipeline.counters
     assert counters.get("traces_evicted") == 1 and counters.get("spans_evicted") == 3
     assert counters.get("threads_incomplete") == 1
 
@@ -115,5 +115,5 @@ def test_the_sidecar_answers_and_counts_refused_spans(local_api, tmp_path, captu
         answer = json.loads(response.read())["partialSuccess"]
     assert answer["rejectedSpans"] == "1" and "span id" in answer["errorMessage"]
     pipeline.finish()
-    assert pipeline.bridge.counters.get("spans_rejected") == 1
+    assert pipeline.pipeline.counters.get("spans_rejected") == 1
     assert len(read_threads(client)) == 1

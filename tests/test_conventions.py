@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_context.assembly import TraceBuffer
+from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.conventions import (
     CONVENTIONS,
     GenAISemconv,
@@ -22,7 +22,7 @@ from otel_context.conventions import (
     convention_for,
     default_conventions,
 )
-from otel_context.convert import ConversionOptions
+from otel_context.conversion.threads import ConversionOptions
 from otel_context.model import SpanEvent
 from otel_context.spans.sdk_json import load_json_file
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from otel_context import ContextSpanExporter
-from otel_context.assembly import TraceBuffer
+from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.config import resolve_receiver_settings, resolve_settings
 from otel_context.receiver.service import SidecarThread
 from otel_context.spans.sdk_json import load_json_file
@@ -105,5 +105,5 @@ def test_through_the_sidecar(path, local_api, client, tmp_path):
             request.add_header("Content-Type", "application/x-protobuf")
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert response.status == 200
-        assert wait_for(lambda: sidecar.bridge.counters.get("threads_uploaded") >= len(expected), timeout=30)
+        assert wait_for(lambda: sidecar.pipeline.counters.get("threads_uploaded") >= len(expected), timeout=30)
     assert_same(read_threads(client), expected)

@@ -17,8 +17,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 
 from otel_context import ContextSpanExporter
 from otel_context.config import resolve_receiver_settings, resolve_settings
+from otel_context.preparation.sessions import session_thread_id
 from otel_context.receiver.service import SidecarThread
-from otel_context.sessions import session_thread_id
 
 from .conftest import TOKEN, App, read_threads, texts, wait_for
 
@@ -26,21 +26,21 @@ from .conftest import TOKEN, App, read_threads, texts, wait_for
 class Pipeline:
     """The app's spans go to Context either in process or through the sidecar (OTLP/HTTP)."""
 
-    def __init__(self, app: App, bridge, sidecar: SidecarThread | None = None) -> None:
-        self.app, self.bridge, self.sidecar = app, bridge, sidecar
+    def __init__(self, app: App, pipeline, sidecar: SidecarThread | None = None) -> None:
+        self.app, self.pipeline, self.sidecar = app, pipeline, sidecar
 
     def flush(self) -> None:
         self.app.processor.force_flush()
         if self.sidecar is None:
             assert self.app.exporter.force_flush(30_000)
             return
-        assert wait_for(lambda: self.bridge.buffer.pending_roots == 0 and self.bridge.flush(0.01), timeout=20)
+        assert wait_for(lambda: self.pipeline.buffer.pending_roots == 0 and self.pipeline.flush(0.01), timeout=20)
         time.sleep(0.3)  # past the settle time of roots that came last
-        assert self.bridge.flush(20)
+        assert self.pipeline.flush(20)
 
     @property
     def counters(self):
-        return self.bridge.counters
+        return self.pipeline.counters
 
 
 @pytest.fixture(params=["exporter", "sidecar"])
@@ -53,13 +53,13 @@ def make_pipeline(request, local_api, tmp_path) -> Iterator:
         if request.param == "exporter":
             app = App(ContextSpanExporter(register_metrics=False, **settings))
             made.append((app, None))
-            return Pipeline(app, app.exporter.bridge)
+            return Pipeline(app, app.exporter.pipeline)
         receiver = resolve_receiver_settings(port=0, grpc_port=-1, settle_s=0.1, state_dir=str(tmp_path))
         sidecar = SidecarThread(receiver, resolve_settings(**settings))
         running = sidecar.start()
         app = App(OTLPSpanExporter(endpoint=f"{running.http_url}/v1/traces"))  # type: ignore[arg-type]
         made.append((app, sidecar))
-        return Pipeline(app, running.bridge, sidecar)
+        return Pipeline(app, running.pipeline, sidecar)
 
     yield make
     for app, sidecar in made:
@@ -94,7 +94,7 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client):
     (thread,) = read_threads(client)
     # the sidecar's book is shared (SQLite): the id anyone can compute; in process, the book in memory
     # is this process's own, and so is the thread (a second process continues in a thread of its own)
-    assert thread.id == session_thread_id("s-1", scope=pipeline.bridge.sessions.scope)
+    assert thread.id == session_thread_id("s-1", scope=pipeline.pipeline.sessions.scope)
     assert [m.message for m in thread.messages] == [
         "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2",
     ]  # fmt: skip

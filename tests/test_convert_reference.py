@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from otel_context.assembly import TraceBuffer
-from otel_context.convert import thread_id
+from otel_context.assembly.trace_buffer import TraceBuffer
+from otel_context.conversion.threads import thread_id
 from otel_context.spans.sdk_json import load_json_file
 
 from .conftest import REFERENCE_SPANS

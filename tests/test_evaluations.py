@@ -10,7 +10,7 @@ from langchain_core.runnables import RunnableLambda
 from opentelemetry import trace
 
 from otel_context.config import ConfigError, resolve_settings
-from otel_context.evaluations import Evaluation, RatingRule, evaluation_rating, parse_rules
+from otel_context.conversion.evaluations import Evaluation, RatingRule, evaluation_rating, parse_rules
 
 from .conftest import read_threads
 from .test_conversations import chain, make_pipeline  # noqa: F401  (the exporter / sidecar fixture)

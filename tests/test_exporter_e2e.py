@@ -149,7 +149,7 @@ def test_retried_upload_updates_the_same_thread(app, client, local_api):
     app.flush()
     (thread,) = read_threads(client)
     # Upload the very same spans again, as a retry would: the stable id makes it one thread.
-    from otel_context.convert import thread_id
+    from otel_context.conversion.threads import thread_id
 
     assert thread.id == thread_id(int(thread.metadata["trace_id"], 16), int(thread.metadata["span_id"], 16))
     app.exporter.delivery.submit([_rebuild(thread)])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from otel_context.assembly import TraceBuffer
-from otel_context.convert import NO_CONTENT_TEXT, ConversionOptions
-from otel_context.sessions import session_thread_id
+from otel_context.assembly.trace_buffer import TraceBuffer
+from otel_context.conversion.threads import NO_CONTENT_TEXT, ConversionOptions
+from otel_context.preparation.sessions import session_thread_id
 from otel_context.spans.sdk_json import load_json_file
 
 from . import langgraph_apps
@@ -88,14 +88,14 @@ def test_a_run_arrives_as_one_thread(name, make_app, client):
     threads = read_threads(client)
     if name in SESSIONS:  # every turn of a LangGraph thread (a resumed run too) in one Context thread
         (thread,) = threads
-        assert thread.id == session_thread_id(SESSIONS[name], scope=app.exporter.bridge.sessions.scope)
+        assert thread.id == session_thread_id(SESSIONS[name], scope=app.exporter.pipeline.sessions.scope)
         assert dialogue(thread) == turns(expected)
     else:
         assert [dialogue(t) for t in threads] == [turns([pair]) for pair in expected]
     for thread in threads:
         assert thread.messages[0].role == "user"
         assert not any(NO_CONTENT_TEXT in (m.message or "") for m in thread.messages)
-    assert app.exporter.bridge.counters.get("roots_empty") == 0
+    assert app.exporter.pipeline.counters.get("roots_empty") == 0
 
 
 def test_tool_calls_sit_in_order_between_question_and_answer(make_app, client):

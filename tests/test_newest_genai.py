@@ -11,9 +11,9 @@ from pathlib import Path
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage
 
-from otel_context.assembly import TraceBuffer
-from otel_context.convert import ConversionOptions
-from otel_context.evaluations import parse_rules
+from otel_context.assembly.trace_buffer import TraceBuffer
+from otel_context.conversion.evaluations import parse_rules
+from otel_context.conversion.threads import ConversionOptions
 from otel_context.spans.sdk_json import load_json_file
 
 from .conftest import read_threads, texts

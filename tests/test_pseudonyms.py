@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from otel_context.config import ConfigError, resolve_settings
-from otel_context.redaction import Pseudonyms
+from otel_context.preparation.redaction import Pseudonyms
 
 from .conftest import read_threads, wait_for
 from .test_conversations import chain, make_pipeline  # noqa: F401  (the exporter / sidecar fixture)

@@ -139,11 +139,11 @@ def test_duplicate_delivery_is_harmless(sidecar, capture, client):
     body = encode_spans(spans).SerializeToString()
     assert post(sidecar, body)[0] == 200
     assert post(sidecar, body)[0] == 200  # a Collector retry
-    assert wait_for(lambda: sidecar.bridge.counters.get("threads_uploaded") == 1)
+    assert wait_for(lambda: sidecar.pipeline.counters.get("threads_uploaded") == 1)
     time.sleep(0.5)
     (thread,) = read_threads(client)
     assert thread.metadata["total_tokens"] == "10"  # not doubled
-    assert sidecar.bridge.counters.get("duplicates") == len(spans)
+    assert sidecar.pipeline.counters.get("duplicates") == len(spans)
 
 
 def test_invalid_spans_make_a_partial_success(sidecar, capture, client):
@@ -207,7 +207,7 @@ def test_health_and_stats(sidecar, capture):
 def test_full_queue_answers_503_with_retry_after(sidecar, local_api, capture):
     local_api.set_faults(latency_s=3)
     # A tiny queue (OTEL_EXPORTER_CONTEXT_QUEUE_SIZE) so that a slow API fills it at once.
-    object.__setattr__(sidecar.bridge.delivery.settings, "queue_size", 2)
+    object.__setattr__(sidecar.pipeline.delivery.settings, "queue_size", 2)
     statuses = []
     for n in range(12):
         spans = capture(lambda n=n: FakeListChatModel(responses=["ok"]).invoke(f"q{n}"))
@@ -216,7 +216,7 @@ def test_full_queue_answers_503_with_retry_after(sidecar, local_api, capture):
         if status == 503:
             assert headers["Retry-After"] == "1"
     assert 503 in statuses
-    assert sidecar.bridge.counters.get("threads_dropped") == 0  # pushed back, not dropped
+    assert sidecar.pipeline.counters.get("threads_dropped") == 0  # pushed back, not dropped
     local_api.clear_faults()
 
 

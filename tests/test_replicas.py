@@ -25,7 +25,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_context.sessions import session_thread_id
+from otel_context.preparation.sessions import session_thread_id
 
 from . import conftest
 from .conftest import TOKEN, read_threads, wait_for

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from otel_context.bridge import Bridge
 from otel_context.config import ConfigError, resolve_settings
 from otel_context.model import Message
-from otel_context.sessions import RedisSessions, SessionStoreUnavailable, Turn, session_thread_id
+from otel_context.pipeline import Pipeline
+from otel_context.preparation.sessions import RedisSessions, SessionStoreUnavailable, Turn, session_thread_id
 
 from .support.redis import RedisServer
 from .test_sessions_across_processes import turns_taken_at_once
@@ -104,9 +104,9 @@ def test_a_redis_url_without_the_client_names_the_extra(monkeypatch, caplog):
     assert "secret" not in str(error.value)
     settings = resolve_settings(endpoint="http://127.0.0.1:1", token="t", session_db=url)
     with pytest.raises(ConfigError, match=r"otel-context\[redis\]"):
-        Bridge(settings, push_back=True)  # the sidecar does not start
+        Pipeline(settings, push_back=True)  # the sidecar does not start
     caplog.set_level(logging.ERROR, logger="otel_context")
-    bridge = Bridge(settings)  # in process: one line, and the in-memory book
-    assert not bridge.sessions.shared
+    pipeline = Pipeline(settings)  # in process: one line, and the in-memory book
+    assert not pipeline.sessions.shared
     assert any("otel-context[redis]" in r.getMessage() for r in caplog.records)
-    bridge.shutdown(1)
+    pipeline.shutdown(1)

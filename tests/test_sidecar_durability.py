@@ -24,8 +24,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_context.bridge import Bridge
 from otel_context.config import resolve_receiver_settings, resolve_settings
+from otel_context.pipeline import Pipeline
 from otel_context.receiver.durable import DurableIntake
 from otel_context.receiver.wal import WriteAheadLog
 from otel_context.spans.otlp import records_from_request
@@ -221,11 +221,11 @@ def merged(*requests: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
 
 
 def intake(tmp_path: Path, local_api, **settings: object) -> DurableIntake:
-    """A bridge with a spool behind the write-ahead log in `tmp_path / "wal"`, as `otel-context serve` has."""
+    """A pipeline with a spool behind the write-ahead log in `tmp_path / "wal"`, as `otel-context serve` has."""
     delivery = resolve_settings(
         endpoint=local_api.url, token=TOKEN, spool_dir=str(tmp_path / f"spool-{time.monotonic_ns()}"), **settings
     )
-    return DurableIntake(Bridge(delivery, push_back=True, session_db=":memory:"), WriteAheadLog(tmp_path / "wal"))
+    return DurableIntake(Pipeline(delivery, push_back=True, session_db=":memory:"), WriteAheadLog(tmp_path / "wal"))
 
 
 def ingest(durable: DurableIntake, request: ExportTraceServiceRequest) -> None:
@@ -242,18 +242,18 @@ def test_a_record_stays_until_its_traces_are_finished_and_replays_only_those(cap
     ingest(first, t_children)
     ingest(first, merged(t_root, u_children))  # T's root: T's thread is spooled, T is finished
     first.tick()
-    first.wal.close()  # then a crash: the bridge is never shut down
+    first.wal.close()  # then a crash: the pipeline is never shut down
     assert logged(tmp_path / "wal") == [{one_trace_id(2)}]  # T's children are gone; the other request stays for U
 
     second = intake(tmp_path, local_api, pending_ttl_s=1.0)
     assert second.replay() == 1
     second.tick()
-    counters = second.bridge.counters.snapshot()
+    counters = second.pipeline.counters.snapshot()
     assert counters["spans_received"] == len(records_from_request(u_children)[0])  # T is not sent again
     assert counters["threads_converted"] == 0 and counters["requests_logged"] == 1
     time.sleep(1.1)
     second.tick()  # U is evicted (counted), which finishes it: its record goes
-    assert second.bridge.counters.get("traces_evicted") == 1
+    assert second.pipeline.counters.get("traces_evicted") == 1
     second.shutdown(5)
     assert logged(tmp_path / "wal") == []
 

@@ -39,7 +39,7 @@ from .support.sidecar import (
 )
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)  # the first use may build the Collector
-EXPORTER = "otlp_http/otel_context"  # the shipped config's exporter to the bridge
+EXPORTER = "otlp_http/otel_context"  # the shipped config's exporter to the sidecar
 
 
 def overlay(grpc_port: int, http_port: int, health_port: int, serve_port: int) -> dict:
@@ -73,7 +73,7 @@ def pipeline(local_api: LocalContextAPI, request, tmp_path):
     """otel-context serve (a process) behind the Collector (a process); yields their ports and logs."""
     binary = otelcol_binary()
     delivery = getattr(request, "param", {})
-    bridge, serve_port = serve(local_api, tmp_path / "state", **delivery)
+    sidecar, serve_port = serve(local_api, tmp_path / "state", **delivery)
     grpc_port, http_port, health_port = free_port(), free_port(), free_port()
     overlay_file = tmp_path / "overlay.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay(grpc_port, http_port, health_port, serve_port)))
@@ -85,11 +85,11 @@ def pipeline(local_api: LocalContextAPI, request, tmp_path):
     if not wait_for(lambda: healthy(health_port) or collector.proc.poll() is not None, timeout=30) or (
         collector.proc.poll() is not None
     ):
-        bridge.stop()
+        sidecar.stop()
         pytest.fail("the Collector did not start:\n" + collector.stop()[-4000:])
     yield info
     info["collector_log"] = collector.stop()
-    info["serve_log"] = bridge.stop()
+    info["serve_log"] = sidecar.stop()
 
 
 def the_app_behind_a_web_server() -> None:
@@ -109,7 +109,7 @@ def test_threads_through_the_collector_equal_the_in_process_exporter(pipeline, c
     plain = [s for s in spans if s.name in ("POST /chat", "SELECT users")]
     assert len(plain) == 2
     assert_sent_equals_in_process(exporter_for(protocol, pipeline), spans, client)
-    # filter/genai dropped the web and database spans in the Collector: none reached the bridge
+    # filter/genai dropped the web and database spans in the Collector: none reached the sidecar
     counters = serve_counters(pipeline["serve"])
     assert counters["spans_ignored"] == 0, counters
     assert counters["spans_received"] == len(spans) - len(plain), counters
@@ -126,7 +126,7 @@ def test_backpressure_the_collector_waits_retry_after_and_nothing_is_lost(pipeli
     for n in range(12):
         spans = capture(lambda n=n: FakeListChatModel(responses=[f"answer {n}"]).invoke(f"question {n}"))
         assert exporters["grpc" if n % 2 else "http"].export(spans) is SpanExportResult.SUCCESS
-        time.sleep(0.25)  # longer than the batch processor's 200 ms: separate requests to the bridge
+        time.sleep(0.25)  # longer than the batch processor's 200 ms: separate requests to the sidecar
     for exporter in exporters.values():
         exporter.shutdown()
     assert wait_for(lambda: len(read_threads(client)) == 12, timeout=90)

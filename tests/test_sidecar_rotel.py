@@ -41,7 +41,7 @@ ROTEL = Path(rotel.__file__).with_name("rotel-agent")
 def pipeline(local_api: LocalContextAPI, request, tmp_path):
     """otel-context serve (a process) behind rotel (a process); yields rotel's gRPC and HTTP ports."""
     delivery = getattr(request, "param", {})
-    bridge, serve_port = serve(local_api, tmp_path, **delivery)
+    sidecar, serve_port = serve(local_api, tmp_path, **delivery)
     grpc_port, http_port = free_port(), free_port()
     collector = Process(
         rotel_command(grpc_port, http_port, serve_port),
@@ -52,7 +52,7 @@ def pipeline(local_api: LocalContextAPI, request, tmp_path):
     info = {"grpc": grpc_port, "http": http_port, "serve": serve_port}
     yield info
     collector_log = collector.stop()
-    serve_log = bridge.stop()
+    serve_log = sidecar.stop()
     info["logs"] = collector_log + serve_log
 
 

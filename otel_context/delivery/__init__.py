@@ -1,7 +1,7 @@
 """Delivery: a bounded queue, background workers, retries, an optional durable spool. Knows nothing of spans."""
 
 from .item import QueueItem
-from .pipeline import DeliveryQueue
 from .sender import ContextSender, SendOutcome
+from .workers import DeliveryQueue
 
 __all__ = ["ContextSender", "DeliveryQueue", "QueueItem", "SendOutcome"]

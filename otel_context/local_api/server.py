@@ -49,7 +49,7 @@ HEADER_TIMEOUT_S = 10.0  # also the idle keep-alive timeout
 BODY_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 1000  # lowered to the open-files limit minus a headroom
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -163,7 +163,7 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except (ValidationError, FaultSpecError) as exc:
         response = json_error(400, str(exc))
     except Exception as exc:
-        log.exception("local Context API failed on %s %s", request.method, request.path)
+        _logger.exception("local Context API failed on %s %s", request.method, request.path)
         response = json_error(500, f"internal error: {type(exc).__name__}: {exc}")
     if counted:
         stats.answered(str(response.status))
@@ -440,7 +440,7 @@ def base_url(host: str, port: int) -> str:
 
 async def start_site(app: web.Application, sock: socket.socket) -> web.AppRunner:
     """Serve `app` on `sock` with the header timeout, the connection cap and an access log without queries."""
-    quiet = serving.ThrottledLog(log)
+    quiet = serving.ThrottledLog(_logger)
     serving.quiet_accept_errors(asyncio.get_running_loop(), quiet)
     serving.quiet_protocol_errors(quiet)
     runner = serving.runner(app, HEADER_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)

@@ -1,1 +1,1 @@
-"""The sidecar: OTLP/HTTP and OTLP/gRPC receivers feeding the same bridge as the in-process exporter."""
+"""The sidecar: OTLP/HTTP and OTLP/gRPC receivers feeding the same pipeline as the in-process exporter."""

@@ -2,7 +2,7 @@
 
 A request's record stays until every trace it has spans of is *finished*: the trace buffer holds
 nothing of it any more, so its threads were submitted to the spool (durable) or dropped and counted
-(evicted, late, filtered). After a crash, `replay` feeds what is left to the bridge before the
+(evicted, late, filtered). After a crash, `replay` feeds what is left to the pipeline before the
 listeners open. Replays cannot duplicate: thread ids derive from trace and root span, the buffer
 drops duplicate spans, and the session store replaces a turn with the same id.
 """
@@ -16,22 +16,22 @@ from collections.abc import Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ..bridge import Bridge
 from ..model import SpanRecord
+from ..pipeline import Pipeline
 from ..spans.otlp import records_from_request
 from .wal import WriteAheadLog
 
-_logger = logging.getLogger("otel_context.receiver")
+_logger = logging.getLogger(__name__)
 
 
 class DurableIntake:
-    """The bridge behind a write-ahead log: which acknowledged requests still pin unfinished traces."""
+    """The pipeline behind a write-ahead log: which acknowledged requests still pin unfinished traces."""
 
-    def __init__(self, bridge: Bridge, wal: WriteAheadLog, max_bytes: int | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, wal: WriteAheadLog, max_bytes: int | None = None) -> None:
         """`max_bytes` bounds the log (default: the spool's bound); beyond it the sidecar answers 503."""
-        self.bridge = bridge
+        self.pipeline = pipeline
         self.wal = wal
-        self.max_bytes = max_bytes if max_bytes is not None else bridge.settings.spool_max_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else pipeline.settings.spool_max_bytes
         self._pinned: dict[int, list[int]] = {}  # trace id -> seqs of the requests with its spans
         self._open: dict[int, int] = {}  # seq -> traces of it not finished yet
         self._sizes: dict[int, int] = {}  # seq -> bytes of the record
@@ -40,15 +40,15 @@ class DurableIntake:
         # between a request's pins and its spans reaching the buffer, or between a root leaving the
         # buffer and its thread reaching the spool.
         self._lock = threading.Lock()
-        bridge.counters.gauge("requests_logged", lambda: len(self._open))
-        bridge.counters.gauge("wal_commits", lambda: wal.commits)
+        pipeline.counters.gauge("requests_logged", lambda: len(self._open))
+        pipeline.counters.gauge("wal_commits", lambda: wal.commits)
 
     def full(self) -> bool:
         """Whether the log is at its bound (orphan traces pin their requests until evicted): push back."""
         return self.size_bytes >= self.max_bytes
 
     async def accept(self, request: ExportTraceServiceRequest, records: list[SpanRecord]) -> None:
-        """Write the request ahead, then hand its spans to the bridge; returns once both are done."""
+        """Write the request ahead, then hand its spans to the pipeline; returns once both are done."""
         traces = {record.trace_id for record in records}
         if not traces:
             return
@@ -62,11 +62,11 @@ class DurableIntake:
     def tick(self) -> None:
         """Release due roots, then forget the traces that left the buffer (built, or evicted)."""
         with self._lock:
-            self.bridge.tick()
+            self.pipeline.tick()
             self._settle(list(self._pinned))
 
     def replay(self) -> int:
-        """Feed the records a crash left to the bridge (only their unfinished traces); the number replayed."""
+        """Feed the records a crash left to the pipeline (only their unfinished traces); the number replayed."""
         records = self.wal.records()
         for seq, body, pinned in records:
             if not pinned:  # cannot happen (the last pin goes with its record), but must not leak
@@ -80,14 +80,14 @@ class DurableIntake:
                 continue
             self._accept(seq, pinned, [span for span in spans if span.trace_id in pinned], len(body))
         if records:
-            self.bridge.counters.add("requests_replayed", len(records))
+            self.pipeline.counters.add("requests_replayed", len(records))
             _logger.info("otel-context serve: replayed %d acknowledged request(s) left by a crash", len(records))
         return len(records)
 
     def shutdown(self, timeout_s: float) -> int:
-        """The bridge's shutdown (roots built, threads spooled), then the log's records of finished traces."""
+        """The pipeline's shutdown (roots built, threads spooled), then the log's records of finished traces."""
         with self._lock:
-            left = self.bridge.shutdown(timeout_s)
+            left = self.pipeline.shutdown(timeout_s)
             self._settle(list(self._pinned))
         self.wal.close()
         return left
@@ -101,7 +101,7 @@ class DurableIntake:
             self._sizes[seq] = size
             self.size_bytes += size
             try:
-                self.bridge.accept(records)
+                self.pipeline.accept(records)
             finally:
                 self._settle(traces)
 
@@ -110,7 +110,7 @@ class DurableIntake:
         pins: list[tuple[int, int]] = []
         emptied: list[int] = []
         for trace in traces:
-            if trace not in self._pinned or self.bridge.buffer.holds(trace):
+            if trace not in self._pinned or self.pipeline.buffer.holds(trace):
                 continue
             for seq in self._pinned.pop(trace):
                 pins.append((seq, trace))

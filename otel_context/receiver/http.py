@@ -99,15 +99,15 @@ def _error(rejected: Rejected, is_json: bool, settings: ReceiverSettings) -> web
 
 
 async def healthz(request: web.Request) -> web.Response:
-    bridge = request.app[INTAKE].bridge
-    status = "backlogged" if bridge.backlog_full() else "ok"
-    return web.json_response({"status": status, "threads_queued": bridge.counters.get("threads_queued")})
+    pipeline = request.app[INTAKE].pipeline
+    status = "backlogged" if pipeline.backlog_full() else "ok"
+    return web.json_response({"status": status, "threads_queued": pipeline.counters.get("threads_queued")})
 
 
 async def stats(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not authorized(settings, request.headers.get("Authorization")):
         return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-    bridge = request.app[INTAKE].bridge
-    body: dict[str, Any] = {"counters": bridge.counters.snapshot(), "delivery": bridge.settings.describe()}
+    pipeline = request.app[INTAKE].pipeline
+    body: dict[str, Any] = {"counters": pipeline.counters.snapshot(), "delivery": pipeline.settings.describe()}
     return web.json_response(body)

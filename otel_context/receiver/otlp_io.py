@@ -19,9 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ..bridge import Bridge
 from ..config import ReceiverSettings
 from ..model import SpanRecord
+from ..pipeline import Pipeline
 from ..serving import ThrottledLog
 from ..spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
 from ..spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge, check_protobuf
@@ -29,7 +29,7 @@ from .durable import DurableIntake
 from .wal import WalUnavailable
 
 MAX_GZIP_MEMBERS = 64  # RFC 1952 allows several members; real senders write one
-_logger = logging.getLogger("otel_context.receiver")
+_logger = logging.getLogger(__name__)
 
 
 class Rejected(Exception):
@@ -57,14 +57,14 @@ class Decoded:
 
 
 class OtlpIntake:
-    """The one path from a request body to the bridge, for both receivers.
+    """The one path from a request body to the pipeline, for both receivers.
 
     With `durable` (the sidecar runs with a spool), a request is in the write-ahead log, fsync'd,
-    before the bridge sees it and before the caller answers: only what is durable is acknowledged.
+    before the pipeline sees it and before the caller answers: only what is durable is acknowledged.
     """
 
-    def __init__(self, bridge: Bridge, settings: ReceiverSettings, durable: DurableIntake | None = None) -> None:
-        self.bridge = bridge
+    def __init__(self, pipeline: Pipeline, settings: ReceiverSettings, durable: DurableIntake | None = None) -> None:
+        self.pipeline = pipeline
         self.settings = settings
         self.durable = durable
         self.limits = RequestLimits(settings.max_spans, settings.max_attributes)
@@ -75,17 +75,17 @@ class OtlpIntake:
     async def export(self, body: bytes, *, json: bool, gzipped: bool = False) -> Accepted:
         """decode -> validate -> ingest. Raises `Rejected`, logged once per interval by status."""
         try:
-            if self.bridge.backlog_full() or (self.durable is not None and self.durable.full()):
-                self.bridge.counters.add("requests_pushed_back")
+            if self.pipeline.backlog_full() or (self.durable is not None and self.durable.full()):
+                self.pipeline.counters.add("requests_pushed_back")
                 raise Rejected(503, "otel-context's delivery queue is full; retry later")
             decoded = await self._decode_off_loop(body, json=json, gzipped=gzipped)
             if self.durable is None:
-                return ingest(self.bridge, decoded)
-            try:  # the write-ahead log, then the bridge: the request is decoded and validated
+                return ingest(self.pipeline, decoded)
+            try:  # the write-ahead log, then the pipeline: the request is decoded and validated
                 await self.durable.accept(decoded.request, decoded.records)
             except WalUnavailable as error:
                 raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
-            return answer(self.bridge, decoded)
+            return answer(self.pipeline, decoded)
         except Rejected as rejected:
             self.reject(rejected)
             raise
@@ -157,18 +157,18 @@ def decode(body: bytes, *, json: bool, limits: RequestLimits | None = None) -> E
         raise Rejected(400, str(error)) from None
 
 
-def ingest(bridge: Bridge, decoded: Decoded) -> Accepted:
-    """Hand decoded spans to the bridge; invalid spans make a partial success, never a failure."""
-    bridge.accept(decoded.records)
-    return answer(bridge, decoded)
+def ingest(pipeline: Pipeline, decoded: Decoded) -> Accepted:
+    """Hand decoded spans to the pipeline; invalid spans make a partial success, never a failure."""
+    pipeline.accept(decoded.records)
+    return answer(pipeline, decoded)
 
 
-def answer(bridge: Bridge, decoded: Decoded) -> Accepted:
+def answer(pipeline: Pipeline, decoded: Decoded) -> Accepted:
     """The OTLP answer: success, or a partial success naming (and counting) the invalid spans."""
     response = ExportTraceServiceResponse()
     problems = decoded.problems
     if problems:
-        bridge.counters.add("spans_rejected", len(problems))
+        pipeline.counters.add("spans_rejected", len(problems))
         response.partial_success.rejected_spans = len(problems)
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         response.partial_success.error_message = shown

@@ -1,4 +1,4 @@
-"""`otel-context serve`: run the OTLP receivers and the bridge until SIGTERM, then flush (or spool).
+"""`otel-context serve`: run the OTLP receivers and the pipeline until SIGTERM, then flush (or spool).
 
 With `--workers N`, a small supervisor starts N worker processes that listen on the same ports
 (SO_REUSEPORT: the kernel spreads connections over them), so one machine's cores are used; it restarts
@@ -33,21 +33,21 @@ import grpc
 from aiohttp import web
 
 from .. import serving
-from ..bridge import Bridge
 from ..config import ExporterSettings, ReceiverSettings
 from ..model import SpanRecord
+from ..pipeline import Pipeline
 from .durable import DurableIntake
 from .grpc import create_grpc_server
 from .http import create_receiver_app
 from .otlp_io import OtlpIntake
 from .wal import WriteAheadLog
 
-_logger = logging.getLogger("otel_context.receiver")
+_logger = logging.getLogger(__name__)
 TICK_S = 0.25
 
 
 class Sidecar:
-    """The receivers and their bridge, on the running asyncio loop."""
+    """The receivers and their pipeline, on the running asyncio loop."""
 
     def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings, *, reuse_port: bool = False) -> None:
         """`reuse_port`: a worker of `serve --workers`, sharing its ports with the other workers."""
@@ -55,10 +55,10 @@ class Sidecar:
         self.delivery = delivery
         self.reuse_port = reuse_port
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
-        self.bridge = Bridge(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
+        self.pipeline = Pipeline(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         # With a spool, acknowledge only what is durable: requests go through a write-ahead log beside it.
-        self.durable = DurableIntake(self.bridge, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
-        self.intake = OtlpIntake(self.bridge, receiver, self.durable)
+        self.durable = DurableIntake(self.pipeline, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
+        self.intake = OtlpIntake(self.pipeline, receiver, self.durable)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -106,7 +106,7 @@ class Sidecar:
         if self._ticker is not None:
             await self._ticker
         self.intake.close()
-        shutdown = self.bridge.shutdown if self.durable is None else self.durable.shutdown
+        shutdown = self.pipeline.shutdown if self.durable is None else self.durable.shutdown
         return await asyncio.get_running_loop().run_in_executor(None, shutdown, timeout_s)
 
     async def _tick(self) -> None:
@@ -116,7 +116,7 @@ class Sidecar:
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
             try:
                 if self.durable is None:
-                    self.bridge.tick()
+                    self.pipeline.tick()
                 else:
                     self.durable.tick()
             except Exception:
@@ -131,12 +131,12 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     worker = os.environ.pop(WORKER_ENV, None)
     name = f"otel-context serve (worker {worker.split(':')[0]})" if worker else "otel-context serve"
     sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None)
-    sidecar.bridge.counters.register_metrics()
+    sidecar.pipeline.counters.register_metrics()
     router = None
     if worker:
         index, _, count, directory = worker.split(":", 3)
         if os.environ.get("OTEL_CONTEXT_SERVE_TRACE_ROUTING", "true").lower() not in ("0", "false", "off", "no"):
-            router = TraceRouter(sidecar.bridge, int(index), int(count), directory)
+            router = TraceRouter(sidecar.pipeline, int(index), int(count), directory)
             await router.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,7 +158,7 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     left = await sidecar.stop(shutdown_timeout_s)
     where = " (kept in the spool)" if delivery.spool_dir and left else ""
     if worker:
-        print(f"{name}: received {sidecar.bridge.counters.get('spans_received')} span(s)", flush=True)
+        print(f"{name}: received {sidecar.pipeline.counters.get('spans_received')} span(s)", flush=True)
     print(f"{name}: stopped, {left} thread(s) undelivered{where}", flush=True)
     return left
 
@@ -175,10 +175,10 @@ class TraceRouter:
     memory until the sidecar's write-ahead log.
     """
 
-    def __init__(self, bridge: Bridge, index: int, count: int, directory: str) -> None:
-        self.bridge, self.index, self.count, self.directory = bridge, index, count, directory
-        self._accept_here = bridge.accept
-        bridge.accept = self.accept  # type: ignore[method-assign]
+    def __init__(self, pipeline: Pipeline, index: int, count: int, directory: str) -> None:
+        self.pipeline, self.index, self.count, self.directory = pipeline, index, count, directory
+        self._accept_here = pipeline.accept
+        pipeline.accept = self.accept  # type: ignore[method-assign]
         self._loop = asyncio.get_running_loop()
         self._outboxes: dict[int, asyncio.Queue[list[SpanRecord]]] = {}
         self._senders: list[asyncio.Task[None]] = []
@@ -199,7 +199,7 @@ class TraceRouter:
         return zlib.crc32(trace_id.to_bytes(16, "big")) % self.count + 1
 
     def accept(self, records: Iterable[SpanRecord], **kwargs: object) -> bool:
-        """The bridge's `accept`: spans of this worker's traces here, the others queued for their owners."""
+        """The pipeline's `accept`: spans of this worker's traces here, the others queued for their owners."""
         mine: list[SpanRecord] = []
         theirs: dict[int, list[SpanRecord]] = {}
         for record in records:
@@ -273,7 +273,7 @@ class TraceRouter:
             writer.close()
 
     async def close(self) -> None:
-        """Before the bridge drains: what waits for a peer is assembled here, and peers keep theirs."""
+        """Before the pipeline drains: what waits for a peer is assembled here, and peers keep theirs."""
         self._closing = True
         if self._server is not None:
             self._server.close()

@@ -24,10 +24,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conventions import CONVENTIONS, Convention, SpanClass, convention_for
-from .convert import DEFAULT_OPTIONS, Contribution, ConversionOptions, contribution, convert_root, descendants_of
-from .model import ConversationThread, SpanRecord
-from .telemetry import Counters
+from ..conventions import CONVENTIONS, Convention, SpanClass, convention_for
+from ..conversion.threads import (
+    DEFAULT_OPTIONS,
+    Contribution,
+    ConversionOptions,
+    contribution,
+    convert_root,
+    descendants_of,
+)
+from ..counters import Counters
+from ..model import ConversationThread, SpanRecord
 
 _logger = logging.getLogger(__name__)
 # Tuples, not sets: membership by identity, without `Enum.__hash__` (Python code) on every span.

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .model import SpanRecord
-from .text import as_text
+from ..model import SpanRecord
+from ..text import as_text
 
 EVENT_NAME = "gen_ai.evaluation.result"
 _THRESHOLD = re.compile(r"^([\w.\-]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)$")

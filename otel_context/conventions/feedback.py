@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .model import SpanRecord
+from ..model import SpanRecord
 
 RATING_KEYS = ("context.feedback.rating", "feedback.rating", "feedback.score", "langsmith.feedback.score")
 EVENT_NAMES = frozenset({"context.feedback", "feedback"})

@@ -1,4 +1,4 @@
-"""Self-telemetry: what the bridge converted, delivered, retried, rejected, dropped and held.
+"""Self-telemetry: what the pipeline converted, delivered, retried, rejected, dropped and held.
 
 One `Counters` object per pipeline, shared by assembly and delivery. It is readable as a dict (CLI,
 health endpoint, tests) and through the OTel metrics API, where each counter becomes an observable
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 # name -> (description, is a gauge rather than a monotonic counter)
 COUNTERS: dict[str, tuple[str, bool]] = {
-    "spans_received": ("Spans handed to the bridge", False),
+    "spans_received": ("Spans handed to the pipeline", False),
     "spans_ignored": ("Spans of no GenAI convention (HTTP, database, ...): nothing to convert", False),
     "spans_held": ("Spans held until their root arrives", True),
     "spans_evicted": (

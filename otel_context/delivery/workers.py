@@ -5,7 +5,7 @@ Workers take an item from the `SendingQueue`, hand it to the `RetryingSender`, a
 when delivered or refused for good, parked in the spool for a slow retry (or dropped and counted
 without a spool) when retries ran out. Every drop is counted in `threads_dropped`.
 
-Fork-safe (the bridge calls `reset_after_fork`): a forked child (gunicorn `--preload`, Celery prefork,
+Fork-safe (the pipeline calls `reset_after_fork`): a forked child (gunicorn `--preload`, Celery prefork,
 multiprocessing) starts with an empty queue, fresh locks and no workers until its first thread; the
 parent's queued work stays the parent's and is never sent twice.
 """
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..config import ExporterSettings
+from ..counters import Counters
 from ..model import ConversationThread
-from ..telemetry import Counters
 from .item import RATING, THREAD, QueueItem, encode_thread
 from .outcome import SendOutcome, Verdict
 from .queue import SendingQueue

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .text import blocks_text, compact_json
+from ..text import blocks_text, compact_json
 
 _HUMAN = frozenset({"human", "user", "HumanMessage", "HumanMessageChunk"})
 _AI = frozenset({"ai", "assistant", "AIMessage", "AIMessageChunk"})

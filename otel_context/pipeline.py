@@ -14,19 +14,20 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .assembly import TraceBuffer
+from .assembly.trace_buffer import TraceBuffer
 from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
-from .convert import ConversionOptions
-from .cost import Pricing
+from .conventions.feedback import feedback_target, span_rating
+from .conversion.cost import Pricing
+from .conversion.threads import ConversionOptions
+from .counters import Counters
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
 from .delivery.item import THREAD, encode_thread
 from .delivery.outcome import Verdict
-from .feedback import feedback_target, span_rating
 from .model import ConversationThread, SpanRecord
-from .redaction import Pseudonyms, Redactor
-from .selection import ThreadSelection
-from .sessions import (
+from .preparation.redaction import Pseudonyms, Redactor
+from .preparation.selection import ThreadSelection
+from .preparation.sessions import (
     MemorySessions,
     RedisSessions,
     SessionStore,
@@ -36,12 +37,11 @@ from .sessions import (
     is_redis_url,
     session_of,
 )
-from .telemetry import Counters
 
-_logger = logging.getLogger("otel_context")
+_logger = logging.getLogger(__name__)
 
 
-class Bridge:
+class Pipeline:
     """Holds the trace buffer, the delivery queue and the counters of one exporter or sidecar."""
 
     def __init__(
@@ -285,11 +285,11 @@ class Bridge:
 _MAX_RESENDS = 8  # a session written to without pause by other processes: theirs is the last write
 
 
-def _renew_after_fork(bridge: Bridge) -> None:
-    """Renew `bridge` in a forked child, as the SDK's BatchProcessor does (without keeping it alive)."""
+def _renew_after_fork(pipeline: Pipeline) -> None:
+    """Renew `pipeline` in a forked child, as the SDK's BatchProcessor does (without keeping it alive)."""
     if not hasattr(os, "register_at_fork"):
         return
-    ref = weakref.ref(bridge)
+    ref = weakref.ref(pipeline)
 
     def renew() -> None:
         target = ref()

@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 from dataclasses import dataclass
 
-from .model import ConversationThread
+from ..model import ConversationThread
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .convert import THREAD_NAMESPACE
-from .model import ConversationThread, Message
-from .shared_sqlite import connect_shared
+from ..conversion.threads import THREAD_NAMESPACE
+from ..model import ConversationThread, Message
+from ..shared_sqlite import connect_shared
 
-_logger = logging.getLogger("otel_context")
+_logger = logging.getLogger(__name__)
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
 _INHERITED: list[object] = []  # handles a forked child keeps but never uses
 SUMMED = ("input_tokens", "output_tokens", "total_tokens")
@@ -131,7 +131,7 @@ def merge(session: str, part: int, turns: list[Turn], scope: str = "") -> Conver
 
 
 class _Book:
-    """What every book offers the bridge on top of `add` / `turns`: whole session threads."""
+    """What every book offers the pipeline on top of `add` / `turns`: whole session threads."""
 
     scope: str
 
@@ -406,7 +406,7 @@ class RedisSessions(_Book):
         try:
             import redis
         except ImportError:
-            from .config import ConfigError
+            from ..config import ConfigError
 
             raise ConfigError(
                 f"OTEL_EXPORTER_CONTEXT_SESSION_DB={redact_url(url)} needs the Redis client: "

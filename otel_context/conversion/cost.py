@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from .conventions import Usage
+from ..conventions import Usage
 
 _logger = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown"

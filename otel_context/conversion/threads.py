@@ -12,14 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .conventions import Convention, SpanClass, Usage
-from .conventions.base import ToolStep
+from ..conventions import Convention, SpanClass, Usage
+from ..conventions.base import ToolStep
+from ..conventions.feedback import span_rating
+from ..model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
+from ..text import as_text, clean_text
 from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
 from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
-from .feedback import span_rating
-from .model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
 from .render import interrupt_text, render
-from .text import as_text, clean_text
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
 THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
