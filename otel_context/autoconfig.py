@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 from .startup import apply_defaults
@@ -24,7 +26,7 @@ class ContextDistro(BaseDistro):
     """Selected when it is the only distro (or `OTEL_PYTHON_DISTRO=context`): traces to Context by default."""
 
     def _configure(self, **kwargs: object) -> None:
-        os.environ.setdefault("OTEL_TRACES_EXPORTER", "context")
+        os.environ.setdefault(OTEL_TRACES_EXPORTER, "context")
         apply_defaults()
 
 
@@ -45,7 +47,7 @@ def instrument_langchain_core() -> None:
     applies whatever the exporter (`otlp` to a Collector and the sidecar, `console`, `context`):
     installing otel-context is the opt-in.
     """
-    disabled = {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    disabled = {name.strip() for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
     if "langchain" in disabled or "*" in disabled:
         return
     try:

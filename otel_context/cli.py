@@ -15,6 +15,19 @@ import socket
 import sys
 from typing import Any
 
+from .environment_variables import (
+    CONTEXT_API_TOKEN,
+    OTEL_CONTEXT_SERVE_HOST,
+    OTEL_CONTEXT_SERVE_PORT,
+    OTEL_CONTEXT_SERVE_TOKEN,
+    OTEL_CONTEXT_SERVE_TOKEN_FILE,
+    OTEL_CONTEXT_SERVE_WORKER,
+    OTEL_CONTEXT_SERVE_WORKERS,
+    OTEL_EXPORTER_CONTEXT_ENDPOINT,
+    OTEL_EXPORTER_CONTEXT_SPOOL_DIR,
+    OTEL_EXPORTER_CONTEXT_TOKEN,
+)
+
 
 class CommandError(Exception):
     """A failure the user can fix: printed as one line, exit status 1."""
@@ -51,10 +64,10 @@ _WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, _int_env, resolve_receiver_settings, resolve_settings
+    from .config import ConfigError, integer, read_env, resolve_receiver_settings, resolve_settings
     from .receiver.service import run
 
-    workers = args.workers if args.workers is not None else _int_env("OTEL_CONTEXT_SERVE_WORKERS", 1)
+    workers = args.workers if args.workers is not None else read_env(OTEL_CONTEXT_SERVE_WORKERS, integer(), 1)
     if workers < 1:
         print("otel-context serve: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -72,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
     # Checked before anything starts, so a port in use leaves no state directory behind (by the
     # supervisor of --workers; its workers share the ports on purpose).
-    if not os.environ.get("OTEL_CONTEXT_SERVE_WORKER"):
+    if not os.environ.get(OTEL_CONTEXT_SERVE_WORKER):
         _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
         if receiver.grpc_port is not None:
             _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
@@ -123,16 +136,18 @@ def _stats(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
+    from .config import env
+
     url = args.url.rstrip("/") + "/stats"
     request = urllib.request.Request(url)
-    token = args.token or os.environ.get("OTEL_CONTEXT_SERVE_TOKEN")
+    token = args.token or env(OTEL_CONTEXT_SERVE_TOKEN)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             counters = json.load(response)
     except urllib.error.HTTPError as exc:
-        hint = " (the sidecar requires a token: --token or $OTEL_CONTEXT_SERVE_TOKEN)" if exc.code == 401 else ""
+        hint = f" (the sidecar requires a token: --token or ${OTEL_CONTEXT_SERVE_TOKEN})" if exc.code == 401 else ""
         raise CommandError(f"{url}: HTTP {exc.code} {exc.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -180,9 +195,9 @@ def _threads(args: argparse.Namespace) -> int:
     from getcontext import ContextAPI
     from getcontext.token import Credential
 
-    from .config import DEFAULT_ENDPOINT, resolve_token
+    from .config import DEFAULT_ENDPOINT, env, resolve_token
 
-    endpoint = (args.endpoint or os.environ.get("OTEL_EXPORTER_CONTEXT_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    endpoint = (args.endpoint or env(OTEL_EXPORTER_CONTEXT_ENDPOINT) or DEFAULT_ENDPOINT).rstrip("/")
     token = resolve_token(args.token)
     plain = urlparse(endpoint).scheme == "http"  # the local API: context-python refuses a token over http otherwise
     client = ContextAPI(credential=Credential(token or ""), endpoint=endpoint, retry_total=0)
@@ -192,7 +207,7 @@ def _threads(args: argparse.Namespace) -> int:
         else:
             threads = _list_threads(client, args, plain)
     except ClientAuthenticationError:
-        hint = "a token is needed: --token or $CONTEXT_API_TOKEN" if not token else "the token was refused"
+        hint = f"a token is needed: --token or ${CONTEXT_API_TOKEN}" if not token else "the token was refused"
         raise CommandError(f"{endpoint}: HTTP 401, {hint}") from None
     except ResourceNotFoundError:
         raise CommandError(f"{endpoint}: no thread {args.id}" if args.id else f"{endpoint}: HTTP 404") from None
@@ -296,35 +311,37 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=local_api_cli.main)
 
     serve = commands.add_parser("serve", help="the Collector sidecar: receive OTLP, deliver threads to Context")
-    serve.add_argument("--host", help="listen address (default 127.0.0.1; $OTEL_CONTEXT_SERVE_HOST)")
-    serve.add_argument("--port", type=int, help="OTLP/HTTP port (default 4319; $OTEL_CONTEXT_SERVE_PORT)")
+    serve.add_argument("--host", help=f"listen address (default 127.0.0.1; ${OTEL_CONTEXT_SERVE_HOST})")
+    serve.add_argument("--port", type=int, help=f"OTLP/HTTP port (default 4319; ${OTEL_CONTEXT_SERVE_PORT})")
     serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port, -1 for none (default 4320)")
-    serve.add_argument("--token", help="bearer token the Collector must send ($OTEL_CONTEXT_SERVE_TOKEN, shown by ps)")
-    serve.add_argument("--token-file", help="read the bearer token from this file ($OTEL_CONTEXT_SERVE_TOKEN_FILE)")
+    serve.add_argument(
+        "--token", help=f"bearer token the Collector must send (${OTEL_CONTEXT_SERVE_TOKEN}, shown by ps)"
+    )
+    serve.add_argument("--token-file", help=f"read the bearer token from this file (${OTEL_CONTEXT_SERVE_TOKEN_FILE})")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)")
     serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)")
     serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)")
-    serve.add_argument("--endpoint", help="Context API ($OTEL_EXPORTER_CONTEXT_ENDPOINT)")
-    serve.add_argument("--spool-dir", help="durable spool ($OTEL_EXPORTER_CONTEXT_SPOOL_DIR)")
+    serve.add_argument("--endpoint", help=f"Context API (${OTEL_EXPORTER_CONTEXT_ENDPOINT})")
+    serve.add_argument("--spool-dir", help=f"durable spool (${OTEL_EXPORTER_CONTEXT_SPOOL_DIR})")
     serve.add_argument(
         "--workers",
         type=int,
-        help="worker processes sharing the ports, spool and sessions (default 1; $OTEL_CONTEXT_SERVE_WORKERS)",
+        help=f"worker processes sharing the ports, spool and sessions (default 1; ${OTEL_CONTEXT_SERVE_WORKERS})",
     )
     serve.set_defaults(func=_serve)
 
     stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")
     stats.add_argument("--url", default="http://127.0.0.1:4319", help="the sidecar's HTTP address")
-    stats.add_argument("--token", help="bearer token the sidecar requires (default: $OTEL_CONTEXT_SERVE_TOKEN)")
-    stats.add_argument("--spool", help="a spool directory (OTEL_EXPORTER_CONTEXT_SPOOL_DIR) to inspect instead")
+    stats.add_argument("--token", help=f"bearer token the sidecar requires (default: ${OTEL_CONTEXT_SERVE_TOKEN})")
+    stats.add_argument("--spool", help=f"a spool directory ({OTEL_EXPORTER_CONTEXT_SPOOL_DIR}) to inspect instead")
     stats.set_defaults(func=_stats)
 
     threads = commands.add_parser(
         "threads", help="list threads, or show one, from a Context-compatible API (Context, the local API)"
     )
     threads.add_argument("id", nargs="?", help="show this thread (default: list threads)")
-    threads.add_argument("--endpoint", help="API base URL ($OTEL_EXPORTER_CONTEXT_ENDPOINT, else Context)")
-    threads.add_argument("--token", help="API token (default: $OTEL_EXPORTER_CONTEXT_TOKEN, $CONTEXT_API_TOKEN)")
+    threads.add_argument("--endpoint", help=f"API base URL (${OTEL_EXPORTER_CONTEXT_ENDPOINT}, else Context)")
+    threads.add_argument("--token", help=f"API token (default: ${OTEL_EXPORTER_CONTEXT_TOKEN}, ${CONTEXT_API_TOKEN})")
     threads.add_argument("--user", help="only threads whose user_id is this")
     threads.add_argument("--session", help="only threads whose session_id is this")
     threads.add_argument("--since", help="only threads after this: ISO 8601, or 30m, 2h, 7d back from now")

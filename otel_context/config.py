@@ -1,7 +1,9 @@
 """Settings of the exporter and the sidecar, resolved once: keyword argument, else environment, else default.
 
-Environment variables follow the OTel exporter naming (`OTEL_EXPORTER_CONTEXT_*`); durations are
-milliseconds as the OTel specification defines timeouts. An empty variable counts as unset.
+Environment variables follow the OTel exporter naming (`OTEL_EXPORTER_CONTEXT_*`, named in
+`environment_variables`); durations are milliseconds as the OTel specification defines timeouts. An empty
+variable counts as unset. Every typed variable is read by `read_env` with one of the parsers below, so a
+malformed value is handled the same everywhere: one warning, then the default. A bad keyword argument raises.
 """
 
 from __future__ import annotations
@@ -11,15 +13,68 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from .environment_variables import (
+    CONTEXT_API_TOKEN,
+    CONTEXT_TOKEN,
+    OTEL_CONTEXT_SERVE_BODY_TIMEOUT,
+    OTEL_CONTEXT_SERVE_GRPC_PORT,
+    OTEL_CONTEXT_SERVE_HEADER_TIMEOUT,
+    OTEL_CONTEXT_SERVE_HOST,
+    OTEL_CONTEXT_SERVE_MAX_ATTRIBUTES,
+    OTEL_CONTEXT_SERVE_MAX_BODY_BYTES,
+    OTEL_CONTEXT_SERVE_MAX_CONNECTIONS,
+    OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES,
+    OTEL_CONTEXT_SERVE_MAX_IN_PROGRESS,
+    OTEL_CONTEXT_SERVE_MAX_SPANS,
+    OTEL_CONTEXT_SERVE_PORT,
+    OTEL_CONTEXT_SERVE_SETTLE,
+    OTEL_CONTEXT_SERVE_STATE_DIR,
+    OTEL_CONTEXT_SERVE_TOKEN,
+    OTEL_CONTEXT_SERVE_TOKEN_FILE,
+    OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX,
+    OTEL_EXPORTER_CONTEXT_CONCURRENCY,
+    OTEL_EXPORTER_CONTEXT_ENDPOINT,
+    OTEL_EXPORTER_CONTEXT_EVAL_RATINGS,
+    OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS,
+    OTEL_EXPORTER_CONTEXT_INCLUDE_TOOLS,
+    OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS,
+    OTEL_EXPORTER_CONTEXT_INSECURE,
+    OTEL_EXPORTER_CONTEXT_MAX_ELAPSED,
+    OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS,
+    OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES,
+    OTEL_EXPORTER_CONTEXT_MODEL_ALIASES,
+    OTEL_EXPORTER_CONTEXT_PENDING_TTL,
+    OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY,
+    OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE,
+    OTEL_EXPORTER_CONTEXT_QUEUE_SIZE,
+    OTEL_EXPORTER_CONTEXT_REDACT,
+    OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF,
+    OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF,
+    OTEL_EXPORTER_CONTEXT_ROOT_WAIT,
+    OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO,
+    OTEL_EXPORTER_CONTEXT_SESSION_DB,
+    OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS,
+    OTEL_EXPORTER_CONTEXT_SESSION_TTL,
+    OTEL_EXPORTER_CONTEXT_SESSIONS,
+    OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT,
+    OTEL_EXPORTER_CONTEXT_SPOOL_DIR,
+    OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES,
+    OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL,
+    OTEL_EXPORTER_CONTEXT_TENANT_ID,
+    OTEL_EXPORTER_CONTEXT_TIMEOUT,
+    OTEL_EXPORTER_CONTEXT_TOKEN,
+)
 
 DEFAULT_ENDPOINT = "https://api.context.ai"
 DEFAULT_TIMEOUT_MS = 10_000
-TOKEN_VARIABLES = ("OTEL_EXPORTER_CONTEXT_TOKEN", "CONTEXT_API_TOKEN", "CONTEXT_TOKEN")
+TOKEN_VARIABLES = (OTEL_EXPORTER_CONTEXT_TOKEN, CONTEXT_API_TOKEN, CONTEXT_TOKEN)  # the first set wins
 DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000
 
 _logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -27,82 +82,105 @@ class ConfigError(ValueError):
 
 
 def env(name: str) -> str | None:
+    """The variable's raw value; None when unset, empty or blank."""
     value = os.environ.get(name)
     return value if value not in (None, "") and value.strip() else None
 
 
-def _malformed(name: str, raw: str, expected: str, default: object) -> None:
-    """A bad value in the environment must never stop tracing: one warning, then the default."""
-    _logger.warning("otel-context: %s=%r is not %s; using the default %r", name, raw, expected, default)
+def read_env(name: str, parse: Callable[[str], T], default: T) -> T:
+    """The variable parsed, else `default`: the one reader of typed settings.
 
-
-def _int_env(name: str, default: int, *, minimum: int = 1) -> int:
+    `parse` gets the stripped value and raises ValueError saying what was expected ("an integer"). A bad
+    value in the environment must never stop tracing: one warning naming the variable, then the default.
+    """
     raw = env(name)
     if raw is None:
         return default
     try:
-        value = int(raw.strip())
-    except ValueError:
-        _malformed(name, raw, "an integer", default)
+        return parse(raw.strip())
+    except ValueError as expected:
+        _logger.warning("otel-context: %s=%r is not %s; using the default %r", name, raw, expected, default)
         return default
-    if value < minimum:
-        _malformed(name, raw, f"an integer of at least {minimum}", default)
-        return default
-    return value
 
 
-def _bool_env(name: str, default: bool) -> bool:
-    raw = env(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
+# Parsers for `read_env`: each takes the stripped value and raises ValueError saying what it expected.
+
+
+def integer(minimum: int = 1) -> Callable[[str], int]:
+    """A parser of whole numbers of at least `minimum` (durations are integer milliseconds)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("an integer") from None
+        if value < minimum:
+            raise ValueError(f"an integer of at least {minimum}")
+        return value
+
+    return parse
+
+
+def boolean(raw: str) -> bool:
+    value = raw.lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    _malformed(name, raw, "a boolean (true or false)", default)
-    return default
+    raise ValueError("a boolean (true or false)")
 
 
-def _split(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _list_env(name: str) -> tuple[str, ...]:
-    raw = env(name)
-    return _split(raw) if raw else ()
-
-
-def _ratio_env(name: str, default: float) -> float:
-    raw = env(name)
-    if raw is None:
-        return default
+def ratio(raw: str) -> float:
     try:
-        value = float(raw.strip())
+        value = float(raw)
     except ValueError:
         value = -1.0
     if not 0.0 <= value <= 1.0:
-        _malformed(name, raw, "a number between 0 and 1", default)
-        return default
+        raise ValueError("a number between 0 and 1")
     return value
 
 
-def _endpoint_env(name: str, insecure: bool) -> str:
-    raw = env(name)
-    if raw is None:
-        return DEFAULT_ENDPOINT
-    problem = _endpoint_problem(raw.strip(), insecure)
-    if problem:
-        _malformed(name, raw, problem, DEFAULT_ENDPOINT)
-        return DEFAULT_ENDPOINT
-    return raw.strip()
+def comma_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated list; empty items are dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _redact_env(name: str) -> tuple[str, ...]:
+def api_url(insecure: bool) -> Callable[[str], str]:
+    """A parser of API URLs that refuses to send the token in clear text unless `insecure`."""
+
+    def parse(raw: str) -> str:
+        problem = _endpoint_problem(raw, insecure)
+        if problem:
+            raise ValueError(problem)
+        return raw
+
+    return parse
+
+
+def model_aliases(raw: str) -> dict[str, str]:
+    from .conversion.cost import parse_aliases
+
+    try:
+        return parse_aliases(raw)
+    except ValueError as error:
+        raise ValueError(f"a comma-separated list of name=model ({error})") from None
+
+
+def rating_rules(raw: str) -> tuple[Any, ...]:
+    from .conversion.evaluations import parse_rules
+
+    try:
+        return parse_rules(raw)
+    except ValueError as error:
+        raise ValueError(f"a list of rating rules ({error})") from None
+
+
+def _redaction_patterns(name: str) -> tuple[str, ...]:
+    """The list in `name`, less the patterns that do not exist: ignored with one warning, the others still apply."""
     from .preparation.redaction import PATTERNS
 
-    names = _list_env(name)
-    unknown = sorted(set(names) - set(PATTERNS) - {"all"})
+    chosen = read_env(name, comma_list, ())
+    unknown = sorted(set(chosen) - set(PATTERNS) - {"all"})
     if unknown:
         _logger.warning(
             "otel-context: %s names unknown pattern(s) %s (choose from %s or all); they are ignored",
@@ -110,37 +188,7 @@ def _redact_env(name: str) -> tuple[str, ...]:
             ", ".join(unknown),
             ", ".join(PATTERNS),
         )
-    return tuple(n for n in names if n not in unknown)
-
-
-def _parse_aliases(raw: str) -> dict[str, str]:
-    from .conversion.cost import parse_aliases
-
-    return parse_aliases(raw)
-
-
-def _aliases_env(name: str) -> dict[str, str]:
-    raw = env(name)
-    if raw is None:
-        return {}
-    try:
-        return _parse_aliases(raw)
-    except ValueError as error:
-        _malformed(name, raw, f"a comma-separated list of name=model ({error})", {})
-        return {}
-
-
-def _eval_rules_env(name: str) -> tuple[Any, ...]:
-    from .conversion.evaluations import parse_rules
-
-    raw = env(name)
-    if raw is None:
-        return ()
-    try:
-        return parse_rules(raw)
-    except ValueError as error:
-        _malformed(name, raw, f"a list of rating rules ({error})", ())
-        return ()
+    return tuple(n for n in chosen if n not in unknown)
 
 
 def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
@@ -150,7 +198,7 @@ def _endpoint_problem(endpoint: str, insecure: bool) -> str | None:
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure:
         return (
             "an https or loopback URL: the Context token is never sent in clear text to another host "
-            "unless OTEL_EXPORTER_CONTEXT_INSECURE=true"
+            f"unless {OTEL_EXPORTER_CONTEXT_INSECURE}=true"
         )
     return None
 
@@ -248,54 +296,56 @@ class ExporterSettings:
 def resolve_settings(**overrides: object) -> ExporterSettings:
     """Keyword arguments (None means not given) over `OTEL_EXPORTER_CONTEXT_*` over defaults."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    timeout_ms = _int_env("OTEL_EXPORTER_CONTEXT_TIMEOUT", DEFAULT_TIMEOUT_MS)
-    insecure = _bool_env("OTEL_EXPORTER_CONTEXT_INSECURE", False)
+    timeout_ms = read_env(OTEL_EXPORTER_CONTEXT_TIMEOUT, integer(), DEFAULT_TIMEOUT_MS)
+    insecure = read_env(OTEL_EXPORTER_CONTEXT_INSECURE, boolean, False)
     resolved: dict[str, Any] = {
         "token": resolve_token(given.pop("token", None)),  # type: ignore[arg-type]
-        "endpoint": given.get("endpoint") or _endpoint_env("OTEL_EXPORTER_CONTEXT_ENDPOINT", insecure),
+        "endpoint": given.get("endpoint")
+        or read_env(OTEL_EXPORTER_CONTEXT_ENDPOINT, api_url(insecure), DEFAULT_ENDPOINT),
         "timeout_s": timeout_ms / 1000,
         "insecure": insecure,
-        "tenant_id": env("OTEL_EXPORTER_CONTEXT_TENANT_ID"),
-        "max_pending_traces": _int_env("OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES", 10_000),
-        "pending_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_PENDING_TTL", 600_000) / 1000,
-        "max_message_chars": _int_env("OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS", 65_536),
-        "queue_size": _int_env("OTEL_EXPORTER_CONTEXT_QUEUE_SIZE", 10_000),
-        "concurrency": _int_env("OTEL_EXPORTER_CONTEXT_CONCURRENCY", 4),
-        "max_elapsed_s": _int_env("OTEL_EXPORTER_CONTEXT_MAX_ELAPSED", 300_000, minimum=0) / 1000,
-        "retry_initial_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF", 500, minimum=0) / 1000,
-        "retry_max_s": _int_env("OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF", 30_000, minimum=0) / 1000,
-        "spool_dir": env("OTEL_EXPORTER_CONTEXT_SPOOL_DIR"),
-        "spool_max_bytes": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
-        "spool_retry_s": _int_env("OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL", 60_000) / 1000,
-        "shutdown_timeout_s": _int_env("OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_MS, minimum=0)
+        "tenant_id": env(OTEL_EXPORTER_CONTEXT_TENANT_ID),
+        "max_pending_traces": read_env(OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES, integer(), 10_000),
+        "pending_ttl_s": read_env(OTEL_EXPORTER_CONTEXT_PENDING_TTL, integer(), 600_000) / 1000,
+        "max_message_chars": read_env(OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS, integer(), 65_536),
+        "queue_size": read_env(OTEL_EXPORTER_CONTEXT_QUEUE_SIZE, integer(), 10_000),
+        "concurrency": read_env(OTEL_EXPORTER_CONTEXT_CONCURRENCY, integer(), 4),
+        "max_elapsed_s": read_env(OTEL_EXPORTER_CONTEXT_MAX_ELAPSED, integer(0), 300_000) / 1000,
+        "retry_initial_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF, integer(0), 500) / 1000,
+        "retry_max_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF, integer(0), 30_000) / 1000,
+        "spool_dir": env(OTEL_EXPORTER_CONTEXT_SPOOL_DIR),
+        "spool_max_bytes": read_env(OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES, integer(), 256 * 1024 * 1024),
+        "spool_retry_s": read_env(OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL, integer(), 60_000) / 1000,
+        "shutdown_timeout_s": read_env(OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT, integer(0), DEFAULT_SHUTDOWN_TIMEOUT_MS)
         / 1000,
-        "root_wait_s": _int_env("OTEL_EXPORTER_CONTEXT_ROOT_WAIT", 10_000, minimum=0) / 1000,
-        "include_tools": _bool_env("OTEL_EXPORTER_CONTEXT_INCLUDE_TOOLS", False),
-        "redact": _redact_env("OTEL_EXPORTER_CONTEXT_REDACT"),
-        "include_workflows": _list_env("OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS"),
-        "exclude_workflows": _list_env("OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS"),
-        "sample_ratio": _ratio_env("OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", 1.0),
-        "association_prefix": env("OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX") or "traceloop.association.properties.",
-        "sessions": _bool_env("OTEL_EXPORTER_CONTEXT_SESSIONS", True),
-        "session_db": env("OTEL_EXPORTER_CONTEXT_SESSION_DB"),
-        "session_ttl_s": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_TTL", 86_400_000) / 1000,
-        "session_max_turns": _int_env("OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS", 200),
-        "model_aliases": _aliases_env("OTEL_EXPORTER_CONTEXT_MODEL_ALIASES"),
-        "eval_ratings": _eval_rules_env("OTEL_EXPORTER_CONTEXT_EVAL_RATINGS"),
-        "pseudonymize": _list_env("OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE"),
-        "pseudonym_key": env("OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY"),
+        "root_wait_s": read_env(OTEL_EXPORTER_CONTEXT_ROOT_WAIT, integer(0), 10_000) / 1000,
+        "include_tools": read_env(OTEL_EXPORTER_CONTEXT_INCLUDE_TOOLS, boolean, False),
+        "redact": _redaction_patterns(OTEL_EXPORTER_CONTEXT_REDACT),
+        "include_workflows": read_env(OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS, comma_list, ()),
+        "exclude_workflows": read_env(OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS, comma_list, ()),
+        "sample_ratio": read_env(OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO, ratio, 1.0),
+        "association_prefix": env(OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX) or "traceloop.association.properties.",
+        "sessions": read_env(OTEL_EXPORTER_CONTEXT_SESSIONS, boolean, True),
+        "session_db": env(OTEL_EXPORTER_CONTEXT_SESSION_DB),
+        "session_ttl_s": read_env(OTEL_EXPORTER_CONTEXT_SESSION_TTL, integer(), 86_400_000) / 1000,
+        "session_max_turns": read_env(OTEL_EXPORTER_CONTEXT_SESSION_MAX_TURNS, integer(), 200),
+        "model_aliases": read_env(OTEL_EXPORTER_CONTEXT_MODEL_ALIASES, model_aliases, {}),
+        "eval_ratings": read_env(OTEL_EXPORTER_CONTEXT_EVAL_RATINGS, rating_rules, ()),
+        "pseudonymize": read_env(OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE, comma_list, ()),
+        "pseudonym_key": env(OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY),
     }
     if resolved["pseudonymize"] and not resolved["pseudonym_key"] and not given.get("pseudonym_key"):
         _logger.warning(
-            "otel-context: OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE is set without OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY; "
-            "the values it names are redacted instead"
+            "otel-context: %s is set without %s; the values it names are redacted instead",
+            OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE,
+            OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY,
         )
     if isinstance(given.get("pseudonymize"), str):
-        given["pseudonymize"] = _split(given["pseudonymize"])  # type: ignore[arg-type]
+        given["pseudonymize"] = comma_list(given["pseudonymize"])  # type: ignore[arg-type]
     elif given.get("pseudonymize") is not None:
         given["pseudonymize"] = tuple(given["pseudonymize"])  # type: ignore[arg-type]
     if given.get("pseudonymize") and not (given.get("pseudonym_key") or resolved["pseudonym_key"]):
-        raise ConfigError("pseudonymize needs a secret: pseudonym_key= or OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY")
+        raise ConfigError(f"pseudonymize needs a secret: pseudonym_key= or {OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY}")
     rules = given.pop("eval_ratings", None)
     if rules is not None:
         from .conversion.evaluations import parse_rules
@@ -307,7 +357,9 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
     aliases = given.pop("model_aliases", None)
     if isinstance(aliases, str):
         try:
-            resolved["model_aliases"] = _parse_aliases(aliases)
+            from .conversion.cost import parse_aliases
+
+            resolved["model_aliases"] = parse_aliases(aliases)
         except ValueError as error:
             raise ConfigError(f"model_aliases: {error}; expected name=model,name=model") from None
     elif aliases is not None:
@@ -316,7 +368,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
     if callable(redact):  # `redact=callable`: a hook applied after the built-in patterns
         resolved["redact_hook"] = redact
     elif redact is not None:
-        resolved["redact"] = _split(redact) if isinstance(redact, str) else tuple(redact)  # type: ignore[arg-type]
+        resolved["redact"] = comma_list(redact) if isinstance(redact, str) else tuple(redact)  # type: ignore[arg-type]
     if "timeout" in given:  # keyword `timeout` is in seconds, like the OTLP exporters' constructors
         resolved["timeout_s"] = float(given.pop("timeout"))  # type: ignore[arg-type]
     resolved.update(given)
@@ -331,13 +383,13 @@ def validate(settings: ExporterSettings) -> None:
     if problem:
         raise ConfigError(f"endpoint={settings.endpoint!r} must be {problem}")
     if not 0.0 <= settings.sample_ratio <= 1.0:
-        raise ConfigError(f"OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO must be between 0 and 1, got {settings.sample_ratio}")
+        raise ConfigError(f"{OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO} must be between 0 and 1, got {settings.sample_ratio}")
     from .preparation.redaction import PATTERNS
 
     unknown = sorted(set(settings.redact) - set(PATTERNS) - {"all"})
     if unknown:
         raise ConfigError(
-            f"OTEL_EXPORTER_CONTEXT_REDACT names unknown pattern(s) {', '.join(unknown)}; "
+            f"{OTEL_EXPORTER_CONTEXT_REDACT} names unknown pattern(s) {', '.join(unknown)}; "
             f"choose from {', '.join(PATTERNS)} or all"
         )
     for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
@@ -370,23 +422,23 @@ class ReceiverSettings:
 def resolve_receiver_settings(**overrides: object) -> ReceiverSettings:
     """`token_file` (or `OTEL_CONTEXT_SERVE_TOKEN_FILE`) is read here; a token given directly wins."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    token_file = given.pop("token_file", None) or env("OTEL_CONTEXT_SERVE_TOKEN_FILE")
-    grpc_port = _int_env("OTEL_CONTEXT_SERVE_GRPC_PORT", 4320, minimum=-1)
+    token_file = given.pop("token_file", None) or env(OTEL_CONTEXT_SERVE_TOKEN_FILE)
+    grpc_port = read_env(OTEL_CONTEXT_SERVE_GRPC_PORT, integer(-1), 4320)
     resolved: dict[str, Any] = {
-        "host": env("OTEL_CONTEXT_SERVE_HOST") or "127.0.0.1",
-        "port": _int_env("OTEL_CONTEXT_SERVE_PORT", 4319, minimum=0),
+        "host": env(OTEL_CONTEXT_SERVE_HOST) or "127.0.0.1",
+        "port": read_env(OTEL_CONTEXT_SERVE_PORT, integer(0), 4319),
         "grpc_port": grpc_port if grpc_port >= 0 else None,
-        "token": env("OTEL_CONTEXT_SERVE_TOKEN"),
-        "max_spans": _int_env("OTEL_CONTEXT_SERVE_MAX_SPANS", 65_536),
-        "max_attributes": _int_env("OTEL_CONTEXT_SERVE_MAX_ATTRIBUTES", 524_288),
-        "max_in_progress": _int_env("OTEL_CONTEXT_SERVE_MAX_IN_PROGRESS", 4),
-        "max_connections": _int_env("OTEL_CONTEXT_SERVE_MAX_CONNECTIONS", 1000),
-        "header_timeout_s": _int_env("OTEL_CONTEXT_SERVE_HEADER_TIMEOUT", 10_000) / 1000,
-        "body_timeout_s": _int_env("OTEL_CONTEXT_SERVE_BODY_TIMEOUT", 30_000) / 1000,
-        "max_body_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024),
-        "max_decompressed_bytes": _int_env("OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024),
-        "settle_s": _int_env("OTEL_CONTEXT_SERVE_SETTLE", 2000, minimum=0) / 1000,
-        "state_dir": env("OTEL_CONTEXT_SERVE_STATE_DIR") or "otel-context-state",
+        "token": env(OTEL_CONTEXT_SERVE_TOKEN),
+        "max_spans": read_env(OTEL_CONTEXT_SERVE_MAX_SPANS, integer(), 65_536),
+        "max_attributes": read_env(OTEL_CONTEXT_SERVE_MAX_ATTRIBUTES, integer(), 524_288),
+        "max_in_progress": read_env(OTEL_CONTEXT_SERVE_MAX_IN_PROGRESS, integer(), 4),
+        "max_connections": read_env(OTEL_CONTEXT_SERVE_MAX_CONNECTIONS, integer(), 1000),
+        "header_timeout_s": read_env(OTEL_CONTEXT_SERVE_HEADER_TIMEOUT, integer(), 10_000) / 1000,
+        "body_timeout_s": read_env(OTEL_CONTEXT_SERVE_BODY_TIMEOUT, integer(), 30_000) / 1000,
+        "max_body_bytes": read_env(OTEL_CONTEXT_SERVE_MAX_BODY_BYTES, integer(), 16 * 1024 * 1024),
+        "max_decompressed_bytes": read_env(OTEL_CONTEXT_SERVE_MAX_DECOMPRESSED_BYTES, integer(), 64 * 1024 * 1024),
+        "settle_s": read_env(OTEL_CONTEXT_SERVE_SETTLE, integer(0), 2000) / 1000,
+        "state_dir": env(OTEL_CONTEXT_SERVE_STATE_DIR) or "otel-context-state",
     }
     resolved.update(given)
     if token_file and not given.get("token"):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+# OTel's own variables (`opentelemetry.environment_variables`), spelled out here because this module loads
+# nothing but `os`: neither the OTel API nor another module of ours (a test checks the names).
 SIGNALS_OFF_BY_DEFAULT = ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")
 
 

@@ -238,6 +238,16 @@ def test_the_startup_file_runs_one_named_function_and_loads_nothing_else():
     assert untouched.stdout.split() == ["None", "False"], untouched.stderr
 
 
+def test_the_startup_names_are_otels_own():
+    """`startup` spells OTel's variables out (it may load nothing else): they must be OTel's names."""
+    import opentelemetry.environment_variables as otel_variables
+
+    from otel_context import startup
+
+    assert startup.SIGNALS_OFF_BY_DEFAULT == (otel_variables.OTEL_METRICS_EXPORTER, otel_variables.OTEL_LOGS_EXPORTER)
+    assert startup.wants_context({otel_variables.OTEL_TRACES_EXPORTER: "context"})
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [

@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from ..config import ExporterSettings
 from ..counters import Counters
+from ..environment_variables import OTEL_EXPORTER_CONTEXT_TOKEN
 from ..model import ConversationThread
 from .item import RATING, THREAD, QueueItem, encode_thread
 from .outcome import SendOutcome, Verdict
@@ -257,8 +258,9 @@ class DeliveryQueue:
         if outcome.status == 401:
             self._log_once(
                 "401",
-                "otel-context: the Context API rejected the token (HTTP 401). Check OTEL_EXPORTER_CONTEXT_TOKEN; "
+                "otel-context: the Context API rejected the token (HTTP 401). Check %s; "
                 "threads are not retried and are counted in threads_rejected.",
+                OTEL_EXPORTER_CONTEXT_TOKEN,
             )
         else:
             self._log_once(

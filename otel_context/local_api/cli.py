@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import ConfigError, env, read_token_file
+from ..environment_variables import OTEL_CONTEXT_LOCAL_API_TOKEN, OTEL_CONTEXT_LOCAL_API_TOKEN_FILE
 from .faults import FaultPlan, FaultSpecError
 from .server import DEFAULT_HOST, DEFAULT_PORT, run
 
@@ -22,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=None,
-        help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_VARIABLE}, else no auth); visible in ps, "
-        "prefer the variable or --token-file",
+        help=f"require 'Authorization: Bearer TOKEN' (default: ${OTEL_CONTEXT_LOCAL_API_TOKEN}, else no auth); "
+        "visible in ps, prefer the variable or --token-file",
     )
-    parser.add_argument("--token-file", default=None, help=f"read the token from this file (${TOKEN_FILE_VARIABLE})")
+    parser.add_argument(
+        "--token-file", default=None, help=f"read the token from this file (${OTEL_CONTEXT_LOCAL_API_TOKEN_FILE})"
+    )
     parser.add_argument(
         "--allow-host",
         action="append",
@@ -43,18 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--retry-after", type=float, default=None, metavar="S", help="Retry-After with 429/503")
 
 
-TOKEN_VARIABLE = "OTEL_CONTEXT_LOCAL_API_TOKEN"
-TOKEN_FILE_VARIABLE = "OTEL_CONTEXT_LOCAL_API_TOKEN_FILE"
-
-
 def resolve_token(args: argparse.Namespace) -> str | None:
     """`--token`, else `--token-file`, else the variables: a token never needs to be on the command line."""
     if args.token:
         return str(args.token)
-    path = args.token_file or env(TOKEN_FILE_VARIABLE)
+    path = args.token_file or env(OTEL_CONTEXT_LOCAL_API_TOKEN_FILE)
     if path:
         return read_token_file(path)
-    token = env(TOKEN_VARIABLE)
+    token = env(OTEL_CONTEXT_LOCAL_API_TOKEN)
     return token.strip() if token else None
 
 

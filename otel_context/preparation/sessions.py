@@ -36,6 +36,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from ..conversion.threads import THREAD_NAMESPACE
+from ..environment_variables import OTEL_EXPORTER_CONTEXT_SESSION_DB
 from ..model import ConversationThread, Message
 from ..shared_sqlite import connect_shared
 
@@ -409,7 +410,7 @@ class RedisSessions(_Book):
             from ..config import ConfigError
 
             raise ConfigError(
-                f"OTEL_EXPORTER_CONTEXT_SESSION_DB={redact_url(url)} needs the Redis client: "
+                f"{OTEL_EXPORTER_CONTEXT_SESSION_DB}={redact_url(url)} needs the Redis client: "
                 "pip install 'otel-context[redis]'"
             ) from None
         self._redis_module = redis

@@ -33,7 +33,8 @@ import grpc
 from aiohttp import web
 
 from .. import serving
-from ..config import ExporterSettings, ReceiverSettings
+from ..config import ExporterSettings, ReceiverSettings, boolean, read_env
+from ..environment_variables import OTEL_CONTEXT_SERVE_TRACE_ROUTING, OTEL_CONTEXT_SERVE_WORKER
 from ..model import SpanRecord
 from ..pipeline import Pipeline
 from .durable import DurableIntake
@@ -123,19 +124,16 @@ class Sidecar:
                 _logger.exception("otel-context serve: tick failed")
 
 
-WORKER_ENV = "OTEL_CONTEXT_SERVE_WORKER"  # set by the supervisor: "<index>:<ready fd>"
-
-
 async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown_timeout_s: float = 20.0) -> int:
     """Serve until SIGTERM or SIGINT; returns the number of threads left undelivered."""
-    worker = os.environ.pop(WORKER_ENV, None)
+    worker = os.environ.pop(OTEL_CONTEXT_SERVE_WORKER, None)
     name = f"otel-context serve (worker {worker.split(':')[0]})" if worker else "otel-context serve"
     sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None)
     sidecar.pipeline.counters.register_metrics()
     router = None
     if worker:
         index, _, count, directory = worker.split(":", 3)
-        if os.environ.get("OTEL_CONTEXT_SERVE_TRACE_ROUTING", "true").lower() not in ("0", "false", "off", "no"):
+        if read_env(OTEL_CONTEXT_SERVE_TRACE_ROUTING, boolean, True):
             router = TraceRouter(sidecar.pipeline, int(index), int(count), directory)
             await router.start()
     stop = asyncio.Event()
@@ -350,7 +348,7 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         args = [*self.worker_args, "--workers", "1", "--port", str(self.http_port)]
         args += ["--grpc-port", str(self.grpc_port if self.grpc_port is not None else -1)]
-        env = dict(os.environ, **{WORKER_ENV: f"{index}:{write_fd}:{self.count}:{self.sockets}"})
+        env = dict(os.environ, **{OTEL_CONTEXT_SERVE_WORKER: f"{index}:{write_fd}:{self.count}:{self.sockets}"})
         process = subprocess.Popen(
             [sys.executable, "-m", "otel_context.cli", "serve", *args], env=env, pass_fds=(write_fd,)
         )
