@@ -22,7 +22,7 @@ from .conversion.cost import Pricing
 from .conversion.threads import ConversionOptions
 from .counters import Counters
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
-from .delivery.item import THREAD, encode_thread
+from .delivery.item import ItemKind, encode_thread
 from .delivery.outcome import Verdict
 from .model import ConversationThread, SpanRecord
 from .preparation.redaction import Pseudonyms, Redactor
@@ -250,7 +250,7 @@ class Pipeline:
         built earlier may be older than one already sent by another replica.
         """
         store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None or item.kind != THREAD:
+        if store is None or item.kind is not ItemKind.THREAD:
             return self._sender.send(item)
         outcome = SendOutcome(Verdict.RETRY, reason="session thread changed on every try")
         for _ in range(_MAX_RESENDS):

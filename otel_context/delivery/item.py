@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 
 from ..model import ConversationThread
 
-THREAD = "thread"  # POST the whole thread
-RATING = "rating"  # PATCH ratings onto a thread's messages
+
+class ItemKind(str, Enum):
+    """What an item's body is sent as; the value is what the spool's `kind` column holds."""
+
+    THREAD = "thread"  # POST the whole thread
+    RATING = "rating"  # PATCH ratings onto a thread's messages
 
 
 @dataclass(slots=True)
 class QueueItem:
     thread_id: str
     body: bytes
-    kind: str = THREAD
+    kind: ItemKind = ItemKind.THREAD
     seq: int | None = None  # row in the spool, when there is one
     abandoned: bool = False  # a shutdown gave up on it while in flight and counted it
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .item import THREAD, QueueItem
+from .item import ItemKind, QueueItem
 from .spool import Spool
 
 
@@ -63,7 +63,7 @@ class SendingQueue:
         refused = 0
         if self.spool is not None:
             try:
-                seqs = self.spool.add((item.thread_id, item.kind, item.body) for item in items)
+                seqs = self.spool.add((item.thread_id, item.kind.value, item.body) for item in items)
             except Exception as failure:  # a full disk or a broken file: refused, never raised into the app
                 return Offered(0, len(items), failure)
             stored = []
@@ -89,7 +89,7 @@ class SendingQueue:
     def _coalesce(self, item: QueueItem) -> bool:
         """A newer version of a thread still waiting replaces the older one (its spool row goes); under `cond`."""
         queued = self._waiting.get(item.thread_id)
-        if queued is None or item.kind != THREAD:
+        if queued is None or item.kind is not ItemKind.THREAD:
             return False
         old_seq = queued.seq
         queued.body, queued.seq = item.body, item.seq
@@ -105,7 +105,7 @@ class SendingQueue:
         for item in items:
             count += 1
             self._items.append(item)
-            if item.kind == THREAD:
+            if item.kind is ItemKind.THREAD:
                 self._waiting[item.thread_id] = item
             if item.seq is not None:
                 self._loaded.add(item.seq)
@@ -167,7 +167,7 @@ class SendingQueue:
         assert self.spool is not None
         room = max(1, self.capacity - len(self._items))
         rows = self.spool.read_after(self._cursor, room)
-        fresh = [QueueItem(tid, body, kind, seq) for seq, tid, kind, body in rows if seq not in self._loaded]
+        fresh = [QueueItem(tid, body, ItemKind(kind), seq) for seq, tid, kind, body in rows if seq not in self._loaded]
         if rows:
             self._cursor = rows[-1][0]
         self._enqueue(fresh)

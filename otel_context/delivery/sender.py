@@ -21,7 +21,7 @@ from getcontext import ContextAPI
 from getcontext.token import Credential
 
 from ..config import ExporterSettings
-from .item import RATING, QueueItem
+from .item import ItemKind, QueueItem
 from .outcome import SendOutcome, Verdict
 from .retry import RETRYABLE_STATUS, parse_retry_after
 from .transport import (
@@ -113,7 +113,7 @@ class ContextSender:
 
     def send(self, item: QueueItem) -> SendOutcome:
         """POST a thread, or PATCH ratings onto one; never raises."""
-        if item.kind != RATING:
+        if item.kind is not ItemKind.RATING:
             try:
                 prepared = self._prepared()
             except Exception:
@@ -123,7 +123,7 @@ class ContextSender:
         options = self._options()
         try:
             log = self._client().log
-            if item.kind == RATING:
+            if item.kind is ItemKind.RATING:
                 log.update_conversation_thread(item.thread_id, item.body, **options)
             else:
                 log.conversation_thread(item.body, tenant_id=self.settings.tenant_id, **options)

@@ -24,7 +24,7 @@ from ..config import ExporterSettings
 from ..counters import Counters
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_TOKEN
 from ..model import ConversationThread
-from .item import RATING, THREAD, QueueItem, encode_thread
+from .item import ItemKind, QueueItem, encode_thread
 from .outcome import SendOutcome, Verdict
 from .queue import SendingQueue
 from .retry import Backoff, RetryingSender
@@ -91,7 +91,7 @@ class DeliveryQueue:
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         """Queue a PATCH that sets `rating` on message `index` of a thread (after its pending upload)."""
         body = json.dumps([{} for _ in range(index)] + [{"rating": rating}]).encode()
-        self._offer([QueueItem(thread_id, body, RATING)], admitted=True)
+        self._offer([QueueItem(thread_id, body, ItemKind.RATING)], admitted=True)
 
     def _offer(self, items: list[QueueItem], *, admitted: bool) -> int:
         if not items:
@@ -175,7 +175,7 @@ class DeliveryQueue:
         waiting, in_flight = self.queue.take_all()
         for item in in_flight:
             item.abandoned = True  # its worker, if it ever reports back, counts nothing more
-        left = [item for item in waiting + in_flight if item.kind == THREAD]
+        left = [item for item in waiting + in_flight if item.kind is ItemKind.THREAD]
         spool = self.queue.spool
         if spool is not None:
             remaining = spool.count()
@@ -231,7 +231,7 @@ class DeliveryQueue:
             settle(item, account=lambda: self._drop(1, f"retries ran out ({outcome.reason})"))
 
     def _uploaded(self, item: QueueItem) -> None:
-        if item.kind == THREAD:  # a rating PATCH is not a thread
+        if item.kind is ItemKind.THREAD:  # a rating PATCH is not a thread
             self.counters.add("threads_uploaded")
 
     def _reject(self, outcome: SendOutcome) -> None:
