@@ -50,7 +50,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
 
 
 class Counters:
-    """Thread-safe named counters; gauges are set, counters only grow."""
+    """Thread-safe named counters; counters only grow, gauges are read from a live source (`gauge`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -66,10 +66,6 @@ class Counters:
         if amount:
             with self._lock:
                 self._values[name] += amount
-
-    def set(self, name: str, value: int) -> None:
-        with self._lock:
-            self._values[name] = value
 
     def gauge(self, name: str, read: Callable[[], int]) -> None:
         """Read `name` from a live source instead of storing it."""

@@ -44,7 +44,6 @@ class Rejected(Exception):
 @dataclass(frozen=True, slots=True)
 class Accepted:
     response: ExportTraceServiceResponse
-    spans: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +171,7 @@ def answer(pipeline: Pipeline, decoded: Decoded) -> Accepted:
         response.partial_success.rejected_spans = len(problems)
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         response.partial_success.error_message = shown
-    return Accepted(response, len(decoded.records))
+    return Accepted(response)
 
 
 def status_message(code: int, message: str, details: bytes = b"") -> bytes:
