@@ -1,7 +1,7 @@
 """The `otel-context` command: demo, local-api, serve, stats, threads, convert.
 
-Expected failures (a port in use, a sidecar that wants a token, nothing listening, a missing file)
-end in one line on stderr and a non-zero exit, never a traceback.
+Expected failures (a port in use, a sidecar that wants a token, nothing listening, a missing file, an
+extra that is not installed) end in one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import re
 import socket
 import sys
 from typing import Any
+
+from .extras import MissingExtra, require
 
 
 class CommandError(Exception):
@@ -51,6 +53,7 @@ _WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    require("sidecar", "otel-context serve")
     from .config import ConfigError, _int_env, resolve_receiver_settings, resolve_settings
     from .receiver.service import run
 
@@ -353,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CommandError as exc:
         print(f"otel-context {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except MissingExtra as exc:  # its message names the command, the extra and the pip command
+        print(exc, file=sys.stderr)
         return 1
     except BrokenPipeError:  # `otel-context demo | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
