@@ -1,7 +1,7 @@
 """The `otel-context` command: demo, local-api, serve, stats, threads, convert.
 
-Expected failures (a port in use, a sidecar that wants a token, nothing listening, a missing file)
-end in one line on stderr and a non-zero exit, never a traceback.
+Expected failures (a port in use, a sidecar that wants a token, nothing listening, a missing file, an
+extra that is not installed) end in one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .environment_variables import (
     OTEL_EXPORTER_CONTEXT_SPOOL_DIR,
     OTEL_EXPORTER_CONTEXT_TOKEN,
 )
+from .extras import MissingExtra, require
 
 
 class CommandError(Exception):
@@ -64,6 +65,7 @@ _WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    require("sidecar", "otel-context serve")
     from .config import ConfigError, integer, read_env, resolve_receiver_settings, resolve_settings
     from .receiver.service import run
 
@@ -370,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CommandError as exc:
         print(f"otel-context {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except MissingExtra as exc:  # its message names the command, the extra and the pip command
+        print(exc, file=sys.stderr)
         return 1
     except BrokenPipeError:  # `otel-context demo | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from .config import resolve_token
+from .extras import require
 
 
 def run_app() -> list[str]:
@@ -51,6 +52,7 @@ def _endpoint() -> Iterator[tuple[str | None, object | None]]:
     if resolve_token():
         yield None, None
         return
+    require("local", "otel-context demo")  # only the embedded API needs it; with a token the demo uses Context
     from .local_api import LocalContextAPI
 
     with LocalContextAPI() as api:

@@ -171,6 +171,42 @@ def test_langchain_core_apps_are_instrumented_whatever_the_exporter(local_api, c
     assert "Traceback" not in result.stderr
 
 
+SERVER_MODULES = ("grpc", "google.protobuf", "opentelemetry.proto", "aiohttp")  # the extras' imports
+LOADED_BY_THE_EXPORTER = (  # which of them the in-process path imports (context-python installs aiohttp itself)
+    "import sys; from otel_context.exporter import ContextSpanExporter; import otel_context.autoconfig; "
+    "ContextSpanExporter(register_metrics=False).shutdown(); "
+    f"print(sorted(m for m in {SERVER_MODULES!r} if m in sys.modules))"
+)
+
+
+def test_the_core_install_exports_in_process_and_names_the_extra_serve_needs(local_api, client, tmp_path):
+    # `pip install otel-context` and nothing else: enough for OTEL_TRACES_EXPORTER=context, and lean.
+    python = ensure_env("core-only", RUNTIME)
+    for module in ("grpc", "google.protobuf", "opentelemetry.proto"):
+        absent = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
+        assert absent.returncode != 0, f"{module} is installed by the core dependencies alone"
+    loaded = subprocess.run([python, "-c", LOADED_BY_THE_EXPORTER], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+    result = run_app("seed_chain.py", local_api, python=python)
+    assert "Rainbow Threads" in result.stdout
+    (thread,) = read_threads(client)
+    assert texts(thread) == [("message", "user", "colorful socks"), ("message", "assistant", "Rainbow Threads")]
+
+    serve = subprocess.run(
+        [python.with_name("otel-context"), "serve", "--port", "0", "--grpc-port", "-1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode != 0
+    assert serve.stderr.splitlines() == [
+        "otel-context serve needs the 'sidecar' extra (grpc is not installed): pip install 'otel-context[sidecar]'"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 class _serve:
     """A throwaway OTLP/HTTP sink on a background loop."""
 

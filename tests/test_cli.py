@@ -181,6 +181,62 @@ def test_local_api_prints_its_page(tmp_path: Path):
     assert page.strip().endswith(url + "/")
 
 
+WITHOUT = (  # the command line in an interpreter where the named modules cannot be imported (None in sys.modules)
+    "import sys; blocked, argv = sys.argv[1].split(','), sys.argv[2:]; "
+    "sys.modules.update(dict.fromkeys(blocked)); "
+    "from otel_context.cli import main; sys.exit(main(argv))"
+)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "argv", "line"),
+    [
+        (
+            "grpc",
+            ["serve", "--port", "0"],
+            "otel-context serve needs the 'sidecar' extra (grpc is not installed): pip install 'otel-context[sidecar]'",
+        ),
+        (
+            "opentelemetry.proto",
+            ["serve", "--port", "0"],
+            "otel-context serve needs the 'sidecar' extra (opentelemetry.proto is not installed): "
+            "pip install 'otel-context[sidecar]'",
+        ),
+        (
+            "aiohttp",
+            ["local-api", "--port", "0"],
+            "otel-context local-api needs the 'local' extra (aiohttp is not installed): "
+            "pip install 'otel-context[local]'",
+        ),
+        (
+            "aiohttp",
+            ["demo"],
+            "otel-context demo needs the 'local' extra (aiohttp is not installed): pip install 'otel-context[local]'",
+        ),
+    ],
+    ids=["serve-without-grpc", "serve-without-proto", "local-api-without-aiohttp", "demo-without-aiohttp"],
+)
+def test_a_command_whose_extra_is_missing_names_it_in_one_line(tmp_path, blocked, argv, line):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}  # no token: the demo
+    env["PYTHONPATH"] = str(REPO)
+    command = [sys.executable, "-c", WITHOUT, blocked, *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [line]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_works_without_the_servers_extras():
+    # --help builds every subcommand's parser (local-api's included) without aiohttp, grpc or protobuf.
+    blocked = "aiohttp,grpc,google.protobuf,opentelemetry.proto"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT, blocked, "local-api", "--help"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--fault-injection" in result.stdout
+
+
 def test_readme_mentions_every_subcommand():
     from otel_context.cli import build_parser
 

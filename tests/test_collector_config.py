@@ -420,7 +420,9 @@ def test_compose_mirrors_the_pod(config):
     build = services["otel-context"]["build"]
     dockerfile = (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve()
     assert dockerfile.is_file()
-    assert 'CMD ["otel-context", "serve"' in dockerfile.read_text()
+    text = dockerfile.read_text()
+    assert 'CMD ["otel-context", "serve"' in text
+    assert "pip install --no-cache-dir '.[sidecar]'" in text, "serve needs the sidecar extra (aiohttp, grpcio)"
 
 
 # --- the gateway: load_balancing in front of replicas sharing Redis ---------------------------------

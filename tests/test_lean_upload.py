@@ -189,3 +189,62 @@ def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
     assert hang.is_set() and outcome.verdict is Verdict.RETRY
     assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
     sender.close()
+
+
+PRIVATE = "azure.core.rest._http_response_impl.RestHttpClientTransportResponse"
+
+
+def test_the_private_azure_core_response_keeps_its_shape(server):
+    # `transport.rest_response` wraps each `http.client` answer of the client path in azure-core's private
+    # RestHttpClientTransportResponse (azure-core has no public concrete `HttpResponse` over http.client).
+    # When an azure-core release moves or reshapes it, this fails first and says what to look at.
+    import http.client
+    import importlib.metadata
+
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.rest import HttpRequest, HttpResponse
+
+    from otel_context.delivery.transport import HttpClientTransport
+
+    changed = f"azure-core {importlib.metadata.version('azure-core')} changed {PRIVATE}, which otel_context.delivery"
+    changed += ".transport.rest_response uses (ratings and proxied uploads go through it)"
+    try:
+        from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
+    except ImportError as exc:
+        pytest.fail(f"{changed}: {exc}")
+    assert issubclass(RestHttpClientTransportResponse, HttpResponse), f"{changed}: no longer an azure.core.rest one"
+
+    server.script.append(_answer(429, b'{"error":"slow down"}', headers="Retry-After: 3\r\n"))
+    transport = HttpClientTransport(timeout_s=5.0, proxies={})
+    try:
+        response = transport.send(HttpRequest("POST", f"{server.url}/api/v1/x", content=b"{}"))
+        seen = {
+            "type": type(response),
+            "raw": type(response.internal_response),
+            "status": response.status_code,
+            "reason": response.reason,
+            "retry_after": response.headers["retry-after"],  # case-insensitive
+            "content_type": response.content_type,
+            "content": response.content,
+            "text": response.text(),
+            "json": response.json(),
+            "body": response.body(),  # the back-compat API older generated clients call
+            "error": HttpResponseError(response=response).status_code,
+        }
+    except Exception as exc:
+        pytest.fail(f"{changed}: {type(exc).__name__}: {exc}")
+    finally:
+        transport.close()
+    assert seen == {
+        "type": RestHttpClientTransportResponse,
+        "raw": http.client.HTTPResponse,
+        "status": 429,
+        "reason": "Too Many Requests",
+        "retry_after": "3",
+        "content_type": "application/json",
+        "content": b'{"error":"slow down"}',
+        "text": '{"error":"slow down"}',
+        "json": {"error": "slow down"},
+        "body": b'{"error":"slow down"}',
+        "error": 429,
+    }, changed

@@ -10,8 +10,9 @@ import argparse
 
 from ..config import ConfigError, env, read_token_file
 from ..environment_variables import OTEL_CONTEXT_LOCAL_API_TOKEN, OTEL_CONTEXT_LOCAL_API_TOKEN_FILE
+from ..extras import MissingExtra, require
+from .defaults import DEFAULT_HOST, DEFAULT_PORT
 from .faults import FaultPlan, FaultSpecError
-from .server import DEFAULT_HOST, DEFAULT_PORT, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +70,12 @@ def fault_plan(args: argparse.Namespace) -> FaultPlan:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        require("local", "otel-context local-api")
+    except MissingExtra as exc:
+        raise SystemExit(str(exc)) from None
+    from .server import run
+
     try:
         faults = fault_plan(args)
         token = resolve_token(args)

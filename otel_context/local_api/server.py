@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -28,6 +27,8 @@ from aiohttp import web
 from .. import serving
 from ..serving import bind_socket
 from . import view, view_access
+from .auth import BearerAuth
+from .defaults import DEFAULT_HOST, DEFAULT_PORT
 from .faults import FaultPlan, FaultSpecError
 from .forgery import WRITE_METHODS, forgery_guard
 from .store import ThreadStore
@@ -38,8 +39,6 @@ from .validation import (
     parse_thread_updates,
 )
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8787
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PER_PAGE = 1000
 API_PREFIX = "/api/"
@@ -55,26 +54,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class ConnectionDropped(Exception):
     """Raised after a fault aborted the TCP connection: there is nobody left to answer."""
-
-
-class BearerAuth:
-    """Checks `Authorization: Bearer <token>`; with no token configured everyone is let in."""
-
-    def __init__(self, token: str | None) -> None:
-        self.token = token or None
-
-    def problem(self, header: str | None) -> str | None:
-        """Why the header is refused, in words that never repeat the token; None when accepted."""
-        if self.token is None:
-            return None
-        if not header:
-            return "missing 'Authorization: Bearer <token>' header"
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return "Authorization header must use the Bearer scheme"
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return "invalid bearer token"
-        return None
 
 
 class ServerStats:

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from . import view
-
-if TYPE_CHECKING:
-    from .server import BearerAuth
+from .auth import BearerAuth
 
 COOKIE_PREFIX = "otel_context_view_"
 TOKEN_PARAM = "token"
