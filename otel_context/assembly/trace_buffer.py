@@ -29,6 +29,7 @@ from ..conventions.keys import SERVICE_INSTANCE_ID, SERVICE_NAME
 from ..conversion.threads import (
     DEFAULT_OPTIONS,
     Contribution,
+    ContributionKind,
     ConversionOptions,
     contribution,
     convert_root,
@@ -260,7 +261,7 @@ class TraceBuffer:
                 return waiting.span.trace_id, waiting.span.span_id
         entry = self._traces.get(span.trace_id)
         for item in entry.items if entry is not None else ():
-            if item.kind == "llm" and item.start_ns <= span.start_ns and span.end_ns <= item.end_ns:
+            if item.kind is ContributionKind.LLM and item.start_ns <= span.start_ns and span.end_ns <= item.end_ns:
                 return span.trace_id, item.span_id
         return None
 
@@ -304,7 +305,7 @@ class TraceBuffer:
         if entry is not None and parent[1] in entry.span_ids:
             for item in entry.items:
                 if item.span_id == parent[1]:
-                    return item.kind == "llm" and 0 < item.end_ns <= span.start_ns
+                    return item.kind is ContributionKind.LLM and 0 < item.end_ns <= span.start_ns
         return parent in self._done_llm_ends and 0 < self._done_llm_ends[parent] <= span.start_ns
 
     def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:

@@ -6,6 +6,7 @@ calls `convert_root`.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from ..conventions.keys import (
     GEN_AI_CLIENT_OPERATION_EXCEPTION_EVENT,
     SERVICE_NAME,
 )
-from ..model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
+from ..model import ConversationThread, Message, SpanEvent, SpanRecord, SpanStatus, iso8601
 from ..text import as_text, clean_text
 from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
 from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
@@ -51,13 +52,22 @@ class ConversionOptions:
 DEFAULT_OPTIONS = ConversionOptions()
 
 
+class ContributionKind(enum.Enum):
+    """What a held span is to its root's thread: a model call (its usage counts once per call), a tool run,
+    or any other step."""
+
+    LLM = "llm"
+    TOOL = "tool"
+    STEP = "step"
+
+
 @dataclass(slots=True)
 class Contribution:
     """What a non-root span adds to its root's thread, kept compact while the root is awaited."""
 
     span_id: int
     parent_id: int | None
-    kind: str = "step"  # "llm", "tool" or "step"
+    kind: ContributionKind = ContributionKind.STEP
     start_ns: int = 0
     end_ns: int = 0
     models: tuple[str, ...] = ()
@@ -126,7 +136,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
     return Contribution(
         span_id=span.span_id,
         parent_id=span.parent_id,
-        kind="llm" if span_class.is_llm else "tool" if is_tool else "step",
+        kind=ContributionKind.LLM if span_class.is_llm else ContributionKind.TOOL if is_tool else ContributionKind.STEP,
         start_ns=span.start_ns,
         end_ns=span.end_ns,
         models=tuple(convention.models(attributes)),
@@ -135,7 +145,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         rating=span_rating(span),
         evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
-        interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
+        interrupt=_interrupt(span) if span.status_code == SpanStatus.ERROR else None,
         call=ModelCallText(convention, attributes, span.events) if span_class.is_llm else None,
     )
 
@@ -194,7 +204,7 @@ def convert_root(
         asked = [c for c in descendants if c.interrupt is not None]
         if asked and run is not None:  # the run stopped to ask the human: that question is its answer
             run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
-        filled = _from_model_calls(run, descendants, failed=root.status_code == STATUS_ERROR)
+        filled = _from_model_calls(run, descendants, failed=root.status_code == SpanStatus.ERROR)
         if filled is not None:
             run, io_source = filled, "model_calls"
         messages = _chain_messages(root, run)
@@ -294,7 +304,7 @@ def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tup
         children.setdefault(item.parent_id, []).append(item)
     above_model_usage: set[int] = set()  # spans with a model call that reported usage somewhere below them
     for item in descendants:
-        if item.kind == "llm" and item.usage:
+        if item.kind is ContributionKind.LLM and item.usage:
             parent = by_id.get(item.parent_id) if item.parent_id is not None else None
             while parent is not None and parent.span_id not in above_model_usage:
                 above_model_usage.add(parent.span_id)
@@ -306,10 +316,15 @@ def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tup
         models.extend(m for m in item.models if m not in models)
         if not item.usage:
             continue
-        if item.kind != "llm" and item.span_id in above_model_usage:
+        if item.kind is not ContributionKind.LLM and item.span_id in above_model_usage:
             continue  # an aggregate over model calls already counted
         parent = by_id.get(item.parent_id) if item.parent_id is not None else None
-        if item.kind == "llm" and parent is not None and parent.kind == "llm" and parent.usage:
+        if (
+            item.kind is ContributionKind.LLM
+            and parent is not None
+            and parent.kind is ContributionKind.LLM
+            and parent.usage
+        ):
             continue
         usage.add(item.usage)
         per_model.setdefault(_usage_model(item, children), Usage()).add(item.usage)
@@ -320,7 +335,9 @@ def _usage_model(item: Contribution, children: dict[int | None, list[Contributio
     """The model a span's tokens went to: its own, else that of the provider call under it."""
     if item.models:
         return item.models[0]
-    below = next((c.models[0] for c in children.get(item.span_id, ()) if c.kind == "llm" and c.models), None)
+    below = next(
+        (c.models[0] for c in children.get(item.span_id, ()) if c.kind is ContributionKind.LLM and c.models), None
+    )
     return below or UNKNOWN_MODEL
 
 
@@ -423,7 +440,7 @@ def _error(root: SpanRecord) -> tuple[str, str] | None:
     a failed operation even without an ERROR status) event's type and message first (a status description
     may hold a whole traceback), then `error.type` and the status description."""
     failed_events = [e for e in root.events if e.name in EXCEPTION_EVENTS]
-    if root.status_code != STATUS_ERROR and not any(
+    if root.status_code != SpanStatus.ERROR and not any(
         e.name == GEN_AI_CLIENT_OPERATION_EXCEPTION_EVENT for e in failed_events
     ):
         return None
