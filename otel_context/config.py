@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .conventions.keys import ASSOCIATION_PREFIX
 from .environment_variables import (
     CONTEXT_API_TOKEN,
     CONTEXT_TOKEN,
@@ -262,7 +263,7 @@ class ExporterSettings:
     include_workflows: tuple[str, ...] = ()
     exclude_workflows: tuple[str, ...] = ()
     sample_ratio: float = 1.0
-    association_prefix: str = "traceloop.association.properties."
+    association_prefix: str = ASSOCIATION_PREFIX
     sessions: bool = True
     session_db: str | None = None
     session_ttl_s: float = 86_400.0
@@ -324,7 +325,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "include_workflows": read_env(OTEL_EXPORTER_CONTEXT_INCLUDE_WORKFLOWS, comma_list, ()),
         "exclude_workflows": read_env(OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS, comma_list, ()),
         "sample_ratio": read_env(OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO, ratio, 1.0),
-        "association_prefix": env(OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX) or "traceloop.association.properties.",
+        "association_prefix": env(OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX) or ASSOCIATION_PREFIX,
         "sessions": read_env(OTEL_EXPORTER_CONTEXT_SESSIONS, boolean, True),
         "session_db": env(OTEL_EXPORTER_CONTEXT_SESSION_DB),
         "session_ttl_s": read_env(OTEL_EXPORTER_CONTEXT_SESSION_TTL, integer(), 86_400_000) / 1000,

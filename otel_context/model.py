@@ -7,6 +7,7 @@ delivery only ever sees `ConversationThread`s. Nothing here does I/O.
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from collections.abc import Mapping
@@ -16,9 +17,16 @@ from typing import Any
 
 AttributeValue = Any  # str | bool | int | float | sequences of those (OTel attribute types)
 
-STATUS_UNSET = "UNSET"
-STATUS_OK = "OK"
-STATUS_ERROR = "ERROR"
+
+class SpanStatus(str, enum.Enum):
+    """A span's status code, by the names OTel gives them (also the text of `ReadableSpan.to_json()`)."""
+
+    UNSET = "UNSET"
+    OK = "OK"
+    ERROR = "ERROR"
+
+    def __str__(self) -> str:
+        return self.value  # `ERROR`, also in f-strings (where Python 3.11+ would write `SpanStatus.ERROR`)
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,7 +50,7 @@ class SpanRecord:
     end_ns: int
     attributes: Mapping[str, AttributeValue]
     events: tuple[SpanEvent, ...] = ()
-    status_code: str = STATUS_UNSET
+    status_code: SpanStatus = SpanStatus.UNSET
     status_message: str = ""
     resource: Mapping[str, AttributeValue] = field(default_factory=dict)
 

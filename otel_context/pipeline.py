@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from .assembly.trace_buffer import TraceBuffer
 from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
-from .conventions.feedback import feedback_target, span_rating
+from .conventions.feedback import SESSION_TARGET, feedback_target, span_rating
 from .conversion.cost import Pricing
 from .conversion.threads import ConversionOptions
 from .counters import Counters
@@ -214,7 +214,7 @@ class Pipeline:
     def _rate(self, key: str, value: str, rating: int) -> None:
         """Feedback from a later trace: PATCH the rating onto the answer it names."""
         found: tuple[str, int] | None = None
-        if key == "context.feedback.session_id" and self.sessions is not None:
+        if key == SESSION_TARGET and self.sessions is not None:
             value = self.redactor.metadata("session_id", value)  # the book holds sessions as they left
             latest = self.sessions.latest(value)
             if latest is not None:

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status as SdkStatus
 from opentelemetry.trace import StatusCode
 
-from otel_context.model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, SpanRecord
+from otel_context.model import SpanRecord, SpanStatus
 from otel_context.spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
 from otel_context.spans.sdk import record_from_sdk
 
@@ -140,11 +140,11 @@ def test_protobuf_gives_the_records_the_sdk_exporter_gives(sdk_spans, body):
     assert llm.parent_id == tool.parent_id == root.span_id
     assert json.loads(llm.attributes["gen_ai.input.messages"])[0]["parts"][0]["content"] == "What is OTLP? é ✓"
     assert llm.attributes["gen_ai.response.finish_reasons"] == ("stop",)
-    assert llm.status_code == STATUS_OK
-    assert (tool.status_code, tool.status_message) == (STATUS_ERROR, "search backend down")
+    assert llm.status_code == SpanStatus.OK
+    assert (tool.status_code, tool.status_message) == (SpanStatus.ERROR, "search backend down")
     assert tool.events[0].name == "exception"
     assert tool.events[0].attributes["exception.type"] == "RuntimeError"
-    assert root.status_code == STATUS_UNSET
+    assert root.status_code == SpanStatus.UNSET
     assert root.resource["service.name"] == "otlp-test-app"
 
 
@@ -280,7 +280,7 @@ def test_the_spec_example_with_hex_ids_string_nanos_and_an_unknown_field():
     assert [(e.name, e.timestamp_ns, dict(e.attributes)) for e in server.events] == [
         ("feedback", 1544712660500000000, {"score": 1})
     ]
-    assert (server.status_code, server.status_message) == (STATUS_ERROR, "boom")
+    assert (server.status_code, server.status_message) == (SpanStatus.ERROR, "boom")
     assert dict(server.resource) == {"service.name": "my.service"}
     assert decode_json(SPEC_EXAMPLE).resource_spans[0].scope_spans[0].spans[0].kind == Span.SPAN_KIND_SERVER
 
@@ -326,7 +326,7 @@ def test_snake_case_keys_and_enum_names_are_accepted():
     (record,), _ = records_from_request(request)
 
     assert (record.trace_id, record.span_id, record.parent_id) == (int(TRACE.hex(), 16), int(SPAN.hex(), 16), 0xAA)
-    assert (record.start_ns, record.end_ns, record.status_code) == (5, 5, STATUS_OK)
+    assert (record.start_ns, record.end_ns, record.status_code) == (5, 5, SpanStatus.OK)
 
 
 @pytest.mark.parametrize(
@@ -448,4 +448,4 @@ def test_bytes_with_invalid_utf8_are_repaired_and_nested_values_flattened():
         "nested": ({"n": -1}, (2.5, None), "é"),
         "empty.list": (),
     }
-    assert (record.status_code, record.status_message) == (STATUS_UNSET, "future")
+    assert (record.status_code, record.status_message) == (SpanStatus.UNSET, "future")

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..conventions import CONVENTIONS, Convention, SpanClass, convention_for
+from ..conventions.keys import SERVICE_INSTANCE_ID, SERVICE_NAME
 from ..conversion.threads import (
     DEFAULT_OPTIONS,
     Contribution,
+    ContributionKind,
     ConversionOptions,
     contribution,
     convert_root,
@@ -40,6 +42,7 @@ _logger = logging.getLogger(__name__)
 # Tuples, not sets: membership by identity, without `Enum.__hash__` (Python code) on every span.
 ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
 CANDIDATE_CLASSES = (SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL)
+SAME_PROCESS_KEYS = (SERVICE_INSTANCE_ID, SERVICE_NAME)  # resource keys two spans of one process share
 Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
 
 
@@ -209,7 +212,7 @@ class TraceBuffer:
 
     # -- placing spans ----------------------------------------------------------------------------
     def _place(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
-        if span_class is SpanClass.LLM and getattr(convention, "describes_provider_calls", False):
+        if span_class is SpanClass.LLM and convention.describes_provider_calls:
             self._place_provider_call(span, convention, now)
             return
         if span_class.is_llm:
@@ -258,7 +261,7 @@ class TraceBuffer:
                 return waiting.span.trace_id, waiting.span.span_id
         entry = self._traces.get(span.trace_id)
         for item in entry.items if entry is not None else ():
-            if item.kind == "llm" and item.start_ns <= span.start_ns and span.end_ns <= item.end_ns:
+            if item.kind is ContributionKind.LLM and item.start_ns <= span.start_ns and span.end_ns <= item.end_ns:
                 return span.trace_id, item.span_id
         return None
 
@@ -302,7 +305,7 @@ class TraceBuffer:
         if entry is not None and parent[1] in entry.span_ids:
             for item in entry.items:
                 if item.span_id == parent[1]:
-                    return item.kind == "llm" and 0 < item.end_ns <= span.start_ns
+                    return item.kind is ContributionKind.LLM and 0 < item.end_ns <= span.start_ns
         return parent in self._done_llm_ends and 0 < self._done_llm_ends[parent] <= span.start_ns
 
     def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
@@ -449,5 +452,4 @@ def _contains(host: SpanRecord, inner: SpanRecord) -> bool:
     """Whether `inner` ran within `host`, in the same process (a provider call inside a model call)."""
     if not (host.start_ns <= inner.start_ns and inner.end_ns <= host.end_ns):
         return False
-    same = ("service.instance.id", "service.name")
-    return all(host.resource.get(k) == inner.resource.get(k) for k in same)
+    return all(host.resource.get(k) == inner.resource.get(k) for k in SAME_PROCESS_KEYS)

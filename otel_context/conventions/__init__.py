@@ -12,8 +12,9 @@ from typing import Any
 
 from .base import Convention, SpanClass, ToolStep, Usage
 from .genai import GenAISemconv
+from .keys import ASSOCIATION_PREFIX
 from .openinference import OpenInference
-from .openllmetry import ASSOCIATION_PREFIX, OpenLLMetry
+from .openllmetry import OpenLLMetry
 
 
 def default_conventions(association_prefix: str = ASSOCIATION_PREFIX) -> tuple[Convention, ...]:

@@ -1,13 +1,54 @@
-"""The interface every convention reader implements, and the small value types they return."""
+"""The interface every convention reader implements, the small value types they return, and what
+several readers read alike (model placeholders, GenAI token usage, the model operation, user properties).
+"""
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..model import Message, SpanEvent
+from ..text import as_int, as_text
+from .keys import (
+    ENDUSER_ID,
+    GEN_AI_CONVERSATION_ID,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    GEN_AI_USAGE_REASONING_TOKENS,
+    GEN_AI_USAGE_TOTAL_TOKENS,
+    LLM_REQUEST_TYPE,
+    LLM_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    LLM_USAGE_CACHE_READ_INPUT_TOKENS,
+    LLM_USAGE_TOTAL_TOKENS,
+    SESSION_ID,
+    USER_ID,
+)
+
+# Model names that name no model.
+PLACEHOLDER_MODELS = frozenset({"", "unknown", "none", "null"})
+# Cache and reasoning counts: GenAI semconv 1.38+ first, then the keys OpenLLMetry wrote before it.
+CACHE_READ_KEYS = (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, LLM_USAGE_CACHE_READ_INPUT_TOKENS)
+CACHE_WRITE_KEYS = (GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, LLM_USAGE_CACHE_CREATION_INPUT_TOKENS)
+REASONING_KEYS = (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, GEN_AI_USAGE_REASONING_TOKENS)
+# User properties under keys of their own, for readers of GenAI spans (association properties win).
+USER_PROPERTY_KEYS = (
+    (USER_ID, "user_id"),
+    (ENDUSER_ID, "user_id"),
+    (SESSION_ID, "session_id"),
+    (GEN_AI_CONVERSATION_ID, "conversation_id"),
+)
+# LangChain's own run metadata (ls_provider, lc_versions, langgraph_node, checkpoint_ns, ...), which the
+# instrumentations copy beside the user's: noise.
+LANGCHAIN_INTERNAL_METADATA = re.compile(r"^(ls_|lc_|langgraph_|checkpoint_)")
 
 
 class SpanClass(enum.Enum):
@@ -74,6 +115,9 @@ class Convention(Protocol):
     """Reads one family of span attributes (OpenLLMetry, OpenInference, GenAI semconv, ...)."""
 
     name: str
+    # Whether the convention's model spans are provider calls (OpenAI, Anthropic, ... instrumentations),
+    # which may duplicate a LangChain model span they run inside: assembly matches them by time.
+    describes_provider_calls: bool
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
         """The span's class, or None when this convention does not describe the span."""
@@ -92,6 +136,15 @@ class Convention(Protocol):
     def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
         """The chain's input and output as parsed values (None when not recorded)."""
 
+    def run_name(self, attributes: Mapping[str, Any]) -> str | None:
+        """The name of the run a chain span records (workflow or entity name), None when it records none."""
+
+    def workflow_name(self, attributes: Mapping[str, Any]) -> str | None:
+        """The name of a workflow of agents the span runs, which outranks the name of a run it wraps."""
+
+    def operation(self, attributes: Mapping[str, Any]) -> str:
+        """A model call's operation (`chat`, `text_completion`, ...), as thread metadata names it."""
+
     def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
         """A tool span's name, input and output."""
 
@@ -100,3 +153,51 @@ class Convention(Protocol):
 
     def properties(self, attributes: Mapping[str, Any]) -> dict[str, str]:
         """User-supplied properties: user_id, session_id and the like."""
+
+
+def _first_int(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int:
+    for key in keys:
+        if key in attributes:
+            return as_int(attributes[key])
+    return 0
+
+
+def genai_usage(attributes: Mapping[str, Any]) -> Usage:
+    """Token usage from `gen_ai.usage.*` (and the spellings OpenLLMetry used before the conventions had them)."""
+    get = attributes.get
+    prompt = as_int(get(GEN_AI_USAGE_INPUT_TOKENS, get(GEN_AI_USAGE_PROMPT_TOKENS)))
+    completion = as_int(get(GEN_AI_USAGE_OUTPUT_TOKENS, get(GEN_AI_USAGE_COMPLETION_TOKENS)))
+    total = as_int(get(LLM_USAGE_TOTAL_TOKENS, get(GEN_AI_USAGE_TOTAL_TOKENS))) or prompt + completion
+    return Usage(
+        prompt,
+        completion,
+        total,
+        cache_read_tokens=_first_int(attributes, CACHE_READ_KEYS),
+        cache_write_tokens=_first_int(attributes, CACHE_WRITE_KEYS),
+        reasoning_tokens=_first_int(attributes, REASONING_KEYS),
+    )
+
+
+def genai_operation(attributes: Mapping[str, Any]) -> str:
+    """`gen_ai.operation.name`; OpenLLMetry up to 0.54 wrote none or `llm_request` there, and the kind in
+    `llm.request.type`."""
+    operation = attributes.get(GEN_AI_OPERATION_NAME)
+    if operation in (None, "llm_request"):
+        operation = attributes.get(LLM_REQUEST_TYPE) or "chat"
+    return as_text(operation)
+
+
+def association_properties(attributes: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    """OpenLLMetry association properties (LangChain run metadata, less LangChain's own), then `user.id`,
+    `enduser.id`, `session.id` and `gen_ai.conversation.id` where those did not name the property."""
+    found: dict[str, str] = {}
+    for key, value in attributes.items():
+        if key.startswith(prefix):
+            name = key[len(prefix) :]
+            if name and not LANGCHAIN_INTERNAL_METADATA.match(name):
+                found[name] = as_text(value)
+    for key, name in USER_PROPERTY_KEYS:
+        value = attributes.get(key)
+        if value is not None and name not in found:
+            found[name] = as_text(value)
+    return found

@@ -17,7 +17,10 @@ from ..model import SpanRecord
 RATING_KEYS = ("context.feedback.rating", "feedback.rating", "feedback.score", "langsmith.feedback.score")
 EVENT_NAMES = frozenset({"context.feedback", "feedback"})
 EVENT_KEYS = ("rating", "score", *RATING_KEYS)
-TARGET_KEYS = ("context.feedback.thread_id", "context.feedback.session_id", "context.feedback.trace_id")
+THREAD_TARGET = "context.feedback.thread_id"
+SESSION_TARGET = "context.feedback.session_id"
+TRACE_TARGET = "context.feedback.trace_id"
+TARGET_KEYS = (THREAD_TARGET, SESSION_TARGET, TRACE_TARGET)
 
 
 def as_rating(value: Any) -> int | None:

@@ -18,17 +18,45 @@ are read in this order:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..model import Message, SpanEvent
 from ..text import as_text, compact_json, parse_json
-from .base import SpanClass, ToolStep, Usage
-from .openllmetry import ASSOCIATION_PREFIX, PLACEHOLDER_MODELS, MessageBuilder, OpenLLMetry
+from .base import (
+    PLACEHOLDER_MODELS,
+    SpanClass,
+    ToolStep,
+    Usage,
+    association_properties,
+    genai_operation,
+    genai_usage,
+)
+from .keys import (
+    ASSOCIATION_PREFIX,
+    GEN_AI_COMPLETION,
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROMPT,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_SYSTEM,
+    GEN_AI_SYSTEM_INSTRUCTIONS,
+    GEN_AI_TOOL_CALL_ARGUMENTS,
+    GEN_AI_TOOL_CALL_RESULT,
+    GEN_AI_TOOL_NAME,
+    GEN_AI_WORKFLOW_NAME,
+    LLM_REQUEST_TYPE,
+    OPENINFERENCE_SPAN_KIND,
+    TRACELOOP_SPAN_KIND,
+    TRACELOOP_WORKFLOW_NAME,
+)
+from .messages import MessageBuilder, has_flat_messages, read_flat_messages
 
 # Keys of the conventions registered before this one: their spans are theirs, whatever else they carry.
-OTHER_CONVENTION_KEYS = ("traceloop.span.kind", "traceloop.workflow.name", "openinference.span.kind")
+OTHER_CONVENTION_KEYS = (TRACELOOP_SPAN_KIND, TRACELOOP_WORKFLOW_NAME, OPENINFERENCE_SPAN_KIND)
 OPERATIONS = {
     "chat": SpanClass.LLM,
     "text_completion": SpanClass.LLM,
@@ -46,10 +74,11 @@ MESSAGE_EVENTS = {
     "gen_ai.tool.message": "tool",
 }
 CHOICE_EVENT = "gen_ai.choice"
-CONTENT_EVENTS = {"gen_ai.content.prompt": "gen_ai.prompt", "gen_ai.content.completion": "gen_ai.completion"}
+PROMPT_EVENT = "gen_ai.content.prompt"  # semconv 1.26-1.27, carrying `gen_ai.prompt`
+COMPLETION_EVENT = "gen_ai.content.completion"  # ... and `gen_ai.completion`
+CONTENT_EVENTS = frozenset({PROMPT_EVENT, COMPLETION_EVENT})
 BODY_KEYS = ("gen_ai.event.content", "body", "event.body")  # the whole event body as one JSON object
 BODY_FIELDS = ("content", "role", "id", "tool_call_id", "tool_calls", "message", "index", "finish_reason")
-_FLAT_KEY = re.compile(r"^gen_ai\.(prompt|completion)\.\d+\.")
 
 
 def _is_block(value: Any) -> bool:
@@ -209,13 +238,13 @@ def _read_content_events(builder: MessageBuilder, events: Iterable[SpanEvent]) -
     found = {name: event for event in events if (name := event.name) in CONTENT_EVENTS}
     if not found:
         return None
-    prompt = found.get("gen_ai.content.prompt")
-    completion = found.get("gen_ai.content.completion")
+    prompt = found.get(PROMPT_EVENT)
+    completion = found.get(COMPLETION_EVENT)
     return _read_lists(
         builder,
         None,
-        prompt.attributes.get("gen_ai.prompt") if prompt else None,
-        completion.attributes.get("gen_ai.completion") if completion else None,
+        prompt.attributes.get(GEN_AI_PROMPT) if prompt else None,
+        completion.attributes.get(GEN_AI_COMPLETION) if completion else None,
     )
 
 
@@ -229,43 +258,43 @@ class GenAISemconv:
     describes_provider_calls = True
 
     def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
-        # Usage keys, flat message keys and user properties are the ones OpenLLMetry reads too.
-        self._openllmetry = OpenLLMetry(association_prefix)
+        # Traceloop's provider instrumentations write OpenLLMetry's association properties too.
+        self.association_prefix = association_prefix
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
         if any(key in attributes for key in OTHER_CONVENTION_KEYS):
             return None
-        operation = attributes.get("gen_ai.operation.name") or attributes.get("llm.request.type")
+        operation = attributes.get(GEN_AI_OPERATION_NAME) or attributes.get(LLM_REQUEST_TYPE)
         if isinstance(operation, str) and operation:
             return OPERATIONS.get(operation.lower(), SpanClass.STEP)  # embeddings, create_agent, rerank, ...
-        if (attributes.get("gen_ai.system") or attributes.get("gen_ai.provider.name")) and (
-            attributes.get("gen_ai.request.model") or attributes.get("gen_ai.response.model")
+        if (attributes.get(GEN_AI_SYSTEM) or attributes.get(GEN_AI_PROVIDER_NAME)) and (
+            attributes.get(GEN_AI_REQUEST_MODEL) or attributes.get(GEN_AI_RESPONSE_MODEL)
         ):
             return SpanClass.LLM  # semconv 1.26: no operation name yet
         return None
 
     def models(self, attributes: Mapping[str, Any]) -> list[str]:
-        for key in ("gen_ai.response.model", "gen_ai.request.model"):
+        for key in (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL):
             value = attributes.get(key)
             if isinstance(value, str) and value.strip().lower() not in PLACEHOLDER_MODELS:
                 return [value.strip()]
         return []
 
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
-        return self._openllmetry.usage(attributes)
+        return genai_usage(attributes)
 
     def llm_messages(
         self, attributes: Mapping[str, Any], events: tuple[SpanEvent, ...] = ()
     ) -> tuple[list[Message], list[Message]]:
         builder = MessageBuilder()
-        system = attributes.get("gen_ai.system_instructions")
-        if "gen_ai.input.messages" in attributes or "gen_ai.output.messages" in attributes:
+        system = attributes.get(GEN_AI_SYSTEM_INSTRUCTIONS)
+        if GEN_AI_INPUT_MESSAGES in attributes or GEN_AI_OUTPUT_MESSAGES in attributes:
             split = _read_lists(
-                builder, system, attributes.get("gen_ai.input.messages"), attributes.get("gen_ai.output.messages")
+                builder, system, attributes.get(GEN_AI_INPUT_MESSAGES), attributes.get(GEN_AI_OUTPUT_MESSAGES)
             )
-        elif any(_FLAT_KEY.match(key) for key in attributes):
+        elif has_flat_messages(attributes):
             _add_system(builder, system)
-            split = OpenLLMetry._read_flat(attributes, builder)
+            split = read_flat_messages(attributes, builder)
         else:
             split = self._read_events(builder, system, events)
         return builder.messages[:split], builder.messages[split:]
@@ -277,9 +306,9 @@ class GenAISemconv:
             get = details.attributes.get
             return _read_lists(
                 builder,
-                get("gen_ai.system_instructions", system),
-                get("gen_ai.input.messages"),
-                get("gen_ai.output.messages"),
+                get(GEN_AI_SYSTEM_INSTRUCTIONS, system),
+                get(GEN_AI_INPUT_MESSAGES),
+                get(GEN_AI_OUTPUT_MESSAGES),
             )
         _add_system(builder, system)
         if any(e.name in MESSAGE_EVENTS or e.name == CHOICE_EVENT for e in events):
@@ -294,12 +323,23 @@ class GenAISemconv:
         answered = [m.text for m in outputs if m.type == "message" and m.role == "assistant"]
         return (asked[-1] if asked else None), (answered[-1] if answered else None)
 
+    def run_name(self, attributes: Mapping[str, Any]) -> str | None:
+        return self.workflow_name(attributes)
+
+    def workflow_name(self, attributes: Mapping[str, Any]) -> str | None:
+        """`invoke_workflow` (semconv 1.39): `gen_ai.workflow.name`."""
+        name = attributes.get(GEN_AI_WORKFLOW_NAME)
+        return as_text(name) if name else None
+
+    def operation(self, attributes: Mapping[str, Any]) -> str:
+        return genai_operation(attributes)
+
     def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
         """`execute_tool`: `gen_ai.tool.name`, `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`."""
-        result = attributes.get("gen_ai.tool.call.result")
+        result = attributes.get(GEN_AI_TOOL_CALL_RESULT)
         return ToolStep(
-            name=as_text(attributes.get("gen_ai.tool.name")) or "tool",
-            input=parse_json(attributes.get("gen_ai.tool.call.arguments")),
+            name=as_text(attributes.get(GEN_AI_TOOL_NAME)) or "tool",
+            input=parse_json(attributes.get(GEN_AI_TOOL_CALL_ARGUMENTS)),
             output=None if result is None else as_text(parse_json(result)),
         )
 
@@ -308,4 +348,4 @@ class GenAISemconv:
 
     def properties(self, attributes: Mapping[str, Any]) -> dict[str, str]:
         """`user.id`, `enduser.id`, `session.id`, `gen_ai.conversation.id` (and OpenLLMetry association properties)."""
-        return self._openllmetry.properties(attributes)
+        return association_properties(attributes, self.association_prefix)

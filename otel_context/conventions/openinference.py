@@ -17,14 +17,29 @@ from typing import Any
 
 from ..model import Message, SpanEvent
 from ..text import as_int, as_text, parse_json
-from .base import SpanClass, ToolStep, Usage
-from .openllmetry import PLACEHOLDER_MODELS, MessageBuilder, group_indexed
+from .base import LANGCHAIN_INTERNAL_METADATA, PLACEHOLDER_MODELS, SpanClass, ToolStep, Usage
+from .keys import LS_MODEL_NAME, OPENINFERENCE_SPAN_KIND, SESSION_ID, USER_ID
+from .messages import MessageBuilder, group_indexed
 
-KIND = "openinference.span.kind"
+# OpenInference's keys, named as `openinference-semantic-conventions` names them.
+INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
+OUTPUT_VALUE = "output.value"
+OUTPUT_MIME_TYPE = "output.mime_type"
+LLM_MODEL_NAME = "llm.model_name"
+EMBEDDING_MODEL_NAME = "embedding.model_name"
+LLM_PROMPTS = "llm.prompts"
+LLM_TOKEN_COUNT_PROMPT = "llm.token_count.prompt"
+LLM_TOKEN_COUNT_COMPLETION = "llm.token_count.completion"
+LLM_TOKEN_COUNT_TOTAL = "llm.token_count.total"
+LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ = "llm.token_count.prompt_details.cache_read"
+LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE = "llm.token_count.prompt_details.cache_write"
+LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING = "llm.token_count.completion_details.reasoning"
+TOOL_NAME = "tool.name"
+TAG_TAGS = "tag.tags"
+METADATA = "metadata"
 JSON_MIME = "application/json"
 CHAIN_KINDS = frozenset({"CHAIN", "AGENT"})
-# LangChain's own run metadata (ls_provider, lc_versions, langgraph_node, checkpoint_ns, ...): noise.
-_INTERNAL_METADATA = re.compile(r"^(ls_|lc_|langgraph_|checkpoint_)")
 _MESSAGE_KEY = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _CONTENT_KEY = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
 _TOOL_CALL_KEY = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
@@ -47,12 +62,12 @@ def _langchain_messages(value: Any) -> Any:
     return {key: _langchain_messages(item) for key, item in value.items()}
 
 
-def _io_value(attributes: Mapping[str, Any], side: str) -> Any:
+def _io_value(attributes: Mapping[str, Any], value_key: str, mime_key: str) -> Any:
     """`input.value` / `output.value`, parsed when its mime type is JSON, else the text as recorded."""
-    value = attributes.get(f"{side}.value")
+    value = attributes.get(value_key)
     if value is None:
         return None
-    if attributes.get(f"{side}.mime_type") == JSON_MIME:
+    if attributes.get(mime_key) == JSON_MIME:
         return _langchain_messages(parse_json(value))
     return value
 
@@ -102,7 +117,7 @@ def _message_parts(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _prompts(attributes: Mapping[str, Any]) -> list[str]:
     """Text-completion prompts: `llm.prompts` (a list) or `llm.prompts.{i}.prompt.text`."""
-    value = attributes.get("llm.prompts")
+    value = attributes.get(LLM_PROMPTS)
     if isinstance(value, list | tuple):
         return [as_text(v) for v in value if v not in (None, "")]
     indexed = sorted((int(m.group(1)), v) for k, v in attributes.items() if (m := _PROMPT_KEY.match(k)))
@@ -137,7 +152,7 @@ def _generations_text(value: Any) -> str | None:
 
 
 def _metadata(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
-    parsed = parse_json(attributes.get("metadata"))
+    parsed = parse_json(attributes.get(METADATA))
     return parsed if isinstance(parsed, Mapping) else {}
 
 
@@ -145,9 +160,10 @@ class OpenInference:
     """The Arize OpenInference LangChain instrumentation."""
 
     name = "openinference"
+    describes_provider_calls = False
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
-        kind = attributes.get(KIND)
+        kind = attributes.get(OPENINFERENCE_SPAN_KIND)
         if not isinstance(kind, str):
             return None
         kind = kind.upper()
@@ -161,9 +177,9 @@ class OpenInference:
 
     def models(self, attributes: Mapping[str, Any]) -> list[str]:
         candidates = (
-            attributes.get("llm.model_name"),
-            attributes.get("embedding.model_name"),
-            _metadata(attributes).get("ls_model_name"),
+            attributes.get(LLM_MODEL_NAME),
+            attributes.get(EMBEDDING_MODEL_NAME),
+            _metadata(attributes).get(LS_MODEL_NAME),
         )
         for value in candidates:
             if isinstance(value, str) and value.strip().lower() not in PLACEHOLDER_MODELS:
@@ -171,16 +187,16 @@ class OpenInference:
         return []
 
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
-        prompt = as_int(attributes.get("llm.token_count.prompt"))
-        completion = as_int(attributes.get("llm.token_count.completion"))
-        total = as_int(attributes.get("llm.token_count.total")) or prompt + completion
+        prompt = as_int(attributes.get(LLM_TOKEN_COUNT_PROMPT))
+        completion = as_int(attributes.get(LLM_TOKEN_COUNT_COMPLETION))
+        total = as_int(attributes.get(LLM_TOKEN_COUNT_TOTAL)) or prompt + completion
         return Usage(
             prompt,
             completion,
             total,
-            cache_read_tokens=as_int(attributes.get("llm.token_count.prompt_details.cache_read")),
-            cache_write_tokens=as_int(attributes.get("llm.token_count.prompt_details.cache_write")),
-            reasoning_tokens=as_int(attributes.get("llm.token_count.completion_details.reasoning")),
+            cache_read_tokens=as_int(attributes.get(LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ)),
+            cache_write_tokens=as_int(attributes.get(LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE)),
+            reasoning_tokens=as_int(attributes.get(LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING)),
         )
 
     def llm_messages(
@@ -203,13 +219,25 @@ class OpenInference:
             builder.add(as_text(role), _message_parts(fields), force_assistant=side == 1)
         if split is None:  # no output messages: a text-completion model, or a chat reply not recorded
             split = len(builder.messages)
-            reply = _generations_text(_io_value(attributes, "output"))
+            reply = _generations_text(_io_value(attributes, OUTPUT_VALUE, OUTPUT_MIME_TYPE))
             if reply:
                 builder.add("assistant", reply)
         return builder.messages[:split], builder.messages[split:]
 
     def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
-        return _io_value(attributes, "input"), _io_value(attributes, "output")
+        inputs = _io_value(attributes, INPUT_VALUE, INPUT_MIME_TYPE)
+        return inputs, _io_value(attributes, OUTPUT_VALUE, OUTPUT_MIME_TYPE)
+
+    def run_name(self, attributes: Mapping[str, Any]) -> str | None:
+        """None: OpenInference names a run only by its span name."""
+        return None
+
+    def workflow_name(self, attributes: Mapping[str, Any]) -> str | None:
+        return None
+
+    def operation(self, attributes: Mapping[str, Any]) -> str:
+        """`chat`: OpenInference does not record which operation a model call was."""
+        return "chat"
 
     def tool_step(self, attributes: Mapping[str, Any]) -> ToolStep:
         raw_in, raw_out = self.chain_io(attributes)
@@ -218,11 +246,11 @@ class OpenInference:
         if isinstance(raw_out, Mapping) and "content" in raw_out and raw_out.get("type") == "tool":
             raw_out = raw_out["content"]  # a ToolMessage: the tool was called with a ToolCall
         output = None if raw_out is None else as_text(raw_out)
-        return ToolStep(name=as_text(attributes.get("tool.name")) or "tool", input=parse_json(raw_in), output=output)
+        return ToolStep(name=as_text(attributes.get(TOOL_NAME)) or "tool", input=parse_json(raw_in), output=output)
 
     def tags(self, attributes: Mapping[str, Any]) -> list[str]:
         """`tag.tags`, set with `using_attributes(tags=...)` (LangChain's own run tags are not recorded)."""
-        tags = parse_json(attributes.get("tag.tags"))
+        tags = parse_json(attributes.get(TAG_TAGS))
         if isinstance(tags, str):
             tags = [tags]
         if not isinstance(tags, list | tuple):
@@ -233,9 +261,9 @@ class OpenInference:
         """`user.id`, `session.id`, and the string values of the `metadata` JSON (LangChain config metadata)."""
         found: dict[str, str] = {}
         for key, value in _metadata(attributes).items():
-            if isinstance(value, str) and isinstance(key, str) and key and not _INTERNAL_METADATA.match(key):
+            if isinstance(value, str) and isinstance(key, str) and key and not LANGCHAIN_INTERNAL_METADATA.match(key):
                 found[key] = value
-        for key, name in (("user.id", "user_id"), ("session.id", "session_id")):
+        for key, name in ((USER_ID, "user_id"), (SESSION_ID, "session_id")):
             value = attributes.get(key)
             if value not in (None, ""):
                 found[name] = as_text(value)

@@ -13,10 +13,16 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..conventions.keys import (
+    GEN_AI_EVALUATION_EXPLANATION,
+    GEN_AI_EVALUATION_NAME,
+    GEN_AI_EVALUATION_RESULT_EVENT,
+    GEN_AI_EVALUATION_SCORE_LABEL,
+    GEN_AI_EVALUATION_SCORE_VALUE,
+)
 from ..model import SpanRecord
 from ..text import as_text
 
-EVENT_NAME = "gen_ai.evaluation.result"
 _THRESHOLD = re.compile(r"^([\w.\-]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)$")
 _LABELS = re.compile(r"^([\w.\-]+)\s*:\s*(.+)$")
 _LABEL = re.compile(r"^([^=]+)=\s*(-1|0|1|\+1)$")
@@ -91,19 +97,19 @@ def span_evaluations(span: SpanRecord) -> tuple[Evaluation, ...]:
     """The `gen_ai.evaluation.result` events of a span (an event without a name is no evaluation)."""
     found = []
     for event in span.events:
-        if event.name != EVENT_NAME:
+        if event.name != GEN_AI_EVALUATION_RESULT_EVENT:
             continue
         get = event.attributes.get
-        name = as_text(get("gen_ai.evaluation.name")).strip()
+        name = as_text(get(GEN_AI_EVALUATION_NAME)).strip()
         if not name:
             continue
-        score = get("gen_ai.evaluation.score.value")
+        score = get(GEN_AI_EVALUATION_SCORE_VALUE)
         try:
             value = float(score) if score is not None and not isinstance(score, bool) else None
         except (TypeError, ValueError):
             value = None
-        label = get("gen_ai.evaluation.score.label")
-        explanation = get("gen_ai.evaluation.explanation")
+        label = get(GEN_AI_EVALUATION_SCORE_LABEL)
+        explanation = get(GEN_AI_EVALUATION_EXPLANATION)
         found.append(
             Evaluation(
                 name=name,

@@ -6,6 +6,7 @@ calls `convert_root`.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +16,15 @@ from typing import Any
 from ..conventions import Convention, SpanClass, Usage
 from ..conventions.base import ToolStep
 from ..conventions.feedback import span_rating
-from ..model import STATUS_ERROR, ConversationThread, Message, SpanEvent, SpanRecord, iso8601
+from ..conventions.keys import (
+    ERROR_TYPE,
+    EXCEPTION_EVENT,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_TYPE,
+    GEN_AI_CLIENT_OPERATION_EXCEPTION_EVENT,
+    SERVICE_NAME,
+)
+from ..model import ConversationThread, Message, SpanEvent, SpanRecord, SpanStatus, iso8601
 from ..text import as_text, clean_text
 from .cost import UNKNOWN_MODEL, Pricing, ThreadCost, usd
 from .evaluations import Evaluation, RatingRule, evaluation_metadata, evaluation_rating, span_evaluations
@@ -23,8 +32,7 @@ from .render import interrupt_text, render
 
 # uuid5 namespace of otel-context thread ids: the same trace and root always give the same id.
 THREAD_NAMESPACE = uuid.UUID("6f0c2f8e-5d1a-4f57-9a63-0e1c7c0a7e21")
-OPERATION_EXCEPTION = "gen_ai.client.operation.exception"  # GenAI semconv 1.38+: the operation failed
-EXCEPTION_EVENTS = frozenset({"exception", OPERATION_EXCEPTION})
+EXCEPTION_EVENTS = frozenset({EXCEPTION_EVENT, GEN_AI_CLIENT_OPERATION_EXCEPTION_EVENT})
 EMPTY_RENDERINGS = frozenset({"", "{}", "[]", "null", '""'})
 _NAMESPACE_BYTES = THREAD_NAMESPACE.bytes
 NO_CONTENT_TEXT = "[content not recorded: the instrumentation captured no prompts or completions]"
@@ -44,13 +52,22 @@ class ConversionOptions:
 DEFAULT_OPTIONS = ConversionOptions()
 
 
+class ContributionKind(enum.Enum):
+    """What a held span is to its root's thread: a model call (its usage counts once per call), a tool run,
+    or any other step."""
+
+    LLM = "llm"
+    TOOL = "tool"
+    STEP = "step"
+
+
 @dataclass(slots=True)
 class Contribution:
     """What a non-root span adds to its root's thread, kept compact while the root is awaited."""
 
     span_id: int
     parent_id: int | None
-    kind: str = "step"  # "llm", "tool" or "step"
+    kind: ContributionKind = ContributionKind.STEP
     start_ns: int = 0
     end_ns: int = 0
     models: tuple[str, ...] = ()
@@ -119,7 +136,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
     return Contribution(
         span_id=span.span_id,
         parent_id=span.parent_id,
-        kind="llm" if span_class.is_llm else "tool" if is_tool else "step",
+        kind=ContributionKind.LLM if span_class.is_llm else ContributionKind.TOOL if is_tool else ContributionKind.STEP,
         start_ns=span.start_ns,
         end_ns=span.end_ns,
         models=tuple(convention.models(attributes)),
@@ -128,7 +145,7 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
         rating=span_rating(span),
         evaluations=span_evaluations(span) if span.events else (),
         run=run_content(span, convention) if span_class.is_chain else None,
-        interrupt=_interrupt(span) if span.status_code == STATUS_ERROR else None,
+        interrupt=_interrupt(span) if span.status_code == SpanStatus.ERROR else None,
         call=ModelCallText(convention, attributes, span.events) if span_class.is_llm else None,
     )
 
@@ -136,8 +153,8 @@ def contribution(span: SpanRecord, convention: Convention, span_class: SpanClass
 def _interrupt(span: SpanRecord) -> str | None:
     """The question of a LangGraph `interrupt()`: the node's span ends with a `GraphInterrupt` exception."""
     for event in span.events:
-        if event.name == "exception" and as_text(event.attributes.get("exception.type")).endswith("GraphInterrupt"):
-            return interrupt_text(as_text(event.attributes.get("exception.message")))
+        if event.name == EXCEPTION_EVENT and as_text(event.attributes.get(EXCEPTION_TYPE)).endswith("GraphInterrupt"):
+            return interrupt_text(as_text(event.attributes.get(EXCEPTION_MESSAGE)))
     return None
 
 
@@ -145,15 +162,10 @@ def run_content(span: SpanRecord, convention: Convention) -> RunContent:
     """A chain span's rendered question and answer, name, properties and tags."""
     raw_in, raw_out = convention.chain_io(span.attributes)
     attributes = span.attributes
-    name = (
-        attributes.get("traceloop.entity.name")
-        or attributes.get("traceloop.workflow.name")
-        or attributes.get("gen_ai.workflow.name")
-    )
     return RunContent(
         question=_recorded(render(raw_in, side="input")),
         answer=_recorded(render(raw_out, side="output")),
-        name=as_text(name) if name else None,
+        name=convention.run_name(attributes),
         properties=tuple(convention.properties(attributes).items()),
         tags=tuple(convention.tags(attributes)),
     )
@@ -186,12 +198,13 @@ def convert_root(
             if span_class is SpanClass.CHAIN and not descendants:
                 return None
             run = _wrapped_run(root.span_id, run, descendants)
-            if attributes.get("gen_ai.workflow.name"):  # a named workflow of agents keeps its own name
-                run = replace(run, name=as_text(attributes["gen_ai.workflow.name"]))
+            workflow = convention.workflow_name(attributes)
+            if workflow is not None:  # a named workflow of agents keeps its own name
+                run = replace(run, name=workflow)
         asked = [c for c in descendants if c.interrupt is not None]
         if asked and run is not None:  # the run stopped to ask the human: that question is its answer
             run = replace(run, answer=max(asked, key=lambda c: c.start_ns).interrupt)
-        filled = _from_model_calls(run, descendants, failed=root.status_code == STATUS_ERROR)
+        filled = _from_model_calls(run, descendants, failed=root.status_code == SpanStatus.ERROR)
         if filled is not None:
             run, io_source = filled, "model_calls"
         messages = _chain_messages(root, run)
@@ -231,10 +244,7 @@ def convert_root(
     elif span_class is SpanClass.TOOL:
         metadata["operation"] = "execute_tool"
     else:
-        operation = attributes.get("gen_ai.operation.name")
-        if operation in (None, "llm_request"):  # OpenLLMetry up to 0.54: the kind is `llm.request.type`
-            operation = attributes.get("llm.request.type") or "chat"
-        metadata["operation"] = as_text(operation)
+        metadata["operation"] = convention.operation(attributes)
     if models:
         metadata["model"] = ",".join(models)
     if usage:
@@ -246,7 +256,7 @@ def convert_root(
                 metadata[key] = str(getattr(usage, key))
     if options.pricing is not None:
         metadata.update(_cost_metadata(options.pricing.thread_cost(per_model, root.start_ns)))
-    service = root.resource.get("service.name")
+    service = root.resource.get(SERVICE_NAME)
     if service:
         metadata["service_name"] = as_text(service)
     tags = list(run.tags) if run is not None else convention.tags(attributes)
@@ -294,7 +304,7 @@ def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tup
         children.setdefault(item.parent_id, []).append(item)
     above_model_usage: set[int] = set()  # spans with a model call that reported usage somewhere below them
     for item in descendants:
-        if item.kind == "llm" and item.usage:
+        if item.kind is ContributionKind.LLM and item.usage:
             parent = by_id.get(item.parent_id) if item.parent_id is not None else None
             while parent is not None and parent.span_id not in above_model_usage:
                 above_model_usage.add(parent.span_id)
@@ -306,10 +316,15 @@ def _models_and_usage(own: Contribution, descendants: list[Contribution]) -> tup
         models.extend(m for m in item.models if m not in models)
         if not item.usage:
             continue
-        if item.kind != "llm" and item.span_id in above_model_usage:
+        if item.kind is not ContributionKind.LLM and item.span_id in above_model_usage:
             continue  # an aggregate over model calls already counted
         parent = by_id.get(item.parent_id) if item.parent_id is not None else None
-        if item.kind == "llm" and parent is not None and parent.kind == "llm" and parent.usage:
+        if (
+            item.kind is ContributionKind.LLM
+            and parent is not None
+            and parent.kind is ContributionKind.LLM
+            and parent.usage
+        ):
             continue
         usage.add(item.usage)
         per_model.setdefault(_usage_model(item, children), Usage()).add(item.usage)
@@ -320,7 +335,9 @@ def _usage_model(item: Contribution, children: dict[int | None, list[Contributio
     """The model a span's tokens went to: its own, else that of the provider call under it."""
     if item.models:
         return item.models[0]
-    below = next((c.models[0] for c in children.get(item.span_id, ()) if c.kind == "llm" and c.models), None)
+    below = next(
+        (c.models[0] for c in children.get(item.span_id, ()) if c.kind is ContributionKind.LLM and c.models), None
+    )
     return below or UNKNOWN_MODEL
 
 
@@ -423,13 +440,15 @@ def _error(root: SpanRecord) -> tuple[str, str] | None:
     a failed operation even without an ERROR status) event's type and message first (a status description
     may hold a whole traceback), then `error.type` and the status description."""
     failed_events = [e for e in root.events if e.name in EXCEPTION_EVENTS]
-    if root.status_code != STATUS_ERROR and not any(e.name == OPERATION_EXCEPTION for e in failed_events):
+    if root.status_code != SpanStatus.ERROR and not any(
+        e.name == GEN_AI_CLIENT_OPERATION_EXCEPTION_EVENT for e in failed_events
+    ):
         return None
     error_type = message = ""
     if failed_events:
-        error_type = as_text(failed_events[0].attributes.get("exception.type"))
-        message = as_text(failed_events[0].attributes.get("exception.message"))
-    error_type = error_type or as_text(root.attributes.get("error.type"))
+        error_type = as_text(failed_events[0].attributes.get(EXCEPTION_TYPE))
+        message = as_text(failed_events[0].attributes.get(EXCEPTION_MESSAGE))
+    error_type = error_type or as_text(root.attributes.get(ERROR_TYPE))
     message = message or root.status_message
     return error_type or "Error", message or "the root span ended with status ERROR"
 

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from ..model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, AttributeValue, SpanEvent, SpanRecord
+from ..model import AttributeValue, SpanEvent, SpanRecord, SpanStatus
 from .otlp_limits import RequestLimits, check_json_data, check_json_text
 
 
@@ -223,7 +223,8 @@ def _rewrite_ids(message: dict[str, Any], keys: tuple[str, ...], path: str) -> N
 
 # --- SpanRecords -------------------------------------------------------------------------------------
 
-_STATUS = (STATUS_UNSET, STATUS_OK, STATUS_ERROR)  # indexed by opentelemetry.proto.trace.v1.Status.StatusCode
+# indexed by opentelemetry.proto.trace.v1.Status.StatusCode
+_STATUS = (SpanStatus.UNSET, SpanStatus.OK, SpanStatus.ERROR)
 _SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
@@ -271,7 +272,7 @@ def records_from_request(request: ExportTraceServiceRequest) -> tuple[list[SpanR
                         )
                         if events
                         else (),
-                        status_code=_STATUS[code] if 0 <= code < 3 else STATUS_UNSET,
+                        status_code=_STATUS[code] if 0 <= code < 3 else SpanStatus.UNSET,
                         status_message=status.message,
                         resource=resource,
                     )

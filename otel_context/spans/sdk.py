@@ -8,10 +8,10 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from ..model import STATUS_ERROR, STATUS_OK, STATUS_UNSET, SpanEvent, SpanRecord
+from ..model import SpanEvent, SpanRecord, SpanStatus
 
 _MISSING = object()
-_STATUS = {StatusCode.UNSET: STATUS_UNSET, StatusCode.OK: STATUS_OK, StatusCode.ERROR: STATUS_ERROR}
+_STATUS = {StatusCode.UNSET: SpanStatus.UNSET, StatusCode.OK: SpanStatus.OK, StatusCode.ERROR: SpanStatus.ERROR}
 
 
 def _plain(attributes: Any) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def record_from_sdk(span: ReadableSpan) -> SpanRecord:
         end_ns=span.end_time or span.start_time or 0,
         attributes=_plain(span.attributes if raw is _MISSING else raw),
         events=tuple(SpanEvent(e.name, e.timestamp or 0, e.attributes or {}) for e in events) if events else (),
-        status_code=_STATUS.get(status.status_code, STATUS_UNSET) if status else STATUS_UNSET,
+        status_code=_STATUS.get(status.status_code, SpanStatus.UNSET) if status else SpanStatus.UNSET,
         status_message=(status.description or "") if status else "",
         resource=resource.attributes if resource is not None else {},
     )

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..model import STATUS_UNSET, SpanEvent, SpanRecord, parse_iso8601
+from ..model import SpanEvent, SpanRecord, SpanStatus, parse_iso8601
 
 
 def _ns(text: str | None) -> int:
@@ -16,6 +16,14 @@ def _ns(text: str | None) -> int:
 
 def _hex_id(text: str | None) -> int | None:
     return int(text, 16) if text else None
+
+
+def _status(text: Any) -> SpanStatus:
+    """`status_code` as `to_json()` writes it (`UNSET`, `OK`, `ERROR`); anything else says nothing: UNSET."""
+    try:
+        return SpanStatus(text)
+    except ValueError:
+        return SpanStatus.UNSET
 
 
 def record_from_json(span: Mapping[str, Any]) -> SpanRecord:
@@ -33,7 +41,7 @@ def record_from_json(span: Mapping[str, Any]) -> SpanRecord:
             SpanEvent(e.get("name", ""), _ns(e.get("timestamp")), dict(e.get("attributes") or {}))
             for e in span.get("events") or ()
         ),
-        status_code=str(status.get("status_code", STATUS_UNSET)),
+        status_code=_status(status.get("status_code")),
         status_message=status.get("description") or "",
         resource=dict((span.get("resource") or {}).get("attributes") or {}),
     )
