@@ -8,6 +8,8 @@ way of recording messages (`fixtures/genai/make_fixtures.py`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,11 @@ from ..support.paths import FIXTURES, REFERENCE_SPANS
 OPENINFERENCE = FIXTURES / "openinference"
 GENAI = FIXTURES / "genai"
 ALL_FIXTURES = sorted([*OPENINFERENCE.glob("*.json"), *GENAI.glob("*.json")])
+REFERENCE_FIXTURES = sorted(REFERENCE_SPANS.glob("*.json"))
+
+
+def fixture_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 
 
 def convert(path: Path, **buffer_args):
@@ -63,7 +70,7 @@ def test_registered_in_order() -> None:
     assert [type(c) for c in default_conventions("acme.")] == [OpenLLMetry, OpenInference, GenAISemconv]
 
 
-@pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", ALL_FIXTURES, ids=fixture_id)
 def test_every_fixture_gives_one_thread_and_leaves_nothing_held(path: Path) -> None:
     threads, buffer = convert(path)
     assert len(threads) == 1
@@ -72,138 +79,312 @@ def test_every_fixture_gives_one_thread_and_leaves_nothing_held(path: Path) -> N
     assert all(isinstance(v, str) for v in threads[0].metadata.values())
 
 
+# -- Which convention reads which spans -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(OPENINFERENCE.glob("*.json")), ids=fixture_id)
+def test_openinference_spans_are_read_by_openinference_only(path: Path) -> None:
+    for span in load_json_file(path):
+        convention, _ = convention_for(span.attributes)
+        assert convention.name == "openinference", span.name
+
+
+@pytest.mark.parametrize("path", [*sorted(OPENINFERENCE.glob("*.json")), *REFERENCE_FIXTURES], ids=fixture_id)
+def test_genai_never_claims_what_the_langchain_conventions_wrote(path: Path) -> None:
+    for span in load_json_file(path):
+        assert GenAISemconv().classify(span.attributes) is None, span.name
+
+
+@pytest.mark.parametrize("path", sorted(GENAI.glob("*.json")), ids=fixture_id)
+def test_genai_spans_are_read_by_genai_or_by_none(path: Path) -> None:
+    for span in load_json_file(path):
+        found = convention_for(span.attributes)
+        assert found is None or found[0].name == "genai", span.name
+
+
+# -- Each fixture's thread ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a fixture's one thread must hold: what is named here is checked, nothing else."""
+
+    messages: list[tuple[str, str, str]] | None = None  # (type, role, text) of every message
+    metadata: dict[str, str] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()  # metadata keys, or patterns ("ls_*"), that must not be there
+    fields: dict[int, dict[str, object]] = field(default_factory=dict)  # message index -> attributes
+    counters: dict[str, int] = field(default_factory=dict)  # the buffer's
+
+
+def case(path: Path, expected: Expected, include_tools: bool = False):
+    options = ConversionOptions(include_tools=True) if include_tools else None
+    return pytest.param(path, options, expected, id=fixture_id(path) + ("+tools" if include_tools else ""))
+
+
+def tokens(input_tokens: str, output_tokens: str, total_tokens: str) -> dict[str, str]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": total_tokens}
+
+
+WEATHER_IN_PARIS = "The weather in Paris is currently rainy with a temperature of 57°F."
+CONVERSIONS = [
+    # OpenInference: real spans
+    case(
+        OPENINFERENCE / "chat_standalone.json",
+        Expected(
+            messages=[
+                ("message", "system", "You are a helpful assistant that translates English to French."),
+                ("message", "user", "I love programming."),
+                ("message", "assistant", "J'adore la programmation."),
+            ],
+            metadata={"operation": "chat"},
+            absent=("model", "ls_*", "lc_*"),  # FakeListChatModel names no model
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_lcel.json",  # the root's input and output only
+        Expected(
+            messages=[("message", "user", "colorful socks"), ("message", "assistant", "Rainbow Threads")],
+            metadata={"workflow": "RunnableSequence"},
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_nested.json",  # one thread
+        Expected(messages=[("message", "user", "the sea"), ("message", "assistant", "Poème court sur la mer.")]),
+    ),
+    case(
+        OPENINFERENCE / "chain_metadata.json",
+        Expected(
+            messages=[
+                ("message", "user", "When does my order ship?"),
+                ("message", "assistant", "Your order ships tomorrow."),
+            ],
+            # user_id is only in the `metadata` JSON, session_id also in `session.id`
+            metadata={"user_id": "u-123", "session_id": "s-42"},
+            absent=("tags", "ls_*", "lc_*"),  # OpenInference does not record LangChain's config tags
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_using_attributes.json",  # user, session, tags and metadata
+        Expected(
+            metadata={"user_id": "u-123", "session_id": "s-42", "tags": "support,beta", "plan": "pro"},
+            fields={-1: {"type": "message", "role": "assistant", "text": "Your order ships tomorrow."}},
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_error.json",
+        Expected(
+            # OpenInference fills the status description with the exception's repr and traceback: the
+            # event's text is the exception's message
+            messages=[("message", "user", "hi"), ("event", "system", "ValueError: upstream tool failed")],
+            metadata={"error": "true", "error_type": "ValueError", "error_message": "upstream tool failed"},
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chat_tool_history.json",
+        Expected(
+            messages=[
+                ("message", "system", "You are a weather assistant."),
+                ("message", "user", "What is the weather in Paris?"),
+                ("tool", "assistant", 'get_weather({"city":"Paris"})'),
+                ("message", "assistant", "It is 18°C and sunny in Paris."),
+            ],
+            fields={2: {"name": "get_weather", "input": {"city": "Paris"}, "observation": "18°C and sunny"}},
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_tool.json",
+        Expected(
+            messages=[
+                ("message", "user", "the weather in Paris"),
+                ("message", "assistant", "18°C and sunny in Paris"),
+            ]
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chain_tool.json",
+        # OpenInference records the tool input {"city": "Paris"} as the bare string: one key, a string value
+        Expected(
+            fields={
+                1: {"type": "tool", "name": "get_weather", "input": "Paris", "observation": "18°C and sunny in Paris"}
+            }
+        ),
+        include_tools=True,
+    ),
+    case(
+        OPENINFERENCE / "chain_message_output.json",  # without a parser: the AI message rendered
+        Expected(
+            messages=[
+                ("message", "user", '{"question":"What colour is the sky?","audience":"children"}'),
+                ("message", "assistant", "Blue, mostly."),
+            ]
+        ),
+    ),
+    case(
+        OPENINFERENCE / "chat_model_usage.json",  # model and usage
+        Expected(
+            messages=[("message", "user", "Say hello in French."), ("message", "assistant", "Bonjour !")],
+            metadata={"model": "gpt-4o-mini-2024-07-18", **tokens("12", "4", "16")},
+        ),
+    ),
+    # GenAI semantic conventions: one file per way of recording messages
+    case(
+        GENAI / "details_event.json",  # under an HTTP span
+        Expected(
+            messages=[
+                ("message", "system", "You are a helpful weather assistant."),
+                ("message", "user", "Weather in Paris?"),
+                ("tool", "assistant", 'get_weather({"location":"Paris"})'),
+                ("message", "assistant", WEATHER_IN_PARIS),
+            ],
+            fields={2: {"observation": "rainy, 57°F"}},
+            metadata={
+                "model": "gpt-4o-2024-08-06",
+                **tokens("97", "52", "149"),
+                "conversation_id": "conv_5j66UpCpwteGg4YSxUnt7lPY",
+                "operation": "chat",
+                "service_name": "weather-api",
+            },
+        ),
+    ),
+    case(
+        GENAI / "details_event_structured.json",  # with structured values
+        Expected(
+            messages=[
+                (
+                    "message",
+                    "system",
+                    "You are a language translator.\nYour mission is to translate text in English to French.",
+                ),
+                ("message", "user", "I love programming."),
+                ("message", "assistant", "J'adore la programmation."),
+            ],
+            metadata={"user_id": "u-1138", "session_id": "sess-77", "total_tokens": "31"},
+        ),
+    ),
+    case(
+        GENAI / "message_events_body.json",  # message events with JSON bodies
+        Expected(
+            messages=[
+                ("message", "system", "You are a helpful assistant."),
+                ("message", "user", "What is the weather in Seattle?"),
+                ("tool", "assistant", 'get_weather({"city":"Seattle"})'),
+                ("message", "assistant", "It is nice in Seattle: 72°F."),
+            ],
+            fields={2: {"observation": "Nice weather, 72°F"}},
+            # user_id from enduser.id
+            metadata={"model": "gpt-4o-mini-2024-07-18", "total_tokens": "73", "user_id": "alice@example.com"},
+        ),
+    ),
+    case(
+        GENAI / "message_events_attributes.json",  # message events with attribute fields
+        Expected(
+            messages=[
+                ("message", "system", "You are a weather assistant."),
+                ("message", "user", "What's the weather in Paris?"),
+                ("tool", "assistant", 'weather({"city":"Paris"})'),
+                ("message", "assistant", "It is sunny in Paris, 24°C."),
+            ],
+            fields={2: {"observation": "sunny, 24°C"}},
+            metadata={
+                "model": "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+                **tokens("420", "18", "438"),
+                "session_id": "strands-session-9",
+            },
+        ),
+    ),
+    case(
+        GENAI / "content_events.json",
+        Expected(
+            messages=[
+                ("message", "user", "What is the capital of France?"),
+                ("message", "assistant", "The capital of France is Paris."),
+            ],
+            metadata={"model": "gpt-4-0613", **tokens("14", "7", "21")},
+        ),
+    ),
+    case(
+        GENAI / "flat_keys.json",  # and an embeddings span, which gives no thread
+        Expected(
+            messages=[
+                ("message", "system", "You are a poet."),
+                ("message", "user", "Tell me a joke about OpenTelemetry"),
+                ("message", "assistant", "Why did the span cross the trace? To get to the other service!"),
+            ],
+            metadata={"model": "gpt-3.5-turbo-0125", **tokens("20", "15", "35"), "session_id": "poetry-42"},
+            counters={"spans_evicted": 1},  # the embeddings span: a step without a root
+        ),
+    ),
+    case(
+        GENAI / "flat_keys_tool_calls.json",
+        Expected(
+            messages=[
+                ("message", "user", "What's the weather like in Boston today?"),
+                ("tool", "assistant", 'get_current_weather({"location":"Boston, MA"})'),
+                ("message", "assistant", "It is 22°C and cloudy in Boston today."),
+            ],
+            fields={1: {"observation": "22°C, cloudy"}},
+            metadata={"total_tokens": "95"},
+        ),
+    ),
+    case(
+        GENAI / "agent_attributes.json",  # an agent with a tool and two model calls
+        Expected(
+            messages=[
+                ("message", "user", "Weather in Paris?"),
+                ("tool", "assistant", "rainy, 57°F"),
+                ("message", "assistant", WEATHER_IN_PARIS),
+            ],
+            fields={1: {"name": "get_weather", "input": {"location": "Paris"}, "observation": "rainy, 57°F"}},
+            metadata={
+                "workflow": "invoke_agent Weather Agent",
+                "model": "gpt-4o-2024-08-06",
+                **tokens("157", "70", "227"),
+                "conversation_id": "conv_5j66UpCpwteGg4YSxUnt7lPY",
+            },
+        ),
+        include_tools=True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "options", "expected"), CONVERSIONS)
+def test_fixture_gives_its_thread(path: Path, options: ConversionOptions | None, expected: Expected) -> None:
+    threads, buffer = convert(path, **({"options": options} if options else {}))
+    assert len(threads) == 1, [t.messages for t in threads]
+    assert buffer.held_spans == 0
+    (thread,) = threads
+    if expected.messages is not None:
+        assert messages(thread) == expected.messages
+    for index, attributes in expected.fields.items():
+        message = thread.messages[index]
+        assert {name: getattr(message, name) for name in attributes} == attributes, index
+    assert {key: thread.metadata.get(key) for key in expected.metadata} == expected.metadata
+    assert not [key for key in thread.metadata if any(fnmatch(key, pattern) for pattern in expected.absent)]
+    for name, value in expected.counters.items():
+        assert buffer.counters.get(name) == value, name
+
+
 # -- OpenInference: real spans --------------------------------------------------------------------------
 
 
-def test_openinference_spans_are_read_by_openinference_only() -> None:
-    for path in OPENINFERENCE.glob("*.json"):
-        for span in load_json_file(path):
-            convention, _ = convention_for(span.attributes)
-            assert convention.name == "openinference", (path.name, span.name)
+OPENINFERENCE_KINDS = [
+    ("CHAIN", SpanClass.CHAIN),
+    ("AGENT", SpanClass.CHAIN),
+    ("LLM", SpanClass.LLM),
+    ("TOOL", SpanClass.TOOL),
+    *[(k, SpanClass.STEP) for k in ("RETRIEVER", "EMBEDDING", "RERANKER", "GUARDRAIL", "EVALUATOR", "PROMPT")],
+]
 
 
 @pytest.mark.parametrize(
-    ("kind", "expected"),
+    ("attributes", "expected"),
     [
-        ("CHAIN", SpanClass.CHAIN),
-        ("AGENT", SpanClass.CHAIN),
-        ("LLM", SpanClass.LLM),
-        ("TOOL", SpanClass.TOOL),
-        *[(k, SpanClass.STEP) for k in ("RETRIEVER", "EMBEDDING", "RERANKER", "GUARDRAIL", "EVALUATOR", "PROMPT")],
+        *[pytest.param({"openinference.span.kind": kind}, cls, id=kind) for kind, cls in OPENINFERENCE_KINDS],
+        pytest.param({"gen_ai.operation.name": "chat"}, None, id="no-kind"),  # GenAI's, not OpenInference's
     ],
 )
-def test_openinference_classify(kind: str, expected: SpanClass) -> None:
-    assert OpenInference().classify({"openinference.span.kind": kind}) is expected
-    assert OpenInference().classify({"gen_ai.operation.name": "chat"}) is None
-
-
-def test_openinference_chat_standalone() -> None:
-    thread = only_thread(OPENINFERENCE / "chat_standalone.json")
-    assert messages(thread) == [
-        ("message", "system", "You are a helpful assistant that translates English to French."),
-        ("message", "user", "I love programming."),
-        ("message", "assistant", "J'adore la programmation."),
-    ]
-    assert thread.metadata["operation"] == "chat"
-    assert "model" not in thread.metadata  # FakeListChatModel names no model
-    assert not any(k.startswith(("ls_", "lc_")) for k in thread.metadata)
-
-
-def test_openinference_chain_lcel_root_input_and_output_only() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_lcel.json")
-    assert messages(thread) == [("message", "user", "colorful socks"), ("message", "assistant", "Rainbow Threads")]
-    assert thread.metadata["workflow"] == "RunnableSequence"
-
-
-def test_openinference_chain_nested_one_thread() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_nested.json")
-    assert messages(thread) == [("message", "user", "the sea"), ("message", "assistant", "Poème court sur la mer.")]
-
-
-def test_openinference_chain_metadata_user_and_session() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_metadata.json")
-    assert messages(thread) == [
-        ("message", "user", "When does my order ship?"),
-        ("message", "assistant", "Your order ships tomorrow."),
-    ]
-    assert thread.metadata["user_id"] == "u-123"  # only in the `metadata` JSON
-    assert thread.metadata["session_id"] == "s-42"  # also `session.id`
-    assert "tags" not in thread.metadata  # OpenInference does not record LangChain's config tags
-    assert not any(k.startswith(("ls_", "lc_")) for k in thread.metadata)
-
-
-def test_openinference_using_attributes_user_session_tags_metadata() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_using_attributes.json")
-    assert messages(thread)[-1] == ("message", "assistant", "Your order ships tomorrow.")
-    assert thread.metadata["user_id"] == "u-123"
-    assert thread.metadata["session_id"] == "s-42"
-    assert thread.metadata["tags"] == "support,beta"
-    assert thread.metadata["plan"] == "pro"
-
-
-def test_openinference_chain_error() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_error.json")
-    assert messages(thread)[0] == ("message", "user", "hi")
-    event = thread.messages[-1]
-    assert (event.type, event.role) == ("event", "system")
-    assert event.text.startswith("ValueError: ") and "upstream tool failed" in event.text
-    assert thread.metadata["error"] == "true"
-    assert thread.metadata["error_type"] == "ValueError"
-
-
-def test_openinference_chain_error_text_is_the_exception_message() -> None:
-    # OpenInference fills the status description with the exception's repr and traceback.
-    thread = only_thread(OPENINFERENCE / "chain_error.json")
-    assert messages(thread) == [("message", "user", "hi"), ("event", "system", "ValueError: upstream tool failed")]
-    assert thread.metadata["error_message"] == "upstream tool failed"
-
-
-def test_openinference_chat_tool_history() -> None:
-    thread = only_thread(OPENINFERENCE / "chat_tool_history.json")
-    assert messages(thread) == [
-        ("message", "system", "You are a weather assistant."),
-        ("message", "user", "What is the weather in Paris?"),
-        ("tool", "assistant", 'get_weather({"city":"Paris"})'),
-        ("message", "assistant", "It is 18°C and sunny in Paris."),
-    ]
-    tool = thread.messages[2]
-    assert (tool.name, tool.input, tool.observation) == ("get_weather", {"city": "Paris"}, "18°C and sunny")
-
-
-def test_openinference_chain_tool() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_tool.json")
-    assert messages(thread) == [
-        ("message", "user", "the weather in Paris"),
-        ("message", "assistant", "18°C and sunny in Paris"),
-    ]
-    with_tools = only_thread(OPENINFERENCE / "chain_tool.json", options=ConversionOptions(include_tools=True))
-    tool = with_tools.messages[1]
-    # OpenInference records the tool input {"city": "Paris"} as the bare string: one key, a string value
-    assert (tool.type, tool.name, tool.input, tool.observation) == (
-        "tool",
-        "get_weather",
-        "Paris",
-        "18°C and sunny in Paris",
-    )
-
-
-def test_openinference_chain_without_parser_renders_the_ai_message() -> None:
-    thread = only_thread(OPENINFERENCE / "chain_message_output.json")
-    assert messages(thread) == [
-        ("message", "user", '{"question":"What colour is the sky?","audience":"children"}'),
-        ("message", "assistant", "Blue, mostly."),
-    ]
-
-
-def test_openinference_model_and_usage() -> None:
-    thread = only_thread(OPENINFERENCE / "chat_model_usage.json")
-    assert messages(thread) == [("message", "user", "Say hello in French."), ("message", "assistant", "Bonjour !")]
-    assert thread.metadata["model"] == "gpt-4o-mini-2024-07-18"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "12",
-        "4",
-        "16",
-    )
+def test_openinference_classify(attributes: dict, expected: SpanClass | None) -> None:
+    assert OpenInference().classify(attributes) is expected
 
 
 @pytest.mark.parametrize("scenario", ["chat_standalone", "chain_lcel", "chain_nested", "chain_metadata"])
@@ -304,146 +485,6 @@ def test_openinference_text_plain_is_kept_and_json_parsed() -> None:
 )
 def test_genai_classify(attributes: dict, expected: SpanClass | None) -> None:
     assert GenAISemconv().classify(attributes) is expected
-
-
-def test_genai_never_claims_what_the_langchain_conventions_wrote() -> None:
-    for path in [*OPENINFERENCE.glob("*.json"), *REFERENCE_SPANS.glob("*.json")]:
-        for span in load_json_file(path):
-            assert GenAISemconv().classify(span.attributes) is None, (path.name, span.name)
-    for path in GENAI.glob("*.json"):
-        for span in load_json_file(path):
-            found = convention_for(span.attributes)
-            assert found is None or found[0].name == "genai", (path.name, span.name)
-
-
-def test_genai_details_event_under_an_http_span() -> None:
-    thread = only_thread(GENAI / "details_event.json")
-    assert messages(thread) == [
-        ("message", "system", "You are a helpful weather assistant."),
-        ("message", "user", "Weather in Paris?"),
-        ("tool", "assistant", 'get_weather({"location":"Paris"})'),
-        ("message", "assistant", "The weather in Paris is currently rainy with a temperature of 57°F."),
-    ]
-    assert thread.messages[2].observation == "rainy, 57°F"
-    assert thread.metadata["model"] == "gpt-4o-2024-08-06"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "97",
-        "52",
-        "149",
-    )
-    assert thread.metadata["conversation_id"] == "conv_5j66UpCpwteGg4YSxUnt7lPY"
-    assert thread.metadata["operation"] == "chat"
-    assert thread.metadata["service_name"] == "weather-api"
-
-
-def test_genai_details_event_with_structured_values() -> None:
-    thread = only_thread(GENAI / "details_event_structured.json")
-    assert messages(thread) == [
-        (
-            "message",
-            "system",
-            "You are a language translator.\nYour mission is to translate text in English to French.",
-        ),
-        ("message", "user", "I love programming."),
-        ("message", "assistant", "J'adore la programmation."),
-    ]
-    assert thread.metadata["user_id"] == "u-1138"
-    assert thread.metadata["session_id"] == "sess-77"
-    assert thread.metadata["total_tokens"] == "31"
-
-
-def test_genai_message_events_with_json_bodies() -> None:
-    thread = only_thread(GENAI / "message_events_body.json")
-    assert messages(thread) == [
-        ("message", "system", "You are a helpful assistant."),
-        ("message", "user", "What is the weather in Seattle?"),
-        ("tool", "assistant", 'get_weather({"city":"Seattle"})'),
-        ("message", "assistant", "It is nice in Seattle: 72°F."),
-    ]
-    assert thread.messages[2].observation == "Nice weather, 72°F"
-    assert thread.metadata["model"] == "gpt-4o-mini-2024-07-18"
-    assert thread.metadata["total_tokens"] == "73"
-    assert thread.metadata["user_id"] == "alice@example.com"  # enduser.id
-
-
-def test_genai_message_events_with_attribute_fields() -> None:
-    thread = only_thread(GENAI / "message_events_attributes.json")
-    assert messages(thread) == [
-        ("message", "system", "You are a weather assistant."),
-        ("message", "user", "What's the weather in Paris?"),
-        ("tool", "assistant", 'weather({"city":"Paris"})'),
-        ("message", "assistant", "It is sunny in Paris, 24°C."),
-    ]
-    assert thread.messages[2].observation == "sunny, 24°C"
-    assert thread.metadata["model"] == "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "420",
-        "18",
-        "438",
-    )
-    assert thread.metadata["session_id"] == "strands-session-9"
-
-
-def test_genai_content_events() -> None:
-    thread = only_thread(GENAI / "content_events.json")
-    assert messages(thread) == [
-        ("message", "user", "What is the capital of France?"),
-        ("message", "assistant", "The capital of France is Paris."),
-    ]
-    assert thread.metadata["model"] == "gpt-4-0613"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "14",
-        "7",
-        "21",
-    )
-
-
-def test_genai_flat_keys_and_embeddings_give_no_thread() -> None:
-    threads, buffer = convert(GENAI / "flat_keys.json")
-    (thread,) = threads
-    assert messages(thread) == [
-        ("message", "system", "You are a poet."),
-        ("message", "user", "Tell me a joke about OpenTelemetry"),
-        ("message", "assistant", "Why did the span cross the trace? To get to the other service!"),
-    ]
-    assert thread.metadata["model"] == "gpt-3.5-turbo-0125"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "20",
-        "15",
-        "35",
-    )
-    assert thread.metadata["session_id"] == "poetry-42"
-    assert buffer.counters.get("spans_evicted") == 1  # the embeddings span: a step without a root
-
-
-def test_genai_flat_keys_with_tool_calls() -> None:
-    thread = only_thread(GENAI / "flat_keys_tool_calls.json")
-    assert messages(thread) == [
-        ("message", "user", "What's the weather like in Boston today?"),
-        ("tool", "assistant", 'get_current_weather({"location":"Boston, MA"})'),
-        ("message", "assistant", "It is 22°C and cloudy in Boston today."),
-    ]
-    assert thread.messages[1].observation == "22°C, cloudy"
-    assert thread.metadata["total_tokens"] == "95"
-
-
-def test_genai_agent_with_tool_and_two_model_calls() -> None:
-    thread = only_thread(GENAI / "agent_attributes.json", options=ConversionOptions(include_tools=True))
-    assert messages(thread) == [
-        ("message", "user", "Weather in Paris?"),
-        ("tool", "assistant", "rainy, 57°F"),
-        ("message", "assistant", "The weather in Paris is currently rainy with a temperature of 57°F."),
-    ]
-    tool = thread.messages[1]
-    assert (tool.name, tool.input, tool.observation) == ("get_weather", {"location": "Paris"}, "rainy, 57°F")
-    assert thread.metadata["workflow"] == "invoke_agent Weather Agent"
-    assert thread.metadata["model"] == "gpt-4o-2024-08-06"
-    assert (thread.metadata["input_tokens"], thread.metadata["output_tokens"], thread.metadata["total_tokens"]) == (
-        "157",
-        "70",
-        "227",
-    )
-    assert thread.metadata["conversation_id"] == "conv_5j66UpCpwteGg4YSxUnt7lPY"
 
 
 def test_genai_preference_attributes_then_flat_keys_then_events() -> None:
