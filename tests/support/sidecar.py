@@ -29,7 +29,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from otel_context import ContextSpanExporter
 from otel_context.local_api import LocalContextAPI
 
-from ..conftest import REPO, TOKEN, read_threads, wait_for
+from .paths import REPO
+from .threads import TOKEN, read_threads
+from .waiting import wait_for
 
 SERVE_TOKEN = "sidecar-secret"
 

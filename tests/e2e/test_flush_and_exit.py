@@ -1,0 +1,90 @@
+"""An app that waits on purpose: `force_flush()` delivers before it returns; an exit never hangs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from ..support.processes import app_env, run_app, start_app
+from ..support.threads import read_threads, texts
+
+
+def test_serverless_invoke_then_force_flush_has_delivered_each_run(local_api, client):
+    local_api.set_faults(latency_s=0.05)  # every upload takes 50 ms
+    result = run_app("serverless", "12", env=app_env(local_api))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rounds = [line.split() for line in result.stdout.splitlines()]
+    assert len(rounds) == 12
+    for n, flushed, stored, count, _took in rounds:
+        assert (flushed, stored, count) == ("True", "True", str(int(n) + 1)), rounds
+    questions = Counter(texts(t)[0][2] for t in read_threads(client))
+    assert questions == Counter(f"question {n}" for n in range(12))
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("api", ["closed-port", "never-answers"])
+def test_exit_with_the_api_unreachable_ends_within_5_s_and_says_what_was_dropped(api, request):
+    endpoint = closed_port() if api == "closed-port" else request.getfixturevalue("silent_server")
+    env = app_env(None, OTEL_EXPORTER_CONTEXT_ENDPOINT=endpoint)
+    started = time.monotonic()
+    result = run_app("exit_app", "3", env=env, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ran"
+    lines = [line for line in result.stderr.splitlines() if "not delivered at shutdown" in line]
+    assert lines == ["otel-context: 3 thread(s) not delivered at shutdown were dropped (threads_dropped=3)"], (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert took < 5 + 4, f"exit took {took:.1f} s"  # the 5 s bound plus interpreter start and imports
+
+
+def test_ctrl_c_during_a_long_shutdown_exits_quietly():
+    env = app_env(None, OTEL_EXPORTER_CONTEXT_ENDPOINT=closed_port(), OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT="60000")
+    app = start_app("exit_app", "2", env=env)
+    try:
+        assert app.stdout.readline().strip() == "ran"
+        time.sleep(1.0)  # now in the shutdown at exit, retrying against the closed port
+        app.send_signal(signal.SIGINT)
+        _, err = app.communicate(timeout=10)
+    finally:
+        app.kill()
+    assert "Traceback" not in err, err
+    assert "otel-context: shutdown interrupted" in err or "not delivered at shutdown" in err, err
