@@ -15,7 +15,7 @@ import grpc
 
 from ..config import ReceiverSettings
 from .http import authorized
-from .otlp_io import OtlpIntake, Rejected, retry_info, status_message
+from .intake import OtlpIntake, Rejected, retry_info, status_message
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _STATUS = {

@@ -18,7 +18,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from ..config import ReceiverSettings
-from .otlp_io import OtlpIntake, Rejected, status_message
+from .intake import OtlpIntake, Rejected, status_message
 
 INTAKE = web.AppKey("intake", OtlpIntake)
 SETTINGS = web.AppKey("settings", ReceiverSettings)

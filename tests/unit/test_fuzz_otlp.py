@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from otel_context.receiver.otlp_io import Rejected, decode, gunzip
-from otel_context.receiver.otlp_io import encode_varint as varint
+from otel_context.receiver.intake import Rejected, decode, gunzip
+from otel_context.receiver.intake import encode_varint as varint
 from otel_context.spans.otlp import records_from_request
 from otel_context.spans.otlp_limits import RequestLimits
 
