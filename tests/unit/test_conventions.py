@@ -550,3 +550,30 @@ def test_genai_readers_directly() -> None:
         "conversation_id": "c",
     }
     assert reader.tags(agent) == []
+
+
+def test_the_keys_taken_from_semantic_conventions_are_the_names_instrumentations_write():
+    """`conventions/keys.py` imports some keys from `opentelemetry-semantic-conventions`: a release that
+    renamed one would silently stop a reader matching what instrumentations write."""
+    from otel_context.conventions import keys
+
+    written = {
+        "ENDUSER_ID": "enduser.id",
+        "ERROR_TYPE": "error.type",
+        "EXCEPTION_MESSAGE": "exception.message",
+        "EXCEPTION_TYPE": "exception.type",
+        "GEN_AI_COMPLETION": "gen_ai.completion",
+        "GEN_AI_OPERATION_NAME": "gen_ai.operation.name",
+        "GEN_AI_PROMPT": "gen_ai.prompt",
+        "GEN_AI_REQUEST_MODEL": "gen_ai.request.model",
+        "GEN_AI_RESPONSE_MODEL": "gen_ai.response.model",
+        "GEN_AI_SYSTEM": "gen_ai.system",
+        "GEN_AI_USAGE_COMPLETION_TOKENS": "gen_ai.usage.completion_tokens",
+        "GEN_AI_USAGE_INPUT_TOKENS": "gen_ai.usage.input_tokens",
+        "GEN_AI_USAGE_OUTPUT_TOKENS": "gen_ai.usage.output_tokens",
+        "GEN_AI_USAGE_PROMPT_TOKENS": "gen_ai.usage.prompt_tokens",
+        "SERVICE_NAME": "service.name",
+        "SESSION_ID": "session.id",
+        "USER_ID": "user.id",
+    }
+    assert {name: getattr(keys, name) for name in written} == written
