@@ -28,8 +28,14 @@ from azure.core.rest import HttpRequest, HttpResponse
 
 # The one private azure-core name in this package, used by `rest_response` only (why, and what breaks when
 # it changes: its docstring). Imported with this module, on the app's thread: imported first by an upload
-# worker, it could hold an import lock across a pre-fork server's fork (see `_ForkGuard`).
-from azure.core.rest._http_response_impl import RestHttpClientTransportResponse as _RestHttpClientTransportResponse
+# worker, it could hold an import lock across a pre-fork server's fork (see `_ForkGuard`). Its absence must
+# not stop the exporter from loading (that would stop every exporter of the SDK's set-up).
+try:
+    from azure.core.rest._http_response_impl import (
+        RestHttpClientTransportResponse as _RestHttpClientTransportResponse,
+    )
+except ImportError:  # pragma: no cover - an azure-core release that moved it
+    _RestHttpClientTransportResponse = None
 
 
 class HttpClientTransport(HttpTransport):
@@ -77,6 +83,8 @@ class HttpClientTransport(HttpTransport):
         self.close()
 
     def send(self, request: Any, **kwargs: Any) -> HttpResponse:
+        if _RestHttpClientTransportResponse is None:  # checked before anything is sent (see rest_response)
+            raise ServiceRequestError(MOVED)
         parts = urlsplit(request.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         body = request.content if hasattr(request, "content") else request.data
@@ -154,11 +162,20 @@ def rest_response(request: HttpRequest, raw: http.client.HTTPResponse) -> HttpRe
     (`RestHttpClientTransportResponse`) is in the private `azure.core.rest._http_response_impl`, as the response
     types of azure-core's own transports are. Using it keeps the client exactly as with its default transport
     (text decoding, `json()`, its errors, the back-compat `body()`), which a copy would have to follow release by
-    release. azure-core is bounded only by context-python's `<2`: a release that moves it breaks the import of
-    this module (no exporter), one that reshapes it breaks the client path (ratings, proxied uploads).
-    `tests/test_lean_upload.py::test_the_private_azure_core_response_keeps_its_shape` fails first, naming it.
+    release. azure-core is bounded only by context-python's `<2`: a release that moves or reshapes it breaks the
+    client path (ratings, proxied uploads: each fails as a transport error, counted and retried), not the lean
+    thread uploads, which never build one. `tests/e2e/test_lean_upload.py::test_the_private_azure_core_response_
+    keeps_its_shape` fails first, naming it.
     """
+    if _RestHttpClientTransportResponse is None:
+        raise ServiceRequestError(MOVED)
     return _RestHttpClientTransportResponse(request=request, internal_response=raw)
+
+
+MOVED = (
+    "azure-core no longer has azure.core.rest._http_response_impl.RestHttpClientTransportResponse, which "
+    "otel-context's client path (ratings, proxied uploads) needs: pin azure-core to an older release or upgrade"
+)
 
 
 class _ForkGuard:

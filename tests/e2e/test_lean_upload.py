@@ -7,7 +7,10 @@ once through `PreparedPost`.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -17,6 +20,10 @@ from otel_context.config import resolve_settings
 from otel_context.delivery.item import QueueItem
 from otel_context.delivery.outcome import Verdict
 from otel_context.delivery.sender import ContextSender
+
+from ..support.paths import REPO
+from ..support.threads import TOKEN as API_TOKEN
+from ..support.threads import dialogue, read_threads, turns
 
 TOKEN = "lean-secret-token"
 BODY = '{"conversation":{"id":"t-1","messages":[{"role":"user","text":"héllo"}]}}'.encode()
@@ -248,3 +255,32 @@ def test_the_private_azure_core_response_keeps_its_shape(server):
         "body": b'{"error":"slow down"}',
         "error": 429,
     }, changed
+
+
+WITHOUT_PRIVATE_RESPONSE = """
+import sys
+sys.modules["azure.core.rest._http_response_impl"] = None  # an azure-core release that moved the class
+from tests.apps.common import chain, setup
+provider, exporter = setup()
+chain("Paris").invoke({"question": "Capital of France?"})
+provider.shutdown()
+print(exporter.counters.get("threads_uploaded"))
+"""
+
+
+def test_without_the_private_azure_core_response_threads_are_still_delivered(local_api, client, tmp_path):
+    # Were the private class gone, importing the exporter must not fail (that would stop the SDK's whole
+    # set-up, every exporter with it): the lean thread uploads never build one and still deliver.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
+    env.update(OTEL_EXPORTER_CONTEXT_ENDPOINT=local_api.url, CONTEXT_API_TOKEN=API_TOKEN, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PRIVATE_RESPONSE],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"], result.stderr
+    assert [dialogue(thread) for thread in read_threads(client)] == [turns([["Capital of France?", "Paris"]])]
