@@ -69,13 +69,13 @@ class SpanClass(enum.Enum):
     TOOL = "tool"  # a tool run: a step, or a root of its own in a bare agent loop
     STEP = "step"  # tasks, agents, retrievers, nested chains
 
-    @property
-    def is_llm(self) -> bool:
-        return self in (SpanClass.LLM_STANDALONE, SpanClass.LLM_IN_CHAIN, SpanClass.LLM)
+    is_llm: bool  # a model call of any kind
+    is_chain: bool  # a chain, root or not
 
-    @property
-    def is_chain(self) -> bool:
-        return self in (SpanClass.CHAIN_ROOT, SpanClass.CHAIN)
+    def __init__(self, value: str) -> None:
+        # Plain attributes, not properties: assembly and conversion ask them several times per span.
+        self.is_llm = value in ("llm_standalone", "llm_in_chain", "llm")
+        self.is_chain = value in ("chain_root", "chain")
 
 
 @dataclass(slots=True)
