@@ -33,6 +33,11 @@ from .pipeline import Pipeline
 from .spans.sdk import records_from_sdk
 
 _logger = logging.getLogger(__name__)
+# Spans are converted in slices of this many: a whole batch (512 spans by default) converted at once keeps
+# thousands of objects alive together, which the cyclic GC promotes to its oldest generation and then scans
+# in full collections, on whichever thread allocates, the app's included (measured: twice the full
+# collections of the OTLP exporter, about 20 µs per call of the app's CPU; with slices of 64, as many as it).
+EXPORT_SLICE = 64
 
 
 class ContextSpanExporter(SpanExporter):
@@ -70,7 +75,12 @@ class ContextSpanExporter(SpanExporter):
         try:
             caller = sys._getframe(1)
             self._hook_processor(caller)
-            accepted = self.pipeline.accept(records_from_sdk(spans), wait_until=_flush_deadline(caller))
+            accepted = True
+            for start in range(0, len(spans), EXPORT_SLICE):
+                accepted = self.pipeline.accept(records_from_sdk(spans[start : start + EXPORT_SLICE])) and accepted
+            deadline = _flush_deadline(caller)
+            if deadline is not None:  # a flush: wait for what is queued, these spans' threads included
+                accepted = self.pipeline.accept((), wait_until=deadline) and accepted
         except Exception:  # the host app must never see our errors
             _logger.exception("otel-context failed to export a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE

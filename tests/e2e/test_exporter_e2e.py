@@ -168,7 +168,9 @@ def _rebuild(thread):
 
 
 def test_200_concurrent_chains_across_threads_and_asyncio_never_mix(make_app, client):
-    app = make_app(batch={"max_queue_size": 20_000, "max_export_batch_size": 64})
+    # One batch of every span (the flush exports them), converted in slices of 64 (exporter.EXPORT_SLICE):
+    # interleaved traces cross slices.
+    app = make_app(batch={"max_queue_size": 20_000, "max_export_batch_size": 512, "schedule_delay_millis": 60_000})
 
     def echo_chain():
         return (
@@ -201,6 +203,7 @@ def test_200_concurrent_chains_across_threads_and_asyncio_never_mix(make_app, cl
         assert (role_in, role_out) == ("user", "assistant")
         assert answer == f"answer {question}"
     assert sorted(int(texts(t)[0][2]) for t in stored) == list(range(200))
+    assert app.exporter.buffer.held_spans == 0
 
 
 def test_demo_app_produces_three_threads(app, client):

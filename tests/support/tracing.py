@@ -57,7 +57,7 @@ class App:
     def __init__(self, exporter: SpanExporter, tracing: Tracing, **batch: int) -> None:
         self.exporter = exporter
         self.tracing = tracing
-        self.processor = BatchSpanProcessor(exporter, schedule_delay_millis=50, **batch)
+        self.processor = BatchSpanProcessor(exporter, **{"schedule_delay_millis": 50, **batch})
         self.tracer = tracing.provider.get_tracer("test-app")
         tracing.router.target = self.processor
 
