@@ -36,7 +36,7 @@ from .item import ItemKind, QueueItem, encode_thread
 from .workers import DeliveryQueue
 
 _logger = logging.getLogger(__name__)
-HELPER_MODULE = "otel_context.delivery.helper_main"
+HELPER_MODULE = "otel_context.helper_process"  # an entry point: it wires the pipeline's sending
 KILL_GRACE_S = 1.0  # after a shutdown's deadline: how long the helper gets to report before it is killed
 HELLO_TIMEOUT_S = 30.0  # a helper that never says hello is killed and counts as a failed start
 FAILED_STARTS = 3  # helpers that die before their hello, in a row, before uploads fall back to this process

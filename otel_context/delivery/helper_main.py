@@ -1,4 +1,4 @@
-"""The delivery helper process: `python -m otel_context.delivery.helper_main`, started by `delivery.helper`.
+"""The delivery helper process's side of the pipe (its entry point is `otel_context.helper_process`).
 
 It runs today's `DeliveryQueue` (queue -> retry -> sender, spool if configured) on the items the app
 prepared, and says which ones are settled: delivered, refused for good, spooled, or given up and
@@ -20,13 +20,14 @@ from collections.abc import Callable
 
 from ..config import ExporterSettings
 from ..counters import COUNTERS, Counters
-from ..pipeline import Pipeline
 from .helper_wire import ACKS, DONE, HELLO, ITEMS, SETTINGS, STOP, FrameReader, json_frame, read_items, read_settings
 from .item import ItemKind, QueueItem
 from .outcome import SendOutcome
 from .workers import DeliveryQueue
 
 ACK_WINDOW_S = 0.005  # acks settled within this window go back in one frame (fewer wake-ups in the app)
+# (settings, counters) -> the queue, and how to stop it within a timeout (returning what was left)
+OpenDelivery = Callable[[ExporterSettings, Counters], tuple["AckingDeliveryQueue", Callable[[float], int]]]
 _GAUGES = {name for name, (_, is_gauge) in COUNTERS.items() if is_gauge}
 
 
@@ -40,30 +41,14 @@ class AckingDeliveryQueue(DeliveryQueue):
         self.on_settled(item)
 
 
-class HelperPipeline(Pipeline):
-    """The app's pipeline as far as sending goes: its `_send` reads a shared session book like the app's would."""
-
-    def _make_delivery(self) -> DeliveryQueue:
-        return AckingDeliveryQueue(self._send, self.settings, self.counters, abort=self._sender.abort)
-
-    def close(self, timeout_s: float) -> int:
-        """Deliver within `timeout_s` and stop; what was left (the app reports it)."""
-        try:
-            return self.delivery.shutdown(timeout_s)
-        finally:
-            self._sender.close()
-            if self.sessions is not None:
-                self.sessions.close()
-
-
 class Helper:
     """Intake from the app, acks back: which app ids each queue item carries, until it is settled."""
 
-    def __init__(self, settings: ExporterSettings, out_fd: int) -> None:
+    def __init__(self, settings: ExporterSettings, out_fd: int, open_delivery: OpenDelivery) -> None:
         self.out_fd = out_fd
+        self.settings = settings
         self.counters = Counters()
-        self.pipeline = HelperPipeline(settings, self.counters)
-        self.delivery: AckingDeliveryQueue = self.pipeline.delivery  # type: ignore[assignment]
+        self.delivery, self._close = open_delivery(settings, self.counters)
         self.spooled = self.delivery.spool is not None
         self._lock = threading.Condition()
         self._waiting: dict[str, list[tuple[int, bytes]]] = {}  # thread id -> (app id, body) not yet taken
@@ -160,7 +145,7 @@ class Helper:
 
     def stop(self, timeout_s: float) -> None:
         """Deliver within `timeout_s`, then report what was left: its count, its app ids, the last counters."""
-        left = self.pipeline.close(timeout_s)
+        left = self._close(timeout_s)
         with self._lock:
             self._closing = True
             self._lock.notify_all()
@@ -184,7 +169,8 @@ def _own_pipe_fds() -> tuple[int, int]:
     return in_fd, out_fd
 
 
-def main() -> int:
+def serve(open_delivery: OpenDelivery) -> int:
+    """The helper's main loop: settings, then items until a stop, or until stdin closes (the app died)."""
     in_fd, out_fd = _own_pipe_fds()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app; its shutdown stops us
     handler = logging.StreamHandler(sys.stderr)
@@ -198,18 +184,14 @@ def main() -> int:
         data = os.read(in_fd, 1 << 20)
         if not data:  # the app died or closed us without a stop
             if helper is not None:
-                helper.stop(helper.pipeline.settings.shutdown_timeout_s)
+                helper.stop(helper.settings.shutdown_timeout_s)
             return 0
         for kind, payload in reader.feed(data):
             if kind == SETTINGS and helper is None:
-                helper = Helper(read_settings(payload), out_fd)
+                helper = Helper(read_settings(payload), out_fd, open_delivery)
                 helper.send(json_frame(HELLO, {"pid": os.getpid()}))
             elif kind == ITEMS and helper is not None:
                 helper.intake(read_items(payload))
             elif kind == STOP and helper is not None:
                 helper.stop(max(0.0, float(json.loads(payload)["deadline"]) - time.monotonic()))  # one clock per host
                 return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
