@@ -18,11 +18,13 @@ from .report import CPU, Section, Target, num, table
 from .services import LocalApiProcess, OtlpSink
 from .stats import median, ratio
 
-SETUPS = ("noop", "otlp", "otel-context")
+SETUPS = ("noop", "otlp", "otel-context", "otel-context-process")
 WHAT = {
     "noop": "instrumentation + `BatchSpanProcessor(no-op exporter)`",
     "otlp": "+ the standard `OTLPSpanExporter` (HTTP protobuf, to a local sink)",
     "otel-context": "+ `ContextSpanExporter` (to the local Context API)",
+    "otel-context-process": '+ `ContextSpanExporter(delivery="process")`: uploads in a helper process '
+    "(app process only; the helper's CPU is shown apart)",
 }
 RATIO_GOAL = 1.0
 
@@ -36,13 +38,15 @@ class CpuRun:
     per_round: dict[str, list[float]] = field(default_factory=dict)
     delivered: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     by_thread: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # µs per call, to the last settle
+    helper: dict[str, list[float]] = field(default_factory=dict)  # the delivery helper process's CPU µs per call
 
     def added(self, setup: str, round_no: int) -> float:
         return self.per_round[setup][round_no] - self.per_round["noop"][round_no]
 
-    def ratios(self) -> list[float]:
+    def ratios(self, setup: str = "otel-context", with_helper: bool = False) -> list[float]:
         done = min(len(values) for values in self.per_round.values())
-        return [ratio(self.added("otel-context", r), self.added("otlp", r)) for r in range(done)]
+        helper = self.helper.get(setup, [0.0] * done) if with_helper else [0.0] * done
+        return [ratio(self.added(setup, r) + helper[r], self.added("otlp", r)) for r in range(done)]
 
 
 def run(
@@ -61,14 +65,20 @@ def run(
             report = run_worker(setup, api.url, sink.url, n, warmup, [0.0])
             us = report["process_cpu_to_shutdown_s"] * 1e6 / n
             result.per_round.setdefault(setup, []).append(us)
+            result.helper.setdefault(setup, []).append(report.get("helper_cpu_to_shutdown_s", 0.0) * 1e6 / n)
             result.delivered.setdefault(setup, []).append(report["delivered"])
             groups: dict[str, float] = {}
             for name, seconds in report["phases"][-1].get("cpu_s", {}).items():
                 group = THREAD_GROUPS.get(name, "other")
                 groups[group] = groups.get(group, 0.0) + seconds * 1e6 / n
             result.by_thread.setdefault(setup, []).append(groups)
-            log(f"  round {round_no + 1}/{rounds} {setup:<13} {us:,.0f} µs CPU per call")
-        log(f"  round {round_no + 1}/{rounds} ratio to OTLP {result.ratios()[-1]:.2f}")
+            helper_us = result.helper[setup][-1]
+            log(f"  round {round_no + 1}/{rounds} {setup:<20} {us:,.0f} µs CPU per call (+ helper {helper_us:,.0f})")
+        log(
+            f"  round {round_no + 1}/{rounds} ratio to OTLP {result.ratios()[-1]:.2f}; process delivery: "
+            f"app {result.ratios('otel-context-process')[-1]:.2f}, "
+            f"app + helper {result.ratios('otel-context-process', with_helper=True)[-1]:.2f}"
+        )
     return result
 
 
@@ -84,6 +94,7 @@ def section(run: CpuRun) -> Section:
                 num(median(values), 0),
                 ", ".join(num(v, 0) for v in values),
                 "—" if setup == "noop" else num(median(added), 0),
+                num(median(run.helper.get(setup, [0.0])), 0) if setup == "otel-context-process" else "—",
             )
         )
     thread_rows = []
@@ -100,15 +111,20 @@ def section(run: CpuRun) -> Section:
             f"{run.rounds} round(s), each set-up in its own process; user + system CPU of the whole process "
             "from after the warm-up to after `provider.shutdown()` (`resource.getrusage`), divided by the calls.",
             table(
-                ("set-up", "what", "CPU µs per call (median)", "per round", "added µs vs `noop`"),
+                ("set-up", "what", "CPU µs per call (median)", "per round", "added µs vs `noop`", "helper µs"),
                 rows,
-                "llrrr",
+                "llrrrr",
             ),
             "By thread (per-thread CPU from `/proc`, median of rounds, up to the last settle, before shutdown):",
             table(("set-up", *GROUP_ORDER), thread_rows),
             f"otel-context's added CPU over the OTLP exporter's, per round: "
             f"{', '.join(num(r, 2) for r in ratios)} (median **{num(middle, 2)}**, goal ≤ {RATIO_GOAL:g}). "
             f"Threads stored by the local API in the otel-context runs: {stored:,}.",
+            'With `delivery="process"`, per round, app process only: '
+            f"{', '.join(num(r, 2) for r in run.ratios('otel-context-process'))} "
+            f"(median **{num(median(run.ratios('otel-context-process')), 2)}**); app + helper: "
+            f"{', '.join(num(r, 2) for r in run.ratios('otel-context-process', with_helper=True))} "
+            f"(median **{num(median(run.ratios('otel-context-process', with_helper=True)), 2)}**).",
         ]
     )
     target = Target(

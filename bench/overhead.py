@@ -33,8 +33,9 @@ THREAD_GROUPS = {
     "app thread": "app thread",
     "OtelBatchSpanRecordProcessor": "span processor",
     "otel-context-delivery": "upload workers",
+    "otel-context-helper": "upload workers",  # delivery=process: the thread that feeds the helper and reads its acks
 }
-GROUP_ORDER = (*THREAD_GROUPS.values(), "other")
+GROUP_ORDER = (*dict.fromkeys(THREAD_GROUPS.values()), "other")
 CHART_PAIRS = (*BASELINE.items(), ("otel-context", "noop"))
 SHARE_GOAL = 0.02
 RATIO_GOAL = 100.0

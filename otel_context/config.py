@@ -37,6 +37,7 @@ from .environment_variables import (
     OTEL_CONTEXT_SERVE_TOKEN_FILE,
     OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX,
     OTEL_EXPORTER_CONTEXT_CONCURRENCY,
+    OTEL_EXPORTER_CONTEXT_DELIVERY,
     OTEL_EXPORTER_CONTEXT_ENDPOINT,
     OTEL_EXPORTER_CONTEXT_EVAL_RATINGS,
     OTEL_EXPORTER_CONTEXT_EXCLUDE_WORKFLOWS,
@@ -138,6 +139,17 @@ def ratio(raw: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise ValueError("a number between 0 and 1")
+    return value
+
+
+DELIVERY_MODES = ("thread", "process")
+
+
+def delivery_mode(raw: str) -> str:
+    """`thread` (uploads on workers in the app's process) or `process` (a delivery helper process)."""
+    value = raw.lower()
+    if value not in DELIVERY_MODES:
+        raise ValueError(" or ".join(DELIVERY_MODES))
     return value
 
 
@@ -274,6 +286,7 @@ class ExporterSettings:
     eval_ratings: tuple[Any, ...] = ()  # evaluations.RatingRule
     pseudonymize: tuple[str, ...] = ()  # metadata keys and built-in patterns replaced by keyed pseudonyms
     pseudonym_key: str | None = field(default=None, repr=False)
+    delivery: str = "thread"  # or "process": uploads in a helper process (delivery/helper.py)
 
     @property
     def plain_http(self) -> bool:
@@ -334,6 +347,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "eval_ratings": read_env(OTEL_EXPORTER_CONTEXT_EVAL_RATINGS, rating_rules, ()),
         "pseudonymize": read_env(OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE, comma_list, ()),
         "pseudonym_key": env(OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY),
+        "delivery": read_env(OTEL_EXPORTER_CONTEXT_DELIVERY, delivery_mode, "thread"),
     }
     if resolved["pseudonymize"] and not resolved["pseudonym_key"] and not given.get("pseudonym_key"):
         _logger.warning(
@@ -393,6 +407,8 @@ def validate(settings: ExporterSettings) -> None:
             f"{OTEL_EXPORTER_CONTEXT_REDACT} names unknown pattern(s) {', '.join(unknown)}; "
             f"choose from {', '.join(PATTERNS)} or all"
         )
+    if settings.delivery not in DELIVERY_MODES:
+        raise ConfigError(f"delivery must be {' or '.join(DELIVERY_MODES)}, got {settings.delivery!r}")
     for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")

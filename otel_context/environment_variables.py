@@ -67,6 +67,9 @@ OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL = "OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_
 OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT = "OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT"
 """Longest time (ms) `shutdown()` spends delivering what is queued. Default: 5000."""
 
+OTEL_EXPORTER_CONTEXT_DELIVERY = "OTEL_EXPORTER_CONTEXT_DELIVERY"
+"""Where uploads run: `thread` (workers in the app's process) or `process` (a helper process). Default: thread."""
+
 OTEL_EXPORTER_CONTEXT_ROOT_WAIT = "OTEL_EXPORTER_CONTEXT_ROOT_WAIT"
 """How long (ms) a span that may or may not be a root waits for its parent. Default: 10000."""
 

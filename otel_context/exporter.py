@@ -29,6 +29,7 @@ from .assembly.trace_buffer import TraceBuffer
 from .config import ConfigError, ExporterSettings, resolve_settings
 from .counters import Counters
 from .delivery import DeliveryQueue
+from .delivery.helper import HelperDelivery
 from .pipeline import Pipeline
 from .spans.sdk import records_from_sdk
 
@@ -66,7 +67,7 @@ class ContextSpanExporter(SpanExporter):
         return self.pipeline.buffer
 
     @property
-    def delivery(self) -> DeliveryQueue:
+    def delivery(self) -> DeliveryQueue | HelperDelivery:
         return self.pipeline.delivery
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:

@@ -22,6 +22,7 @@ from .conversion.cost import Pricing
 from .conversion.threads import ConversionOptions
 from .counters import Counters
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
+from .delivery.helper import HelperDelivery
 from .delivery.item import ItemKind, encode_thread
 from .delivery.outcome import Verdict
 from .model import ConversationThread, SpanRecord
@@ -61,12 +62,19 @@ class Pipeline:
         self.buffer = self._make_buffer()
         self._sender = ContextSender(settings)
         self.sessions = _session_store(settings, session_db, strict=push_back) if settings.sessions else None
-        self.delivery = DeliveryQueue(self._send, settings, self.counters, abort=self._sender.abort)
+        self.delivery = self._make_delivery()
         key = settings.pseudonym_key.encode("utf-8") if settings.pseudonym_key else None
         self.redactor = Redactor(list(settings.redact), settings.redact_hook, Pseudonyms(settings.pseudonymize, key))
         self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
         self._reset_state()
         _renew_after_fork(self)
+
+    def _make_delivery(self) -> DeliveryQueue | HelperDelivery:
+        """Uploads on workers of this process, or (`delivery="process"`, not the sidecar) in a helper process."""
+        queue = lambda: DeliveryQueue(self._send, self.settings, self.counters, abort=self._sender.abort)  # noqa: E731
+        if self.settings.delivery == "process" and not self.push_back:
+            return HelperDelivery(self.settings, self.counters, fallback=queue)
+        return queue()
 
     def _make_buffer(self) -> TraceBuffer:
         settings = self.settings

@@ -31,6 +31,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "pipeline": FOUNDATION
     | {"spans", "conventions", "assembly", "conversion", "preparation", "delivery", "config", "counters"},
     "exporter": FOUNDATION | {"spans", "assembly", "delivery", "pipeline", "config", "counters"},
+    "helper_process": FOUNDATION | {"delivery", "pipeline", "config", "counters"},
     "autoconfig": {"startup", "environment_variables"},
     "receiver": FOUNDATION | {"spans", "pipeline", "config", "counters", "serving", "shared_sqlite"},
     "local_api": FOUNDATION | {"config", "serving", "extras"},
@@ -90,6 +91,6 @@ def test_each_part_imports_only_what_comes_before_it(part):
 
 
 def test_the_stages_do_not_import_the_entry_points():
-    entry_points = {"exporter", "receiver", "cli", "demo", "local_api", "autoconfig", "pipeline"}
+    entry_points = {"exporter", "receiver", "cli", "demo", "local_api", "autoconfig", "pipeline", "helper_process"}
     stages = ("spans", "conventions", "assembly", "conversion", "preparation", "delivery")
     assert {stage: IMPORTS.get(stage, set()) & entry_points for stage in stages} == {stage: set() for stage in stages}

@@ -1,0 +1,197 @@
+"""The delivery helper process's side of the pipe (its entry point is `otel_context.helper_process`).
+
+It runs today's `DeliveryQueue` (queue -> retry -> sender, spool if configured) on the items the app
+prepared, and says which ones are settled: delivered, refused for good, spooled, or given up and
+counted. Settings come as the first frame on stdin (the token never shows in argv); frames leave on
+the original stdout, which nothing else may write to, so fd 1 is pointed at stderr. When stdin closes
+without a stop (the app died), it delivers or spools what it holds within the shutdown timeout, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from ..config import ExporterSettings
+from ..counters import COUNTERS, Counters
+from .helper_wire import ACKS, DONE, HELLO, ITEMS, SETTINGS, STOP, FrameReader, json_frame, read_items, read_settings
+from .item import ItemKind, QueueItem
+from .outcome import SendOutcome
+from .workers import DeliveryQueue
+
+ACK_WINDOW_S = 0.005  # acks settled within this window go back in one frame (fewer wake-ups in the app)
+# (settings, counters) -> the queue, and how to stop it within a timeout (returning what was left)
+OpenDelivery = Callable[[ExporterSettings, Counters], tuple["AckingDeliveryQueue", Callable[[float], int]]]
+_GAUGES = {name for name, (_, is_gauge) in COUNTERS.items() if is_gauge}
+
+
+class AckingDeliveryQueue(DeliveryQueue):
+    """`DeliveryQueue` that tells `on_settled` which item objects are settled (after they are counted)."""
+
+    on_settled = staticmethod(lambda item: None)
+
+    def _settle(self, item: QueueItem, outcome: SendOutcome) -> None:
+        super()._settle(item, outcome)
+        self.on_settled(item)
+
+
+class Helper:
+    """Intake from the app, acks back: which app ids each queue item carries, until it is settled."""
+
+    def __init__(self, settings: ExporterSettings, out_fd: int, open_delivery: OpenDelivery) -> None:
+        self.out_fd = out_fd
+        self.settings = settings
+        self.counters = Counters()
+        self.delivery, self._close = open_delivery(settings, self.counters)
+        self.spooled = self.delivery.spool is not None
+        self._lock = threading.Condition()
+        self._waiting: dict[str, list[tuple[int, bytes]]] = {}  # thread id -> (app id, body) not yet taken
+        self._carried: dict[int, tuple[QueueItem, list[int]]] = {}  # id(item) -> (item, the app ids it settles)
+        self._acks: list[int] = []
+        self._sent: dict[str, int] = {}
+        self._closing = False
+        self._write_lock = threading.Lock()
+        self.delivery.retry.send = self._attributing(self.delivery.retry.send)  # type: ignore[method-assign]
+        self.delivery.on_settled = self._settled  # type: ignore[method-assign]
+        self._writer = threading.Thread(target=self._write_acks, name="otel-context-helper-acks", daemon=True)
+        self._writer.start()
+
+    def intake(self, batch: list[tuple[int, QueueItem]]) -> None:
+        """Queue a batch; spooled items (on disk before this returns) and drops are settled at once."""
+        if self.spooled:
+            self.delivery._offer([item for _, item in batch], admitted=True)
+            self._ack([app_id for app_id, _ in batch])
+            return
+        with self._lock:
+            for app_id, item in batch:
+                if item.kind is ItemKind.THREAD:
+                    self._waiting.setdefault(item.thread_id, []).append((app_id, item.body))
+                else:
+                    self._carried[id(item)] = (item, [app_id])
+        accepted = self.delivery._offer([item for _, item in batch], admitted=True)
+        if not accepted:  # stopping: dropped and counted
+            self._ack([app_id for app_id, _ in batch])
+
+    def _attributing(self, send: Callable[[QueueItem], SendOutcome]) -> Callable[[QueueItem], SendOutcome]:
+        """Wrap the sender: the first try of an item fixes which app ids it carries (body identity)."""
+
+        def send_item(item: QueueItem) -> SendOutcome:
+            with self._lock:
+                if id(item) not in self._carried:
+                    self._carried[id(item)] = (item, self._take_waiting(item))
+            return send(item)
+
+        return send_item
+
+    def _take_waiting(self, item: QueueItem) -> list[int]:
+        """The app ids of `item`'s thread up to the version it carries (newer ones wait for the next upload)."""
+        queued = self._waiting.get(item.thread_id, [])
+        for index, (_, body) in enumerate(queued):
+            if body is item.body:
+                carried = [app_id for app_id, _ in queued[: index + 1]]
+                del queued[: index + 1]
+                if not queued:
+                    self._waiting.pop(item.thread_id, None)
+                return carried
+        return []  # read back from the spool: acknowledged when it was spooled
+
+    def _settled(self, item: QueueItem) -> None:
+        with self._lock:
+            carried = self._carried.pop(id(item), None)
+        if carried is not None:
+            self._ack(carried[1])
+
+    def _ack(self, app_ids: list[int]) -> None:
+        if app_ids:
+            with self._lock:
+                self._acks += app_ids
+                self._lock.notify()
+
+    def _counter_growth(self) -> dict[str, int]:
+        now = self.counters.snapshot()
+        growth = {k: v - self._sent.get(k, 0) for k, v in now.items() if k not in _GAUGES and v != self._sent.get(k, 0)}
+        self._sent = {k: v for k, v in now.items() if k not in _GAUGES}
+        return growth
+
+    def _write_acks(self) -> None:
+        while True:
+            with self._lock:
+                while not self._acks and not self._closing:
+                    self._lock.wait()
+                if self._closing:
+                    return
+            time.sleep(ACK_WINDOW_S)
+            with self._lock:
+                if self._closing:
+                    return  # the DONE frame carries them
+                acks, self._acks = self._acks, []
+                message = json_frame(ACKS, {"acks": acks, "counters": self._counter_growth()})
+            self.send(message)
+
+    def send(self, data: bytes) -> None:
+        with self._write_lock:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.out_fd, view) :]
+            except OSError:
+                pass  # the app is gone: what we hold is still delivered (or spooled) before we exit
+
+    def stop(self, timeout_s: float) -> None:
+        """Deliver within `timeout_s`, then report what was left: its count, its app ids, the last counters."""
+        left = self._close(timeout_s)
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        self._writer.join(timeout=1.0)
+        with self._lock:
+            unsettled = [app_id for entries in self._waiting.values() for app_id, _ in entries]
+            unsettled += [app_id for _, ids in self._carried.values() for app_id in ids]
+            done = {"left": left, "acks": self._acks, "unsettled": unsettled, "counters": self._counter_growth()}
+            self._acks = []
+        self.send(json_frame(DONE, done))
+
+
+def _own_pipe_fds() -> tuple[int, int]:
+    """The pipes on private fds; fd 0 reads nothing, fd 1 goes to stderr: a stray print cannot corrupt a frame."""
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return in_fd, out_fd
+
+
+def serve(open_delivery: OpenDelivery) -> int:
+    """The helper's main loop: settings, then items until a stop, or until stdin closes (the app died)."""
+    in_fd, out_fd = _own_pipe_fds()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app; its shutdown stops us
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("otel_context")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    reader = FrameReader()
+    helper: Helper | None = None
+    while True:
+        data = os.read(in_fd, 1 << 20)
+        if not data:  # the app died or closed us without a stop
+            if helper is not None:
+                helper.stop(helper.settings.shutdown_timeout_s)
+            return 0
+        for kind, payload in reader.feed(data):
+            if kind == SETTINGS and helper is None:
+                helper = Helper(read_settings(payload), out_fd, open_delivery)
+                helper.send(json_frame(HELLO, {"pid": os.getpid()}))
+            elif kind == ITEMS and helper is not None:
+                helper.intake(read_items(payload))
+            elif kind == STOP and helper is not None:
+                helper.stop(max(0.0, float(json.loads(payload)["deadline"]) - time.monotonic()))  # one clock per host
+                return 0
