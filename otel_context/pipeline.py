@@ -23,7 +23,7 @@ from .conversion.threads import ConversionOptions
 from .counters import Counters
 from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
 from .delivery.helper import HelperDelivery
-from .delivery.item import ItemKind, encode_thread
+from .delivery.item import NOT_IN_BOOK, ItemKind, encode_thread
 from .delivery.outcome import Verdict
 from .model import ConversationThread, SpanRecord
 from .preparation.redaction import Pseudonyms, Redactor
@@ -190,9 +190,11 @@ class Pipeline:
             )
         return left
 
-    def _prepare(self, threads: list[ConversationThread]) -> list[ConversationThread]:
-        """Filter, sample, redact, and fold session turns into their session's thread."""
+    def _prepare(self, threads: list[ConversationThread]) -> tuple[list[ConversationThread], list[int | None]]:
+        """Filter, sample, redact, and fold session turns into their session's thread; with each thread,
+        the version of the session book it was built from (see `QueueItem.book_version`)."""
         out: list[ConversationThread] = []
+        versions: list[int | None] = []
         for thread in threads:
             skipped = self.selection.verdict(thread, thread.name)
             if skipped is not None:
@@ -202,13 +204,15 @@ class Pipeline:
                 thread = self.redactor.thread(thread)
             turn_trace = thread.trace_id
             session = session_of(thread) if self.sessions is not None else None
+            version: int | None = NOT_IN_BOOK
             if session is not None:
                 assert self.sessions is not None
-                thread = self.sessions.fold(session, Turn.of(thread))
+                thread, version = self.sessions.fold_versioned(session, Turn.of(thread))
             self._remember(thread.id, thread)
             self._remember(turn_trace, thread)
             out.append(thread)
-        return out
+            versions.append(version)
+        return out, versions
 
     def _remember(self, key: str, thread: ConversationThread) -> None:
         """Where the last answer of a recent thread is, for feedback that arrives later."""
@@ -246,8 +250,8 @@ class Pipeline:
             self._warn_missing_token()
             self.counters.add("threads_dropped", len(threads))
             return False
-        prepared = self._prepare(threads)
-        return self.delivery.submit(prepared, admitted=self.push_back) == len(prepared)
+        prepared, versions = self._prepare(threads)
+        return self.delivery.submit(prepared, admitted=self.push_back, book_versions=versions) == len(prepared)
 
     def _send(self, item: QueueItem) -> SendOutcome:
         """One upload; a session thread of a shared book goes out as the book holds it now.
@@ -255,21 +259,25 @@ class Pipeline:
         Another process (or replica) may add a turn while this upload is on the wire and finish its
         own upload first; sending again when the version moved makes the last write to arrive the
         newest. A book that cannot be read (Redis down) makes the upload wait and retry: a body
-        built earlier may be older than one already sent by another replica.
+        built earlier may be older than one already sent by another replica. A body built from the
+        version the book still has is sent as it is (asking the version is cheaper than the thread).
         """
         store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None or item.kind is not ItemKind.THREAD:
+        if store is None or item.kind is not ItemKind.THREAD or item.book_version == NOT_IN_BOOK:
             return self._sender.send(item)
         outcome = SendOutcome(Verdict.RETRY, reason="session thread changed on every try")
         for _ in range(_MAX_RESENDS):
             try:
-                current = store.current(item.thread_id)
+                version = store.version(item.thread_id) if item.book_version is not None else None
+                if version is None or version != item.book_version:
+                    current = store.current(item.thread_id)
+                    if current is None:
+                        return self._sender.send(item)
+                    version, thread = current
+                    item.body = encode_thread(thread)  # its turns were redacted before entering the book
+                    item.book_version = version
             except SessionStoreUnavailable as error:
                 return SendOutcome(Verdict.RETRY, reason=str(error))
-            if current is None:
-                return self._sender.send(item)
-            version, thread = current
-            item.body = encode_thread(thread)  # its turns were redacted before entering the book
             outcome = self._sender.send(item)
             if outcome.verdict is not Verdict.DELIVERED:
                 return outcome

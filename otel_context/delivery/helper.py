@@ -96,10 +96,17 @@ class HelperDelivery:
         self._reset_state()
 
     # -- producer side ----------------------------------------------------------------------------
-    def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:
+    def submit(
+        self,
+        threads: Iterable[ConversationThread],
+        *,
+        admitted: bool = False,
+        book_versions: Iterable[int | None] | None = None,
+    ) -> int:
+        """As `DeliveryQueue.submit`; the book versions stay on this side (the helper asks the book itself)."""
         fallback = self.fallback
         if fallback is not None:
-            return fallback.submit(threads, admitted=admitted)
+            return fallback.submit(threads, admitted=admitted, book_versions=book_versions)
         return self._offer([QueueItem(t.id, encode_thread(t)) for t in threads], admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:

@@ -23,6 +23,12 @@ class QueueItem:
     kind: ItemKind = ItemKind.THREAD
     seq: int | None = None  # row in the spool, when there is one
     abandoned: bool = False  # a shutdown gave up on it while in flight and counted it
+    # The version of the shared session book this body was built from: while the book still says so, the
+    # body is its thread as it stands. NOT_IN_BOOK: no session thread; None: unknown (ask the book).
+    book_version: int | None = None
+
+
+NOT_IN_BOOK = 0  # a `book_version` no session part has (versions count from 1)
 
 
 def encode_thread(thread: ConversationThread) -> bytes:

@@ -92,7 +92,7 @@ class SendingQueue:
         if queued is None or item.kind is not ItemKind.THREAD:
             return False
         old_seq = queued.seq
-        queued.body, queued.seq = item.body, item.seq
+        queued.body, queued.seq, queued.book_version = item.body, item.seq, item.book_version
         if item.seq is not None:
             self._loaded.add(item.seq)
         if old_seq is not None and self.spool is not None:

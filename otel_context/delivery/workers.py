@@ -79,13 +79,26 @@ class DeliveryQueue:
             self._start()
 
     # -- producer side ----------------------------------------------------------------------------
-    def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:
+    def submit(
+        self,
+        threads: Iterable[ConversationThread],
+        *,
+        admitted: bool = False,
+        book_versions: Iterable[int | None] | None = None,
+    ) -> int:
         """Queue threads for upload; returns how many were accepted (the rest are counted as dropped).
 
         `admitted=True` is for callers that push back before accepting work (the sidecar answers 503
         when `backlog_full()`): their threads may pass the bound by one request's worth, never dropped.
+        `book_versions`, one per thread: see `QueueItem.book_version`.
         """
-        items = [QueueItem(t.id, encode_thread(t)) for t in threads]
+        if book_versions is None:
+            items = [QueueItem(t.id, encode_thread(t)) for t in threads]
+        else:
+            items = [
+                QueueItem(t.id, encode_thread(t), book_version=version)
+                for t, version in zip(threads, book_versions, strict=True)
+            ]
         return self._offer(items, admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:

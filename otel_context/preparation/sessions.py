@@ -22,6 +22,7 @@ Which process may write a session's thread:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -54,10 +55,12 @@ def session_of(thread: ConversationThread) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def session_thread_id(session: str, part: int = 1, scope: str = "") -> str:
     """The Context thread id of a session (with a shared book, apps can compute it to send feedback later).
 
-    `scope` is empty for a book shared by every process, else the owning process's token.
+    `scope` is empty for a book shared by every process, else the owning process's token. Cached: each
+    turn asks for it twice (the book's row, the merged thread), and a session's turns come close together.
     """
     suffix = "" if part == 1 else f"#{part}"
     if scope:
@@ -92,6 +95,10 @@ class SessionStore(Protocol):
 
     def fold(self, session: str, turn: Turn) -> ConversationThread:
         """Record a turn and return its session's thread as it now stands."""
+
+    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
+        """`fold`, and the version of the part the thread was built from (a shared book; else None):
+        while `version` still says so, the thread is what `current` would build."""
 
     def latest(self, session: str) -> ConversationThread | None:
         """The session's latest thread, None if unknown."""
@@ -144,8 +151,11 @@ class _Book:
 
     def fold(self, session: str, turn: Turn) -> ConversationThread:
         """Record a turn and return its session's thread as it now stands."""
+        return self.fold_versioned(session, turn)[0]
+
+    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
         part, turns = self.add(session, turn)
-        return merge(session, part, turns, self.scope)
+        return merge(session, part, turns, self.scope), None
 
     def latest(self, session: str) -> ConversationThread | None:
         """The session's latest thread (for feedback naming a session), None if unknown."""
@@ -243,37 +253,48 @@ class SqliteSessions(_Book):
         self._open()
 
     def add(self, session: str, turn: Turn) -> tuple[int, list[Turn]]:
+        part, _version, turns = self._add(session, turn)
+        return part, turns
+
+    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
+        part, version, turns = self._add(session, turn)
+        return merge(session, part, turns), version
+
+    def _add(self, session: str, turn: Turn) -> tuple[int, int, list[Turn]]:
+        """One transaction: the turn stored, the part's version raised; the part, its version and its turns
+        as of that version (read in the same transaction, so the three agree)."""
         now = time.time()
         payload = json.dumps({"messages": turn.messages, "metadata": turn.metadata})
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
             try:
                 if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
-                    self._db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
+                    db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
                     self._expired_at = now
-                row = self._db.execute(
-                    "SELECT part FROM turns WHERE session = ? AND turn_id = ?", (session, turn.turn_id)
-                ).fetchone()
-                part = row[0] if row else self._latest_part(session)
-                if row is None:
-                    held = self._count(session, part)
-                    forgotten = held == 0 and self._known(session, part)  # idle past the TTL: never overwrite it
+                known, latest = db.execute(_PLACE, (session, turn.turn_id)).fetchone()
+                part = known or latest or 1
+                if known is None:
+                    held, written = db.execute(_FILLED, (session, part)).fetchone()
+                    forgotten = held == 0 and written  # idle past the TTL: never overwrite it
                     if held >= self.max_turns or forgotten:
                         part += 1
-                self._db.execute(
+                db.execute(
                     "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?)",
                     (session, part, turn.turn_id, turn.start_ns, payload, now),
                 )
-                self._db.execute("UPDATE turns SET touched = ? WHERE session = ?", (now, session))
-                self._db.execute(
-                    "INSERT INTO parts VALUES (?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET version = version + 1",
+                db.execute("UPDATE turns SET touched = ? WHERE session = ?", (now, session))
+                ((version,),) = db.execute(
+                    "INSERT INTO parts VALUES (?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET version = version + 1"
+                    " RETURNING version",
                     (session_thread_id(session, part), session, part),
-                )
-                self._db.execute("COMMIT")
+                ).fetchall()
+                turns = self._turns(session, part)
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            return part, self._turns(session, part)
+        return part, version, turns
 
     def turns(self, session: str) -> tuple[int, list[Turn]]:
         with self._lock:
@@ -299,22 +320,13 @@ class SqliteSessions(_Book):
         return (version, merge(session, part, turns)) if turns else None
 
     def _latest_part(self, session: str) -> int:
+        """The highest part of a session, in the book's rows or among its written threads (1 if none)."""
         row = self._db.execute(
             "SELECT MAX(p) FROM (SELECT MAX(part) AS p FROM parts WHERE session = ?"
             " UNION ALL SELECT MAX(part) FROM turns WHERE session = ?)",
             (session, session),
         ).fetchone()
         return row[0] or 1
-
-    def _known(self, session: str, part: int) -> bool:
-        """Whether this part was ever written (its thread exists in Context)."""
-        row = self._db.execute("SELECT 1 FROM parts WHERE session = ? AND part = ?", (session, part)).fetchone()
-        return row is not None
-
-    def _count(self, session: str, part: int) -> int:
-        return self._db.execute(
-            "SELECT COUNT(*) FROM turns WHERE session = ? AND part = ?", (session, part)
-        ).fetchone()[0]
 
     def _turns(self, session: str, part: int) -> list[Turn]:
         rows = self._db.execute(
@@ -330,6 +342,19 @@ class SqliteSessions(_Book):
         with self._lock:
             self._db.close()
 
+
+# A turn's place: the part of a turn already in the book (None if new), and the session's latest part
+# among its rows and its written threads.
+_PLACE = (
+    "SELECT (SELECT part FROM turns WHERE session = ?1 AND turn_id = ?2),"
+    " (SELECT MAX(p) FROM (SELECT MAX(part) AS p FROM parts WHERE session = ?1"
+    " UNION ALL SELECT MAX(part) FROM turns WHERE session = ?1))"
+)
+# A part's turns held now, and whether its thread was ever written (it exists in Context).
+_FILLED = (
+    "SELECT (SELECT COUNT(*) FROM turns WHERE session = ?1 AND part = ?2),"
+    " EXISTS (SELECT 1 FROM parts WHERE session = ?1 AND part = ?2)"
+)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _KEEP_FACTOR = 10  # a session's part counter outlives its turns: a session resumed after the TTL gets a new part
@@ -490,14 +515,15 @@ class RedisSessions(_Book):
         part, turns, _ = self._add_shared(session, turn)
         return part, turns
 
-    def _add_shared(self, session: str, turn: Turn) -> tuple[int, list[Turn], bool]:
+    def _add_shared(self, session: str, turn: Turn) -> tuple[int, list[Turn], int | None]:
+        """The part and its turns, and the part's version: None when the turn went to the fallback book."""
         if self._available():
             tag = self._tag(session)
             base = self._base(tag)
             payload = json.dumps([turn.turn_id, turn.start_ns, turn.messages, turn.metadata])
             keep_ms = int(self.ttl_s * 1000 * _KEEP_FACTOR)
             try:
-                part, _, payloads = self._add(
+                part, version, payloads = self._add(
                     keys=[base + "session"],
                     args=[
                         session,
@@ -517,19 +543,19 @@ class RedisSessions(_Book):
                 self._failed(error)
             else:
                 self._answered()
-                return part, _decode(payloads), True
+                return part, _decode(payloads), int(version)
         part, turns = self._fallback.add(session, turn)
-        return part, turns, False
+        return part, turns, None
 
-    def fold(self, session: str, turn: Turn) -> ConversationThread:
-        part, turns, shared = self._add_shared(session, turn)
-        if shared:
-            return merge(session, part, turns)
+    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
+        part, turns, version = self._add_shared(session, turn)
+        if version is not None:
+            return merge(session, part, turns), version
         thread = merge(session, part, turns, self._fallback.scope)
         self._local_ids[thread.id] = None
         while len(self._local_ids) > 10_000:
             self._local_ids.popitem(last=False)
-        return thread
+        return thread, None
 
     def turns(self, session: str) -> tuple[int, list[Turn]]:
         if self._available():
