@@ -191,10 +191,9 @@ class Pipeline:
         return left
 
     def _prepare(self, threads: list[ConversationThread]) -> tuple[list[ConversationThread], list[int | None]]:
-        """Filter, sample, redact, and fold session turns into their session's thread; with each thread,
-        the version of the session book it was built from (see `QueueItem.book_version`)."""
-        out: list[ConversationThread] = []
-        versions: list[int | None] = []
+        """Filter, sample, redact, and fold session turns into their session's thread (all in one go); with
+        each thread, the version of the session book it was built from (see `QueueItem.book_version`)."""
+        kept: list[tuple[ConversationThread, str, str | None]] = []  # thread, its turn's trace, its session
         for thread in threads:
             skipped = self.selection.verdict(thread, thread.name)
             if skipped is not None:
@@ -202,12 +201,16 @@ class Pipeline:
                 continue
             if self.redactor:
                 thread = self.redactor.thread(thread)
-            turn_trace = thread.trace_id
             session = session_of(thread) if self.sessions is not None else None
+            kept.append((thread, thread.trace_id, session))
+        turns = [(session, Turn.of(thread)) for thread, _, session in kept if session is not None]
+        folded = iter(self.sessions.fold_all(turns) if turns and self.sessions is not None else ())
+        out: list[ConversationThread] = []
+        versions: list[int | None] = []
+        for thread, turn_trace, session in kept:
             version: int | None = NOT_IN_BOOK
             if session is not None:
-                assert self.sessions is not None
-                thread, version = self.sessions.fold_versioned(session, Turn.of(thread))
+                thread, version = next(folded)
             self._remember(thread.id, thread)
             self._remember(turn_trace, thread)
             out.append(thread)

@@ -96,9 +96,9 @@ class SessionStore(Protocol):
     def fold(self, session: str, turn: Turn) -> ConversationThread:
         """Record a turn and return its session's thread as it now stands."""
 
-    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
-        """`fold`, and the version of the part the thread was built from (a shared book; else None):
-        while `version` still says so, the thread is what `current` would build."""
+    def fold_all(self, turns: list[tuple[str, Turn]]) -> list[tuple[ConversationThread, int | None]]:
+        """`fold` each (session, turn) in order; with each thread, the version of the part it was built
+        from (a shared book; else None): while `version` still says so, the thread is what `current` builds."""
 
     def latest(self, session: str) -> ConversationThread | None:
         """The session's latest thread, None if unknown."""
@@ -151,11 +151,14 @@ class _Book:
 
     def fold(self, session: str, turn: Turn) -> ConversationThread:
         """Record a turn and return its session's thread as it now stands."""
-        return self.fold_versioned(session, turn)[0]
+        return self.fold_all([(session, turn)])[0][0]
 
-    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
-        part, turns = self.add(session, turn)
-        return merge(session, part, turns, self.scope), None
+    def fold_all(self, turns: list[tuple[str, Turn]]) -> list[tuple[ConversationThread, int | None]]:
+        out: list[tuple[ConversationThread, int | None]] = []
+        for session, turn in turns:
+            part, held = self.add(session, turn)
+            out.append((merge(session, part, held, self.scope), None))
+        return out
 
     def latest(self, session: str) -> ConversationThread | None:
         """The session's latest thread (for feedback naming a session), None if unknown."""
@@ -253,48 +256,73 @@ class SqliteSessions(_Book):
         self._open()
 
     def add(self, session: str, turn: Turn) -> tuple[int, list[Turn]]:
-        part, _version, turns = self._add(session, turn)
+        ((part, _version, turns),) = self._add_all([(session, turn)])
         return part, turns
 
-    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
-        part, version, turns = self._add(session, turn)
-        return merge(session, part, turns), version
+    def fold_all(self, turns: list[tuple[str, Turn]]) -> list[tuple[ConversationThread, int | None]]:
+        return [
+            (merge(session, part, held), version)
+            for (session, _), (part, version, held) in zip(turns, self._add_all(turns), strict=True)
+        ]
 
-    def _add(self, session: str, turn: Turn) -> tuple[int, int, list[Turn]]:
-        """One transaction: the turn stored, the part's version raised; the part, its version and its turns
-        as of that version (read in the same transaction, so the three agree)."""
-        now = time.time()
-        payload = json.dumps({"messages": turn.messages, "metadata": turn.metadata})
+    def _add_all(self, turns: list[tuple[str, Turn]]) -> list[tuple[int, int, list[Turn]]]:
+        """Every turn in one transaction (one commit: most of a turn's cost); each turn's part, the part's
+        version and its turns as of that version (read in the same transaction, so the three agree).
+
+        Should a turn fail, the transaction is rolled back and the turns are added one transaction each,
+        as one at a time would have: those before the failing one stay in the book.
+        """
+        payloads = [json.dumps({"messages": turn.messages, "metadata": turn.metadata}) for _, turn in turns]
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
-                    db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
-                    self._expired_at = now
-                known, latest = db.execute(_PLACE, (session, turn.turn_id)).fetchone()
-                part = known or latest or 1
-                if known is None:
-                    held, written = db.execute(_FILLED, (session, part)).fetchone()
-                    forgotten = held == 0 and written  # idle past the TTL: never overwrite it
-                    if held >= self.max_turns or forgotten:
-                        part += 1
-                db.execute(
-                    "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?)",
-                    (session, part, turn.turn_id, turn.start_ns, payload, now),
-                )
-                db.execute("UPDATE turns SET touched = ? WHERE session = ?", (now, session))
-                ((version,),) = db.execute(
-                    "INSERT INTO parts VALUES (?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET version = version + 1"
-                    " RETURNING version",
-                    (session_thread_id(session, part), session, part),
-                ).fetchall()
-                turns = self._turns(session, part)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return part, version, turns
+                return self._transaction(turns, payloads)
+            except Exception:
+                if len(turns) == 1:
+                    raise
+            added = []
+            for one, payload in zip(turns, payloads, strict=True):
+                added += self._transaction([one], [payload])
+            return added
+
+    def _transaction(self, turns: list[tuple[str, Turn]], payloads: list[str]) -> list[tuple[int, int, list[Turn]]]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            added = [
+                self._add_one(session, turn, payload) for (session, turn), payload in zip(turns, payloads, strict=True)
+            ]
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return added
+
+    def _add_one(self, session: str, turn: Turn, payload: str) -> tuple[int, int, list[Turn]]:
+        """Store a turn and raise its part's version, inside a transaction; the part, version and turns."""
+        db = self._db
+        now = time.time()
+        if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
+            db.execute("DELETE FROM turns WHERE touched < ?", (now - self.ttl_s,))
+            self._expired_at = now
+        known, latest, held, written, anywhere = db.execute(_PLACE, (session, turn.turn_id)).fetchone()
+        part = known or latest
+        alone = False  # whether the part holds no other turn (its turns need not be read back)
+        if known is None:
+            forgotten = held == 0 and written  # idle past the TTL: never overwrite it
+            if held >= self.max_turns or forgotten:
+                part += 1
+            alone = held == 0 or part != latest
+        db.execute(
+            "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?)",
+            (session, part, turn.turn_id, turn.start_ns, payload, now),
+        )
+        if anywhere:  # the session's other turns are touched too: they expire together
+            db.execute("UPDATE turns SET touched = ? WHERE session = ?", (now, session))
+        ((version,),) = db.execute(
+            "INSERT INTO parts VALUES (?, ?, ?, 1) ON CONFLICT (thread_id) DO UPDATE SET version = version + 1"
+            " RETURNING version",
+            (session_thread_id(session, part, ""), session, part),
+        ).fetchall()
+        return part, version, [_turn(turn.turn_id, turn.start_ns, payload)] if alone else self._turns(session, part)
 
     def turns(self, session: str) -> tuple[int, list[Turn]]:
         with self._lock:
@@ -332,28 +360,30 @@ class SqliteSessions(_Book):
         rows = self._db.execute(
             "SELECT turn_id, start_ns, payload FROM turns WHERE session = ? AND part = ?", (session, part)
         ).fetchall()
-        out = []
-        for turn_id, start_ns, payload in rows:
-            data = json.loads(payload)
-            out.append(Turn(turn_id, start_ns, data["messages"], data["metadata"]))
-        return out
+        return [_turn(turn_id, start_ns, payload) for turn_id, start_ns, payload in rows]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-# A turn's place: the part of a turn already in the book (None if new), and the session's latest part
-# among its rows and its written threads.
+def _turn(turn_id: str, start_ns: int, payload: str) -> Turn:
+    """A turn as the SQLite book stores it."""
+    data = json.loads(payload)
+    return Turn(turn_id, start_ns, data["messages"], data["metadata"])
+
+
+# A turn's place, in one statement: the part of the turn if the book has it already (else None), the
+# session's latest part among its rows and written threads (1 if none), that part's turns held now and
+# whether its thread was ever written (it exists in Context), and whether the session has any turn.
 _PLACE = (
-    "SELECT (SELECT part FROM turns WHERE session = ?1 AND turn_id = ?2),"
-    " (SELECT MAX(p) FROM (SELECT MAX(part) AS p FROM parts WHERE session = ?1"
-    " UNION ALL SELECT MAX(part) FROM turns WHERE session = ?1))"
-)
-# A part's turns held now, and whether its thread was ever written (it exists in Context).
-_FILLED = (
-    "SELECT (SELECT COUNT(*) FROM turns WHERE session = ?1 AND part = ?2),"
-    " EXISTS (SELECT 1 FROM parts WHERE session = ?1 AND part = ?2)"
+    "SELECT known, latest,"
+    " (SELECT COUNT(*) FROM turns WHERE session = ?1 AND part = latest),"
+    " EXISTS (SELECT 1 FROM parts WHERE session = ?1 AND part = latest),"
+    " EXISTS (SELECT 1 FROM turns WHERE session = ?1)"
+    " FROM (SELECT (SELECT part FROM turns WHERE session = ?1 AND turn_id = ?2) AS known,"
+    " COALESCE((SELECT MAX(p) FROM (SELECT MAX(part) AS p FROM parts WHERE session = ?1"
+    " UNION ALL SELECT MAX(part) FROM turns WHERE session = ?1)), 1) AS latest)"
 )
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -547,11 +577,14 @@ class RedisSessions(_Book):
         part, turns = self._fallback.add(session, turn)
         return part, turns, None
 
-    def fold_versioned(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
-        part, turns, version = self._add_shared(session, turn)
+    def fold_all(self, turns: list[tuple[str, Turn]]) -> list[tuple[ConversationThread, int | None]]:
+        return [self._fold(session, turn) for session, turn in turns]
+
+    def _fold(self, session: str, turn: Turn) -> tuple[ConversationThread, int | None]:
+        part, held, version = self._add_shared(session, turn)
         if version is not None:
-            return merge(session, part, turns), version
-        thread = merge(session, part, turns, self._fallback.scope)
+            return merge(session, part, held), version
+        thread = merge(session, part, held, self._fallback.scope)
         self._local_ids[thread.id] = None
         while len(self._local_ids) > 10_000:
             self._local_ids.popitem(last=False)
