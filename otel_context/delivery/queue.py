@@ -1,9 +1,10 @@
 """The sending queue: what waits for upload, in memory or backed by the durable spool.
 
 It orders and bounds, and knows nothing of HTTP: one upload per thread id at a time, in order; a newer
-version of a thread still waiting replaces the older one; a full memory queue refuses (or, with a
-spool, leaves the rest on disk until memory frees up). As the Collector's exporterhelper queue, one
-interface whatever the storage: `offer` on the producer side, `take` / `settle` on the consumer side.
+version of a thread still waiting (or offered in the same batch) replaces the older one; a full memory
+queue refuses (or, with a spool, leaves the rest on disk until memory frees up). As the Collector's
+exporterhelper queue, one interface whatever the storage: `offer` on the producer side, `take` /
+`settle` on the consumer side.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SendingQueue:
         self._overflow = False  # the spool holds rows not loaded yet
         self._next_rescan = time.monotonic() + self.rescan_s
         self.closed = False
+        self.watchers = 0  # threads waiting on `cond` for uploads to end (a flush): woken by every settle
 
     def reset_after_fork(self) -> None:
         """In a forked child: empty, with fresh locks; the parent's work stays the parent's."""
@@ -75,7 +77,18 @@ class SendingQueue:
                     stored.append(item)
             items = stored
         with self.cond:
-            fresh = [item for item in items if not self._coalesce(item)]
+            fresh: list[QueueItem] = []
+            offered: dict[str, QueueItem] = {}  # thread id -> its upload in this batch
+            for item in items:
+                if self._coalesce(item):
+                    continue
+                earlier = offered.get(item.thread_id) if item.kind is ItemKind.THREAD else None
+                if earlier is not None:  # two versions in one batch: the first would be waiting already
+                    self._supersede(earlier, item)
+                    continue
+                if item.kind is ItemKind.THREAD:
+                    offered[item.thread_id] = item
+                fresh.append(item)
             room = len(fresh) if admitted else self.capacity - len(self._items)
             if self.spool is not None and (self._overflow or room < len(fresh)):
                 self._overflow = True  # on disk; loaded when memory frees up
@@ -99,6 +112,13 @@ class SendingQueue:
             self._loaded.discard(old_seq)
             self.spool.remove(old_seq)
         return True
+
+    def _supersede(self, earlier: QueueItem, item: QueueItem) -> None:
+        """`item` replaces `earlier`, both of one batch and not queued yet (its spool row goes); under `cond`."""
+        old_seq = earlier.seq
+        earlier.body, earlier.seq, earlier.book_version = item.body, item.seq, item.book_version
+        if old_seq is not None and self.spool is not None:
+            self.spool.remove(old_seq)
 
     def _enqueue(self, items: Iterable[QueueItem]) -> None:
         count = 0
@@ -160,7 +180,11 @@ class SendingQueue:
                 del self._busy[item.thread_id]
             if item.seq is not None:
                 self._loaded.discard(item.seq)
-            self.cond.notify_all()
+            # Wake whoever this may let move on: a flush, or a taker kept from an item of this thread (or
+            # from the spool's rows). Idle workers with nothing to take stay asleep: they are most of the
+            # time, and waking each of them after every upload costs more CPU than the upload itself.
+            if self.watchers or self._items or self._overflow:
+                self.cond.notify_all()
 
     def _refill(self) -> None:
         """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""

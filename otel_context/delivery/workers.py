@@ -154,11 +154,15 @@ class DeliveryQueue:
     def _wait(self, done: Callable[[], bool], deadline: float) -> bool:
         cond = self.queue.cond
         with cond:
-            while not done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                cond.wait(min(left, 0.1))
+            self.queue.watchers += 1
+            try:
+                while not done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    cond.wait(min(left, 0.1))
+            finally:
+                self.queue.watchers -= 1
         return True
 
     # -- lifecycle --------------------------------------------------------------------------------
