@@ -33,4 +33,8 @@ NOT_IN_BOOK = 0  # a `book_version` no session part has (versions count from 1)
 
 def encode_thread(thread: ConversationThread) -> bytes:
     """The request body of `POST /api/v1/log/conversation/thread`."""
-    return json.dumps({"conversation": thread.to_wire()}, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode({"conversation": thread.to_wire()}).encode()
+
+
+# `json.dumps` with these options builds an encoder per call: one, made once, writes the same bytes.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

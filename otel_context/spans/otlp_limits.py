@@ -218,27 +218,29 @@ def _fits_plainly(body: bytes, limits: RequestLimits) -> bool:
     if request.SerializeToString() != body:
         return False
     counts = [0, 0]  # indexed by budget kind: _SPANS, _ATTRIBUTES
-    _count_repeated(request, counts)
+    _count_repeated(request, _PLANS[request.DESCRIPTOR.full_name], counts)
     return counts[_SPANS] <= limits.max_spans and counts[_ATTRIBUTES] <= limits.max_attributes
 
 
-def _count_repeated(message: Message, counts: list[int]) -> None:
+def _count_repeated(message: Message, plan: _Plan, counts: list[int]) -> None:
     """Add the elements of every repeated field under `message` to `counts` ([spans, attributes]),
     charged by kind as the walk charges them (an upper bound: the walk counts a packed field once)."""
-    for name, repeated, kind, inner in _COUNTED[message.DESCRIPTOR.full_name]:
+    for name, repeated, kind, inner in plan:
         value = getattr(message, name)
-        if repeated:
-            counts[kind] += len(value)
-            if inner:
-                for item in value:
-                    _count_repeated(item, counts)
-        else:
-            _count_repeated(value, counts)
+        if not repeated:
+            _count_repeated(value, inner, counts)  # type: ignore[arg-type]
+            continue
+        counts[kind] += len(value)
+        if inner:
+            for item in value:
+                _count_repeated(item, inner, counts)
 
 
-# message type of the plain copy -> its fields worth visiting: (name, repeated, budget kind, whether to
-# look inside); a singular message field is listed only when repeated fields can be found inside it.
-_COUNTED: dict[str, list[tuple[str, bool, int, bool]]] = {}
+# Per message type of the plain copy, its fields worth visiting: (name, repeated, budget kind, the plan of
+# the message inside, empty if nothing repeated can be found in it); a singular message field is listed
+# only when repeated fields can be found inside it.
+_Plan = list[tuple[str, bool, int, "_Plan"]]
+_PLANS: dict[str, _Plan] = {}
 
 
 @functools.cache
@@ -271,25 +273,25 @@ def _plain_request_class() -> type[Message] | None:
 
 
 def _plan(descriptor: Descriptor, path: tuple[str, ...]) -> int:
-    """Fill `_COUNTED` for `descriptor` and what it holds; how deep messages can nest under it (walk depth),
+    """Fill `_PLANS` for `descriptor` and what it holds; how deep messages can nest under it (walk depth),
     beyond `MAX_DEPTH` when the shortcut cannot be trusted for this schema."""
     name = descriptor.full_name
     if name in path or len(descriptor.fields) > MAX_OTHER_FIELDS:
         return MAX_DEPTH + 1  # recursive (unbounded), or more fields than the walk lets a message hold: no shortcut
     deepest = len(path)
-    counted: list[tuple[str, bool, int, bool]] = []
+    plan: _Plan = []
     for field in descriptor.fields:
         child = field.message_type
-        inside = False
+        inner: _Plan = []
         if child is not None:
             deepest = max(deepest, _plan(child, (*path, name)))
-            inside = bool(_COUNTED.get(child.full_name, True))
+            inner = _PLANS.get(child.full_name, [])
         if _is_repeated(field):
             kind = _SPANS if child is not None and child.full_name in _SPAN_LIKE else _ATTRIBUTES
-            counted.append((field.name, True, kind, inside))
-        elif inside:
-            counted.append((field.name, False, _OTHER, True))
-    _COUNTED[name] = counted
+            plan.append((field.name, True, kind, inner))
+        elif inner:
+            plan.append((field.name, False, _OTHER, inner))
+    _PLANS[name] = plan
     return deepest
 
 
