@@ -4,7 +4,8 @@ cProfile over the same realistic spans the benchmarks use; prints the top functi
 the top functions of otel-context itself (file:function), so a missed target points at code.
 
 - export:  `records_from_sdk` + `TraceBuffer.add` (the exporter's work on the BatchSpanProcessor thread)
-- sidecar: decode → records → assemble/convert → JSON bodies, on OTLP bodies of 100 spans
+- sidecar: work limits → decode → records → assemble/convert → session fold → JSON bodies, on OTLP
+  bodies of 100 spans
 - upload:  sequential thread uploads to a local Context API process (the sidecar's delivery cost)
 - app:     the app thread of the `otel-context` overhead set-up (instrumented chain calls)
 """
@@ -18,10 +19,12 @@ import pstats
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .apps import SpanMix, capture_mix
 
 OURS = "otel_context"
+REPO = str(Path(__file__).resolve().parent.parent)  # this checkout: paths in it are shown from its root
 CLEANUP: list[Callable[[], object]] = []
 
 
@@ -49,7 +52,7 @@ def report(profiler: cProfile.Profile, top: int, title: str) -> str:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+    for marker in ("site-packages/", f"{REPO}/", "lib/python3"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
@@ -69,17 +72,30 @@ def _bodies(mix: SpanMix, requests: int = 300) -> list[bytes]:
 
 
 def profile_sidecar(mix: SpanMix) -> Callable[[], object]:
+    import tempfile
+
     from otel_context.assembly.trace_buffer import TraceBuffer
     from otel_context.delivery.workers import encode_thread
     from otel_context.spans.otlp import decode_protobuf, records_from_request
+    from otel_context.spans.otlp_limits import RequestLimits, check_protobuf
+
+    from .sidecar import session_fold
 
     bodies = _bodies(mix)
+    state = tempfile.TemporaryDirectory(prefix="bench-profile-")
+    sessions = session_fold(state.name)
+    CLEANUP.append(state.cleanup)
+    if sessions is not None:
+        CLEANUP.insert(0, sessions[1].close)
 
     def work() -> None:
         buffer = TraceBuffer()
+        limits = RequestLimits()
         for body in bodies:
+            check_protobuf(body, limits)
             records, _ = records_from_request(decode_protobuf(body))
-            for thread in buffer.add(records):
+            threads = buffer.add(records)
+            for thread in sessions[0](threads) if sessions is not None else threads:
                 encode_thread(thread)
 
     return work

@@ -32,6 +32,7 @@ from otel_context.config import resolve_settings
 from otel_context.delivery.workers import encode_thread
 from otel_context.model import ConversationThread
 from otel_context.spans.otlp import decode_protobuf, records_from_request
+from otel_context.spans.otlp_limits import RequestLimits, check_protobuf
 
 from .apps import SpanMix
 from .report import SIDECAR, Section, Target, num, table
@@ -223,13 +224,15 @@ def raw_rate(bodies: list[bytes], repeats: int = 5) -> float:
     return median(rates)
 
 
-SESSIONS = "sessions: `SqliteSessions.add` + `merge` (serve's session fold)"
+SESSIONS = "sessions: `SqliteSessions.fold_all` (serve's session fold, one transaction per batch)"
+LIMITS = "`check_protobuf` (work limits)"
 
 
 def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], list[ConversationThread]], Any] | None:
-    """The sidecar's fold of session turns into session threads (`otel_context/sessions.py`), if enabled."""
+    """The sidecar's fold of session turns into session threads (`otel_context/preparation/sessions.py`), if
+    enabled: as `Pipeline._prepare`, the session turns of one batch in one `fold_all`."""
     try:
-        from otel_context.preparation.sessions import SqliteSessions, Turn, merge, session_of
+        from otel_context.preparation.sessions import SqliteSessions, Turn, session_of
     except ImportError:
         return None
     settings = resolve_settings()
@@ -238,25 +241,21 @@ def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], l
     store = SqliteSessions(Path(state_dir) / "sessions.db", settings.session_max_turns, settings.session_ttl_s)
 
     def fold(threads: list[ConversationThread]) -> list[ConversationThread]:
-        out = []
-        for thread in threads:
-            session = session_of(thread)
-            if session is None:
-                out.append(thread)
-            else:
-                part, turns = store.add(session, Turn.of(thread))
-                out.append(merge(session, part, turns))
-        return out
+        pairs = [(thread, session_of(thread)) for thread in threads]
+        turns = [(session, Turn.of(thread)) for thread, session in pairs if session is not None]
+        folded = iter(store.fold_all(turns) if turns else ())
+        return [thread if session is None else next(folded)[0] for thread, session in pairs]
 
     return fold, store
 
 
 def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, float], float]:
     """µs per request of each in-process stage, single thread; and threads per request."""
-    stages: dict[str, float] = {"`decode_protobuf`": 0.0, "`records_from_request`": 0.0}
+    stages: dict[str, float] = {LIMITS: 0.0, "`decode_protobuf`": 0.0, "`records_from_request`": 0.0}
     stages.update({"`TraceBuffer.add` (assemble + convert)": 0.0, SESSIONS: 0.0, "`encode_thread` (JSON bodies)": 0.0})
     clock = time.perf_counter_ns
     buffer = TraceBuffer()
+    limits = RequestLimits()
     thread_bodies: list[bytes] = []
     all_threads: list[ConversationThread] = []
     with tempfile.TemporaryDirectory() as state_dir:
@@ -266,20 +265,22 @@ def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, 
         gc.collect()
         for body in bodies:
             t0 = clock()
-            request = decode_protobuf(body)
+            check_protobuf(body, limits)
             t1 = clock()
-            records, _ = records_from_request(request)
+            request = decode_protobuf(body)
             t2 = clock()
-            threads = buffer.add(records)
+            records, _ = records_from_request(request)
             t3 = clock()
+            threads = buffer.add(records)
+            t4 = clock()
             if sessions is not None:
                 threads = sessions[0](threads)
-            t4 = clock()
-            encoded = [encode_thread(thread) for thread in threads]
             t5 = clock()
+            encoded = [encode_thread(thread) for thread in threads]
+            t6 = clock()
             thread_bodies.extend(encoded)
             all_threads.extend(threads)
-            took = (t1 - t0, t2 - t1, t3 - t2) + ((t4 - t3,) if sessions is not None else ()) + (t5 - t4,)
+            took = (t1 - t0, t2 - t1, t3 - t2, t4 - t3) + ((t5 - t4,) if sessions is not None else ()) + (t6 - t5,)
             for name, ns in zip(stages, took, strict=True):
                 stages[name] += ns
         if sessions is not None:
@@ -292,7 +293,12 @@ def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, 
 
 
 def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> float:
-    """µs per thread uploaded by the exporter's delivery queue with a single worker (sequential POSTs)."""
+    """µs per thread uploaded by the exporter's delivery queue with a single worker (sequential POSTs).
+
+    One version per thread id (the newest, where a session's turns made several): two versions queued
+    together are one upload.
+    """
+    threads = list({thread.id: thread for thread in threads}.values())
     exporter = ContextSpanExporter(endpoint=api_url, token=TOKEN, concurrency=1, register_metrics=False)
     try:
         exporter.delivery.submit(threads[:1])  # connect once
@@ -430,8 +436,8 @@ def section(run: SidecarRun) -> Section:
             f"answered-200 rate / FromString: {run.accepted_rate / run.raw_rate:.3f}.",
             "",
             f"Where the time goes, per request of {SPANS_PER_REQUEST} spans ({run.threads_per_request:.1f} threads), "
-            "single thread, same bodies (`otel_context/spans/otlp.py`, `otel_context/assembly.py`, "
-            "`otel_context/delivery/`):",
+            "single thread, same bodies (`otel_context/spans/`, `otel_context/assembly/`, "
+            "`otel_context/preparation/sessions.py`, `otel_context/delivery/`):",
             "",
             table(("stage", "µs per request", "share", "requests/s alone"), stage_rows),
             "",
