@@ -15,8 +15,9 @@ Which process may write a session's thread:
 - the SQLite book (`OTEL_EXPORTER_CONTEXT_SESSION_DB`, or beside the spool) is shared by every
   process of the host, the Redis book (`OTEL_EXPORTER_CONTEXT_SESSION_DB=redis://...`) by every
   process of every host (sidecar replicas behind a load balancer): one thread per session, with a
-  version that rises with each turn. An upload is rebuilt from the book just before it is sent, and
-  sent again if the version moved while it was on the wire, so the last write to reach Context
+  version that rises with each turn. Just before an upload is sent, the book is asked whether the
+  part is still at the version its body was built from (else the body is rebuilt from the book), and
+  it is sent again if the version moved while it was on the wire, so the last write to reach Context
   always holds every turn.
 """
 
