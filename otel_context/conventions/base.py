@@ -39,6 +39,20 @@ PLACEHOLDER_MODELS = frozenset({"", "unknown", "none", "null"})
 CACHE_READ_KEYS = (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, LLM_USAGE_CACHE_READ_INPUT_TOKENS)
 CACHE_WRITE_KEYS = (GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, LLM_USAGE_CACHE_CREATION_INPUT_TOKENS)
 REASONING_KEYS = (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, GEN_AI_USAGE_REASONING_TOKENS)
+# Every key `genai_usage` reads.
+USAGE_KEYS = frozenset(
+    {
+        GEN_AI_USAGE_INPUT_TOKENS,
+        GEN_AI_USAGE_PROMPT_TOKENS,
+        GEN_AI_USAGE_OUTPUT_TOKENS,
+        GEN_AI_USAGE_COMPLETION_TOKENS,
+        LLM_USAGE_TOTAL_TOKENS,
+        GEN_AI_USAGE_TOTAL_TOKENS,
+        *CACHE_READ_KEYS,
+        *CACHE_WRITE_KEYS,
+        *REASONING_KEYS,
+    }
+)
 # User properties under keys of their own, for readers of GenAI spans (association properties win).
 USER_PROPERTY_KEYS = (
     (USER_ID, "user_id"),
@@ -164,6 +178,8 @@ def _first_int(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> int:
 
 def genai_usage(attributes: Mapping[str, Any]) -> Usage:
     """Token usage from `gen_ai.usage.*` (and the spellings OpenLLMetry used before the conventions had them)."""
+    if USAGE_KEYS.isdisjoint(attributes):  # most spans (chains, tasks, tools) carry no usage: one pass, in C
+        return Usage()
     get = attributes.get
     prompt = as_int(get(GEN_AI_USAGE_INPUT_TOKENS, get(GEN_AI_USAGE_PROMPT_TOKENS)))
     completion = as_int(get(GEN_AI_USAGE_OUTPUT_TOKENS, get(GEN_AI_USAGE_COMPLETION_TOKENS)))

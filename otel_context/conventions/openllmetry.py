@@ -77,6 +77,7 @@ class OpenLLMetry:
 
     def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
         self.association_prefix = association_prefix
+        self._model_keys = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, association_prefix + LS_MODEL_NAME)
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
         kind = attributes.get(TRACELOOP_SPAN_KIND)
@@ -101,13 +102,12 @@ class OpenLLMetry:
         return SpanClass.STEP if kind is not None else None
 
     def models(self, attributes: Mapping[str, Any]) -> list[str]:
-        names = []
-        keys = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, self.association_prefix + LS_MODEL_NAME)
-        for key in keys:
+        """The model that answered, else the one asked for, else LangChain's name for it (the first named)."""
+        for key in self._model_keys:
             value = attributes.get(key)
-            if isinstance(value, str) and value.lower() not in PLACEHOLDER_MODELS and value not in names:
-                names.append(value)
-        return names[:1]
+            if isinstance(value, str) and value.lower() not in PLACEHOLDER_MODELS:
+                return [value]
+        return []
 
     def usage(self, attributes: Mapping[str, Any]) -> Usage:
         return genai_usage(attributes)
