@@ -229,10 +229,11 @@ LIMITS = "`check_protobuf` (work limits)"
 
 
 def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], list[ConversationThread]], Any] | None:
-    """The sidecar's fold of session turns into session threads (`otel_context/preparation/sessions.py`), if
+    """The sidecar's fold of session turns into session threads (`otel_context/preparation/session_sqlite.py`), if
     enabled: as `Pipeline._prepare`, the session turns of one batch in one `fold_all`."""
     try:
-        from otel_context.preparation.sessions import SqliteSessions, Turn, session_of
+        from otel_context.preparation.session_sqlite import SqliteSessions
+        from otel_context.preparation.sessions import Turn, session_of
     except ImportError:
         return None
     settings = resolve_settings()
@@ -437,7 +438,7 @@ def section(run: SidecarRun) -> Section:
             "",
             f"Where the time goes, per request of {SPANS_PER_REQUEST} spans ({run.threads_per_request:.1f} threads), "
             "single thread, same bodies (`otel_context/spans/`, `otel_context/assembly/`, "
-            "`otel_context/preparation/sessions.py`, `otel_context/delivery/`):",
+            "`otel_context/preparation/session_sqlite.py`, `otel_context/delivery/`):",
             "",
             table(("stage", "µs per request", "share", "requests/s alone"), stage_rows),
             "",

@@ -28,16 +28,9 @@ from .delivery.outcome import Verdict
 from .model import ConversationThread, SpanRecord
 from .preparation.redaction import Pseudonyms, Redactor
 from .preparation.selection import ThreadSelection
-from .preparation.sessions import (
-    MemorySessions,
-    RedisSessions,
-    SessionStore,
-    SessionStoreUnavailable,
-    SqliteSessions,
-    Turn,
-    is_redis_url,
-    session_of,
-)
+from .preparation.session_redis import RedisSessions, is_redis_url
+from .preparation.session_sqlite import SqliteSessions
+from .preparation.sessions import MemorySessions, SessionStore, SessionStoreUnavailable, Turn, session_of
 
 _logger = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ def test_shared_book_two_live_processes_taking_turns_at_once_lose_nothing(local_
 OPEN_AT_ONCE = """
 import os, sys, time
 from otel_context.delivery.spool import Spool
-from otel_context.preparation.sessions import SqliteSessions
+from otel_context.preparation.session_sqlite import SqliteSessions
 while not os.path.exists(sys.argv[1]):
     time.sleep(0.001)
 SqliteSessions(sys.argv[2]).close()

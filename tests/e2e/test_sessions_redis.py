@@ -10,7 +10,8 @@ import time
 import pytest
 
 from otel_context.model import Message
-from otel_context.preparation.sessions import RedisSessions, SessionStoreUnavailable, Turn, session_thread_id
+from otel_context.preparation.session_redis import RedisSessions
+from otel_context.preparation.sessions import SessionStoreUnavailable, Turn, session_thread_id
 
 from ..support.redis import RedisServer
 from .test_sessions_across_processes import turns_taken_at_once

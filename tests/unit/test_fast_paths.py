@@ -26,7 +26,8 @@ from otel_context.delivery.queue import SendingQueue
 from otel_context.delivery.spool import Spool
 from otel_context.model import ConversationThread, Message
 from otel_context.pipeline import Pipeline
-from otel_context.preparation.sessions import SqliteSessions, Turn
+from otel_context.preparation.session_sqlite import SqliteSessions
+from otel_context.preparation.sessions import Turn
 from otel_context.receiver.intake import encode_varint as varint
 from otel_context.spans import otlp_limits
 from otel_context.spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge

@@ -9,7 +9,7 @@ import pytest
 
 from otel_context.config import ConfigError, resolve_settings
 from otel_context.pipeline import Pipeline
-from otel_context.preparation.sessions import RedisSessions
+from otel_context.preparation.session_redis import RedisSessions
 
 
 def test_a_redis_url_without_the_client_names_the_extra(monkeypatch, caplog):
