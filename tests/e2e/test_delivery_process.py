@@ -8,15 +8,11 @@ and the token kept out of the helper's argv.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -24,10 +20,8 @@ import pytest
 
 from otel_context.delivery.helper import HelperDelivery
 
-from ..support.paths import REPO
 from ..support.processes import app_env, run_app
 from ..support.threads import TOKEN, read_threads, texts
-from ..support.waiting import wait_for
 from .test_delivery_faults import FAST_RETRY, run_calls
 
 DELIVERY_KEYS = ("threads_converted", "threads_uploaded", "threads_retried", "threads_rejected", "threads_dropped")
@@ -164,85 +158,3 @@ def test_a_helper_that_cannot_start_falls_back_to_thread_mode_with_one_warning(m
     warnings = [r for r in caplog.records if "delivery helper process" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert questions(client) == Counter(f"question {n}" for n in range(3))
-
-
-def test_a_forked_child_delivers_through_its_own_helper(local_api, client):
-    local_api.set_faults(latency_s=0.5)  # "parent 1" is still in the parent's helper at the fork
-    result = run_app("fork_app", env=app_env(local_api, OTEL_EXPORTER_CONTEXT_DELIVERY="process"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
-    child_flushed, child_stats = lines["child"].split(" ", 1)
-    parent_flushed, parent_stats = lines["parent"].split(" ", 1)
-    assert child_flushed == "True" and parent_flushed == "True"
-    child, parent = json.loads(child_stats), json.loads(parent_stats)
-    assert (child["threads_converted"], child["threads_uploaded"], child["threads_dropped"]) == (1, 1, 0)
-    assert (parent["threads_uploaded"], parent["threads_dropped"]) == (2, 0)
-    assert questions(client) == Counter(["parent 0", "parent 1", "child 0"])
-    assert set(local_api.stats()["writes"].values()) == {1}  # no thread uploaded twice
-
-
-GUNICORN = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
-
-
-@pytest.mark.skipif(GUNICORN is None, reason="gunicorn is not installed (pip install -e '.[test]')")
-def test_gunicorn_preload_workers_deliver_through_helpers_of_their_own(local_api, client):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [GUNICORN, "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "tests.apps.wsgi_app:application"],
-        cwd=REPO,
-        env=app_env(local_api, OTEL_EXPORTER_CONTEXT_DELIVERY="process"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert wait_for(lambda: _ready(port), timeout=60), "gunicorn did not start"
-        for n in range(20):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/?q=request-{n}", timeout=10) as response:
-                assert response.read() == b"answer to request-" + str(n).encode()
-        helpers = _helpers_below(server.pid)
-        delivered = wait_for(lambda: local_api.stats()["threads"] >= 22, timeout=60, interval=0.25)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=30)
-    assert delivered, err[-5000:]
-    assert len(helpers) == 3, helpers  # the master's (its preload run) and one per worker
-    found = questions(client)
-    preloads = [q for q in found if q.startswith("preload ")]
-    assert len(preloads) == 1
-    assert found == Counter([*(f"request-{n}" for n in range(20)), *preloads, "probe-ready"]), err[-3000:]
-    assert set(local_api.stats()["writes"].values()) == {1}
-    assert "Traceback" not in err, err[-3000:]
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?q=probe-ready", timeout=2):
-            return True
-    except OSError:
-        time.sleep(0.2)
-        return False
-
-
-def _helpers_below(root: int) -> list[int]:
-    """Pids of helper processes among the descendants of `root`."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                if b"otel_context.helper_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(pid)
-            except OSError:
-                continue
-    return found
