@@ -15,14 +15,14 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf.descriptor import FieldDescriptor, FileDescriptor
+from google.protobuf import descriptor_pb2, json_format, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ..model import AttributeValue, SpanEvent, SpanRecord, SpanStatus
-from .otlp_limits import RequestLimits, check_json_data, check_json_text
+from .otlp_limits import RequestLimits, check_json_data, check_json_text, rebuilt_request_type
 
 
 class OtlpDecodeError(ValueError):
@@ -66,27 +66,16 @@ def _parse_repairing_utf8(body: bytes) -> ExportTraceServiceRequest | None:
 
 @functools.cache
 def _lenient_request_class() -> tuple[type[Message], frozenset[str]]:
-    """`ExportTraceServiceRequest` rebuilt in a pool of its own with `string` fields typed `bytes`
-    (the same wire format), and the full names of the fields so changed."""
-    files: list[FileDescriptor] = []
-
-    def collect(file: FileDescriptor) -> None:
-        for dependency in file.dependencies:
-            collect(dependency)
-        if file not in files:
-            files.append(file)
-
-    collect(ExportTraceServiceRequest.DESCRIPTOR.file)
-    pool = descriptor_pool.DescriptorPool()
+    """`ExportTraceServiceRequest` with `string` fields typed `bytes` (the same wire format), and the full
+    names of the fields so changed."""
     text_fields: set[str] = set()
-    for file in files:
-        proto = descriptor_pb2.FileDescriptorProto()
-        file.CopyToProto(proto)
+
+    def edit(proto: descriptor_pb2.FileDescriptorProto) -> None:
         for message in proto.message_type:
             _strings_to_bytes(message, f"{proto.package}.{message.name}", text_fields)
-        pool.Add(proto)
-    name = ExportTraceServiceRequest.DESCRIPTOR.full_name
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name)), frozenset(text_fields)
+
+    request = rebuilt_request_type(edit)
+    return message_factory.GetMessageClass(request), frozenset(text_fields)
 
 
 def _strings_to_bytes(message: descriptor_pb2.DescriptorProto, full_name: str, changed: set[str]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,10 +275,9 @@ _Plan = list[tuple[str, bool, int, "_Plan"]]
 _PLANS: dict[str, _Plan] = {}
 
 
-@functools.cache
-def _plain_request_class() -> type[Message] | None:
-    """`ExportTraceServiceRequest` rebuilt in a pool of its own without `AnyValue.array_value` and
-    `kvlist_value` (their bytes become unknown fields); None if its messages could nest past `MAX_DEPTH`."""
+def rebuilt_request_type(edit: Callable[[descriptor_pb2.FileDescriptorProto], None]) -> Descriptor:
+    """`ExportTraceServiceRequest`'s descriptor rebuilt in a descriptor pool of its own, each of its files
+    (dependencies first) changed by `edit` on the way: a variant of the request type with the same wire format."""
     files: list[FileDescriptor] = []
 
     def collect(file: FileDescriptor) -> None:
@@ -292,13 +291,24 @@ def _plain_request_class() -> type[Message] | None:
     for file in files:
         proto = descriptor_pb2.FileDescriptorProto()
         file.CopyToProto(proto)
-        for message in proto.message_type:
-            if f"{proto.package}.{message.name}" == "opentelemetry.proto.common.v1.AnyValue":
-                kept = [field for field in message.field if field.name not in _VALUE_CONTAINERS]
-                del message.field[:]
-                message.field.extend(kept)
+        edit(proto)
         pool.Add(proto)
-    request = pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name)
+    return pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name)
+
+
+def _without_value_containers(proto: descriptor_pb2.FileDescriptorProto) -> None:
+    for message in proto.message_type:
+        if f"{proto.package}.{message.name}" == "opentelemetry.proto.common.v1.AnyValue":
+            kept = [field for field in message.field if field.name not in _VALUE_CONTAINERS]
+            del message.field[:]
+            message.field.extend(kept)
+
+
+@functools.cache
+def _plain_request_class() -> type[Message] | None:
+    """`ExportTraceServiceRequest` without `AnyValue.array_value` and `kvlist_value` (their bytes become
+    unknown fields); None if its messages could nest past `MAX_DEPTH`."""
+    request = rebuilt_request_type(_without_value_containers)
     if _plan(request, ()) > MAX_DEPTH:
         return None
     return message_factory.GetMessageClass(request)
