@@ -32,7 +32,7 @@ from ..counters import Counters
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY
 from ..model import ConversationThread
 from .helper_wire import ACKS, DONE, HELLO, STOP, FrameReader, items_frame, json_frame, settings_frame
-from .item import ItemKind, QueueItem, encode_thread
+from .item import ItemKind, QueueItem, rating_item, thread_items
 from .workers import DeliveryQueue
 
 _logger = logging.getLogger(__name__)
@@ -107,15 +107,14 @@ class HelperDelivery:
         fallback = self.fallback
         if fallback is not None:
             return fallback.submit(threads, admitted=admitted, book_versions=book_versions)
-        return self._offer([QueueItem(t.id, encode_thread(t)) for t in threads], admitted=admitted)
+        return self._offer(thread_items(threads), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         fallback = self.fallback
         if fallback is not None:
             fallback.submit_rating(thread_id, index, rating)
             return
-        body = json.dumps([{} for _ in range(index)] + [{"rating": rating}]).encode()
-        self._offer([QueueItem(thread_id, body, ItemKind.RATING)], admitted=True)
+        self._offer([rating_item(thread_id, index, rating)], admitted=True)
 
     def _offer(self, items: list[QueueItem], *, admitted: bool) -> int:
         if not items:

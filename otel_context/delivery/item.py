@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -38,3 +39,21 @@ def encode_thread(thread: ConversationThread) -> bytes:
 
 # `json.dumps` with these options builds an encoder per call: one, made once, writes the same bytes.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def thread_items(
+    threads: Iterable[ConversationThread], book_versions: Iterable[int | None] | None = None
+) -> list[QueueItem]:
+    """One upload per thread; `book_versions`, when given, one per thread (see `QueueItem.book_version`)."""
+    if book_versions is None:
+        return [QueueItem(t.id, encode_thread(t)) for t in threads]
+    return [
+        QueueItem(t.id, encode_thread(t), book_version=version)
+        for t, version in zip(threads, book_versions, strict=True)
+    ]
+
+
+def rating_item(thread_id: str, index: int, rating: int) -> QueueItem:
+    """A PATCH that sets `rating` on message `index` of a thread."""
+    body = json.dumps([{} for _ in range(index)] + [{"rating": rating}]).encode()
+    return QueueItem(thread_id, body, ItemKind.RATING)

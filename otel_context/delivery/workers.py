@@ -12,7 +12,6 @@ parent's queued work stays the parent's and is never sent twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from ..config import ExporterSettings
 from ..counters import Counters
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_TOKEN
 from ..model import ConversationThread
-from .item import ItemKind, QueueItem, encode_thread
+from .item import ItemKind, QueueItem, rating_item, thread_items
 from .outcome import SendOutcome, Verdict
 from .queue import SendingQueue
 from .retry import Backoff, RetryingSender
@@ -92,19 +91,11 @@ class DeliveryQueue:
         when `backlog_full()`): their threads may pass the bound by one request's worth, never dropped.
         `book_versions`, one per thread: see `QueueItem.book_version`.
         """
-        if book_versions is None:
-            items = [QueueItem(t.id, encode_thread(t)) for t in threads]
-        else:
-            items = [
-                QueueItem(t.id, encode_thread(t), book_version=version)
-                for t, version in zip(threads, book_versions, strict=True)
-            ]
-        return self._offer(items, admitted=admitted)
+        return self._offer(thread_items(threads, book_versions), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         """Queue a PATCH that sets `rating` on message `index` of a thread (after its pending upload)."""
-        body = json.dumps([{} for _ in range(index)] + [{"rating": rating}]).encode()
-        self._offer([QueueItem(thread_id, body, ItemKind.RATING)], admitted=True)
+        self._offer([rating_item(thread_id, index, rating)], admitted=True)
 
     def _offer(self, items: list[QueueItem], *, admitted: bool) -> int:
         if not items:
