@@ -83,7 +83,7 @@ class HttpClientTransport(HttpTransport):
         self.close()
 
     def send(self, request: Any, **kwargs: Any) -> HttpResponse:
-        if _RestHttpClientTransportResponse is None:  # checked before anything is sent (see rest_response)
+        if _RestHttpClientTransportResponse is None:  # before anything is sent: see rest_response
             raise ServiceRequestError(MOVED)
         parts = urlsplit(request.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -165,10 +165,9 @@ def rest_response(request: HttpRequest, raw: http.client.HTTPResponse) -> HttpRe
     release. azure-core is bounded only by context-python's `<2`: a release that moves or reshapes it breaks the
     client path (ratings, proxied uploads: each fails as a transport error, counted and retried), not the lean
     thread uploads, which never build one. `tests/e2e/test_lean_upload.py::test_the_private_azure_core_response_
-    keeps_its_shape` fails first, naming it.
+    keeps_its_shape` fails first, naming it. `HttpClientTransport.send`, its one caller, checks that the class
+    exists before it sends anything (a request whose answer could not be read would leave the connection unusable).
     """
-    if _RestHttpClientTransportResponse is None:
-        raise ServiceRequestError(MOVED)
     return _RestHttpClientTransportResponse(request=request, internal_response=raw)
 
 
