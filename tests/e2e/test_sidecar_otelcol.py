@@ -12,15 +12,12 @@ with the real client must equal what the in-process exporter makes of the same a
 from __future__ import annotations
 
 import re
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 import yaml
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_context.local_api import LocalContextAPI
 
@@ -28,6 +25,7 @@ from ..support.otelcol import BUILD_TIMEOUT_S, CONFIG_DIR, otelcol_binary
 from ..support.sidecar import (
     SERVE_TOKEN,
     Process,
+    assert_pushed_back_and_nothing_lost,
     assert_sent_equals_in_process,
     clean_env,
     exporter_for,
@@ -36,7 +34,6 @@ from ..support.sidecar import (
     serve_counters,
     the_app,
 )
-from ..support.threads import read_threads
 from ..support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)  # the first use may build the Collector
@@ -122,20 +119,8 @@ def test_threads_through_the_collector_equal_the_in_process_exporter(pipeline, c
     indirect=True,
 )
 def test_backpressure_the_collector_waits_retry_after_and_nothing_is_lost(pipeline, local_api, capture, client):
-    local_api.set_faults(latency_s=0.5)  # Context is slow: the sidecar's tiny queue fills at once
-    exporters = {protocol: exporter_for(protocol, pipeline) for protocol in ("grpc", "http")}
-    for n in range(12):
-        spans = capture(lambda n=n: FakeListChatModel(responses=[f"answer {n}"]).invoke(f"question {n}"))
-        assert exporters["grpc" if n % 2 else "http"].export(spans) is SpanExportResult.SUCCESS
-        time.sleep(0.25)  # longer than the batch processor's 200 ms: separate requests to the sidecar
-    for exporter in exporters.values():
-        exporter.shutdown()
-    assert wait_for(lambda: len(read_threads(client)) == 12, timeout=90)
-    answers = sorted(t.messages[-1].message for t in read_threads(client))
-    assert answers == sorted(f"answer {n}" for n in range(12))
-    counters = serve_counters(pipeline["serve"])
-    assert counters["requests_pushed_back"] > 0, "the sidecar never pushed back: the test proved nothing"
-    assert counters["threads_dropped"] == 0, counters
+    # http, grpc, http, ...; longer apart than the batch processor's 200 ms
+    assert_pushed_back_and_nothing_lost(pipeline, local_api, capture, client, ("http", "grpc"), pause_s=0.25)
 
     log = pipeline["collector"].stop()
     # The exporterhelper logs each retry: "Throttle (<Retry-After>)" and the "interval" it waited.

@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otel_context.local_api import LocalContextAPI
 
 from ..support.sidecar import (
     SERVE_TOKEN,
     Process,
+    assert_pushed_back_and_nothing_lost,
     assert_sent_equals_in_process,
     clean_env,
     exporter_for,
     free_port,
     listening,
     serve,
-    serve_counters,
     the_app,
 )
-from ..support.threads import read_threads
 from ..support.waiting import wait_for
 
 rotel = pytest.importorskip("rotel")
@@ -85,16 +81,4 @@ def test_threads_through_rotel_equal_the_in_process_exporter(pipeline, capture, 
     indirect=True,
 )
 def test_backpressure_makes_rotel_retry_and_nothing_is_lost(pipeline, local_api, capture, client):
-    local_api.set_faults(latency_s=0.5)  # Context is slow: the sidecar's tiny queue fills at once
-    exporter = exporter_for("grpc", pipeline)
-    for n in range(12):
-        spans = capture(lambda n=n: FakeListChatModel(responses=[f"answer {n}"]).invoke(f"question {n}"))
-        assert exporter.export(spans) is SpanExportResult.SUCCESS
-        time.sleep(0.15)  # separate collector batches
-    exporter.shutdown()
-    assert wait_for(lambda: len(read_threads(client)) == 12, timeout=90)
-    answers = sorted(t.messages[-1].message for t in read_threads(client))
-    assert answers == sorted(f"answer {n}" for n in range(12))
-    counters = serve_counters(pipeline["serve"])
-    assert counters["requests_pushed_back"] > 0, "the sidecar never pushed back: the test proved nothing"
-    assert counters["threads_dropped"] == 0
+    assert_pushed_back_and_nothing_lost(pipeline, local_api, capture, client, ("grpc",), pause_s=0.15)

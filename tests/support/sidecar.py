@@ -176,3 +176,25 @@ def assert_sent_equals_in_process(exporter, spans, client, count: int = 3) -> No
     expected = in_process_threads(spans)  # the same spans, in process
     assert len(expected) == count
     assert snapshot(through_collector) == snapshot(expected)
+
+
+def assert_pushed_back_and_nothing_lost(
+    pipeline: dict, local_api: LocalContextAPI, capture, client, protocols: tuple[str, ...], pause_s: float
+) -> None:
+    """Context slow and the sidecar's queue tiny (the `pipeline` fixture's delivery settings): 12 chat calls
+    sent through the collector in separate batches (`pause_s` apart, alternating over `protocols`) are all
+    stored, after the sidecar pushed back at least once and dropped nothing."""
+    local_api.set_faults(latency_s=0.5)  # Context is slow: the sidecar's tiny queue fills at once
+    exporters = {protocol: exporter_for(protocol, pipeline) for protocol in protocols}
+    for n in range(12):
+        spans = capture(lambda n=n: FakeListChatModel(responses=[f"answer {n}"]).invoke(f"question {n}"))
+        assert exporters[protocols[n % len(protocols)]].export(spans) is SpanExportResult.SUCCESS
+        time.sleep(pause_s)  # separate collector batches: separate requests to the sidecar
+    for exporter in exporters.values():
+        exporter.shutdown()
+    assert wait_for(lambda: len(read_threads(client)) == 12, timeout=90)
+    answers = sorted(t.messages[-1].message for t in read_threads(client))
+    assert answers == sorted(f"answer {n}" for n in range(12))
+    counters = serve_counters(pipeline["serve"])
+    assert counters["requests_pushed_back"] > 0, "the sidecar never pushed back: the test proved nothing"
+    assert counters["threads_dropped"] == 0, counters
