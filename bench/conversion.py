@@ -16,7 +16,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_context.assembly.trace_buffer import TraceBuffer
-from otel_context.delivery.workers import encode_thread
+from otel_context.delivery.item import encode_thread
 from otel_context.spans.sdk import records_from_sdk
 
 from .apps import SpanMix

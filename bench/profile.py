@@ -75,7 +75,7 @@ def profile_sidecar(mix: SpanMix) -> Callable[[], object]:
     import tempfile
 
     from otel_context.assembly.trace_buffer import TraceBuffer
-    from otel_context.delivery.workers import encode_thread
+    from otel_context.delivery.item import encode_thread
     from otel_context.spans.otlp import decode_protobuf, records_from_request
     from otel_context.spans.otlp_limits import RequestLimits, check_protobuf
 
@@ -105,7 +105,7 @@ def profile_upload(mix: SpanMix) -> Callable[[], object]:
     from otel_context.assembly.trace_buffer import TraceBuffer
     from otel_context.config import resolve_settings
     from otel_context.delivery import ContextSender, QueueItem
-    from otel_context.delivery.workers import encode_thread
+    from otel_context.delivery.item import encode_thread
 
     from .services import TOKEN, LocalApiProcess
 

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_context import ContextSpanExporter
 from otel_context.assembly.trace_buffer import TraceBuffer
 from otel_context.config import resolve_settings
-from otel_context.delivery.workers import encode_thread
+from otel_context.delivery.item import encode_thread
 from otel_context.model import ConversationThread
 from otel_context.spans.otlp import decode_protobuf, records_from_request
 from otel_context.spans.otlp_limits import RequestLimits, check_protobuf
