@@ -49,6 +49,7 @@ from .environment_variables import (
     OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES,
     OTEL_EXPORTER_CONTEXT_MODEL_ALIASES,
     OTEL_EXPORTER_CONTEXT_PENDING_TTL,
+    OTEL_EXPORTER_CONTEXT_PIPELINING,
     OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY,
     OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE,
     OTEL_EXPORTER_CONTEXT_QUEUE_SIZE,
@@ -263,6 +264,7 @@ class ExporterSettings:
     max_message_chars: int = 65_536
     queue_size: int = 10_000
     concurrency: int = 4
+    pipelining: int = 32
     max_elapsed_s: float = 300.0
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -324,6 +326,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "max_message_chars": read_env(OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS, integer(), 65_536),
         "queue_size": read_env(OTEL_EXPORTER_CONTEXT_QUEUE_SIZE, integer(), 10_000),
         "concurrency": read_env(OTEL_EXPORTER_CONTEXT_CONCURRENCY, integer(), 4),
+        "pipelining": read_env(OTEL_EXPORTER_CONTEXT_PIPELINING, integer(), 32),
         "max_elapsed_s": read_env(OTEL_EXPORTER_CONTEXT_MAX_ELAPSED, integer(0), 300_000) / 1000,
         "retry_initial_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF, integer(0), 500) / 1000,
         "retry_max_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF, integer(0), 30_000) / 1000,
@@ -409,7 +412,7 @@ def validate(settings: ExporterSettings) -> None:
         )
     if settings.delivery not in DELIVERY_MODES:
         raise ConfigError(f"delivery must be {' or '.join(DELIVERY_MODES)}, got {settings.delivery!r}")
-    for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency"):
+    for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency", "pipelining"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")
 

@@ -46,6 +46,10 @@ OTEL_EXPORTER_CONTEXT_QUEUE_SIZE = "OTEL_EXPORTER_CONTEXT_QUEUE_SIZE"
 OTEL_EXPORTER_CONTEXT_CONCURRENCY = "OTEL_EXPORTER_CONTEXT_CONCURRENCY"
 """Upload workers. Default: 4."""
 
+OTEL_EXPORTER_CONTEXT_PIPELINING = "OTEL_EXPORTER_CONTEXT_PIPELINING"
+"""Uploads a worker sends on its connection before reading their answers (HTTP/1.1 pipelining); 1 sends
+one at a time. Default: 32."""
+
 OTEL_EXPORTER_CONTEXT_MAX_ELAPSED = "OTEL_EXPORTER_CONTEXT_MAX_ELAPSED"
 """Total time (ms) spent retrying one thread. Default: 300000."""
 

@@ -1,6 +1,6 @@
 """The delivery helper process (`OTEL_EXPORTER_CONTEXT_DELIVERY=process`): `python -m otel_context.helper_process`.
 
-An entry point beside the exporter: it sends as the app's pipeline would (`Pipeline._send`: a session
+An entry point beside the exporter: it sends as the app's pipeline would (`Pipeline._send_batch`: a session
 thread of a shared book goes out as the book holds it then), on the queue of `delivery.helper_main`.
 Started by `delivery.helper`, never by hand.
 """
@@ -20,7 +20,7 @@ class HelperPipeline(Pipeline):
     """The pipeline as far as sending goes; conversion and preparation stay in the app."""
 
     def _make_delivery(self) -> AckingDeliveryQueue:
-        return AckingDeliveryQueue(self._send, self.settings, self.counters, abort=self._sender.abort)
+        return AckingDeliveryQueue(self._send_batch, self.settings, self.counters, abort=self._sender.abort)
 
     def close(self, timeout_s: float) -> int:
         """Deliver within `timeout_s` and stop; what was left (the app reports it, once)."""

@@ -64,7 +64,7 @@ class Pipeline:
 
     def _make_delivery(self) -> DeliveryQueue | HelperDelivery:
         """Uploads on workers of this process, or (`delivery="process"`, not the sidecar) in a helper process."""
-        queue = lambda: DeliveryQueue(self._send, self.settings, self.counters, abort=self._sender.abort)  # noqa: E731
+        queue = lambda: DeliveryQueue(self._send_batch, self.settings, self.counters, abort=self._sender.abort)  # noqa: E731
         if self.settings.delivery == "process" and not self.push_back:
             return HelperDelivery(self.settings, self.counters, fallback=queue)
         return queue()
@@ -249,6 +249,16 @@ class Pipeline:
         prepared, versions = self._prepare(threads)
         return self.delivery.submit(prepared, admitted=self.push_back, book_versions=versions) == len(prepared)
 
+    def _send_batch(self, items: list[QueueItem]) -> list[SendOutcome]:
+        """One try of each item: session threads of a shared book one by one (`_send`), the rest together."""
+        store = self.sessions if self.sessions is not None and self.sessions.shared else None
+        if store is None:
+            return self._sender.send_batch(items)
+        outcomes = [self._send(item) if _in_book(item) else None for item in items]
+        together = [item for item, outcome in zip(items, outcomes, strict=True) if outcome is None]
+        sent = iter(self._sender.send_batch(together) if together else ())
+        return [outcome if outcome is not None else next(sent) for outcome in outcomes]
+
     def _send(self, item: QueueItem) -> SendOutcome:
         """One upload; a session thread of a shared book goes out as the book holds it now.
 
@@ -259,7 +269,7 @@ class Pipeline:
         version the book still has is sent as it is (asking the version is cheaper than the thread).
         """
         store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None or item.kind is not ItemKind.THREAD or item.book_version == NOT_IN_BOOK:
+        if store is None or not _in_book(item):
             return self._sender.send(item)
         outcome = SendOutcome(Verdict.RETRY, reason="session thread changed on every try")
         for _ in range(_MAX_RESENDS):
@@ -292,6 +302,11 @@ class Pipeline:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
+
+
+def _in_book(item: QueueItem) -> bool:
+    """Whether `item` may be a session thread of the book (its body is re-read from it before sending)."""
+    return item.kind is ItemKind.THREAD and item.book_version != NOT_IN_BOOK
 
 
 _MAX_RESENDS = 8  # a session written to without pause by other processes: theirs is the last write

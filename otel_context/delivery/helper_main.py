@@ -57,7 +57,7 @@ class Helper:
         self._sent: dict[str, int] = {}
         self._closing = False
         self._write_lock = threading.Lock()
-        self.delivery.retry.send = self._attributing(self.delivery.retry.send)  # type: ignore[method-assign]
+        self.delivery.retry.send_batch = self._attributing(self.delivery.retry.send_batch)  # type: ignore[method-assign]
         self.delivery.on_settled = self._settled  # type: ignore[method-assign]
         self._writer = threading.Thread(target=self._write_acks, name="otel-context-helper-acks", daemon=True)
         self._writer.start()
@@ -78,16 +78,19 @@ class Helper:
         if not accepted:  # stopping: dropped and counted
             self._ack([app_id for app_id, _ in batch])
 
-    def _attributing(self, send: Callable[[QueueItem], SendOutcome]) -> Callable[[QueueItem], SendOutcome]:
+    def _attributing(
+        self, send_batch: Callable[[list[QueueItem]], list[SendOutcome]]
+    ) -> Callable[[list[QueueItem]], list[SendOutcome]]:
         """Wrap the sender: the first try of an item fixes which app ids it carries (body identity)."""
 
-        def send_item(item: QueueItem) -> SendOutcome:
+        def send_items(items: list[QueueItem]) -> list[SendOutcome]:
             with self._lock:
-                if id(item) not in self._carried:
-                    self._carried[id(item)] = (item, self._take_waiting(item))
-            return send(item)
+                for item in items:
+                    if id(item) not in self._carried:
+                        self._carried[id(item)] = (item, self._take_waiting(item))
+            return send_batch(items)
 
-        return send_item
+        return send_items
 
     def _take_waiting(self, item: QueueItem) -> list[int]:
         """The app ids of `item`'s thread up to the version it carries (newer ones wait for the next upload)."""

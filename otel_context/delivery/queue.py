@@ -133,19 +133,30 @@ class SendingQueue:
         self.cond.notify(count or 1)
 
     # -- consumer side ------------------------------------------------------------------------------
-    def take(self, stop: Callable[[], bool]) -> QueueItem | None:
-        """The next item whose thread has no upload in flight; None once `stop()` is true and nothing is ready."""
+    def take(self, stop: Callable[[], bool], limit: int = 1) -> list[QueueItem]:
+        """Up to `limit` items whose threads have no upload in flight, oldest first: waits for the first,
+        not for more; [] once `stop()` is true. Only the first may be a rating: a rating goes through
+        the client alone, and after its thread's upload (which this never takes with it)."""
         with self.cond:
             while True:
                 if stop():
-                    return None
-                for index, item in enumerate(self._items):
-                    if item.thread_id not in self._busy:
-                        del self._items[index]
-                        if self._waiting.get(item.thread_id) is item:
-                            del self._waiting[item.thread_id]
-                        self._busy[item.thread_id] = item
-                        return item
+                    return []
+                taken: list[QueueItem] = []
+                index = 0
+                while index < len(self._items) and len(taken) < limit:
+                    item = self._items[index]
+                    if item.thread_id in self._busy or (taken and item.kind is not ItemKind.THREAD):
+                        index += 1
+                        continue
+                    del self._items[index]
+                    if self._waiting.get(item.thread_id) is item:
+                        del self._waiting[item.thread_id]
+                    self._busy[item.thread_id] = item
+                    taken.append(item)
+                    if item.kind is not ItemKind.THREAD:
+                        break
+                if taken:
+                    return taken
                 if self.spool is not None and not self._items:
                     if time.monotonic() >= self._next_rescan:
                         self._rescan()

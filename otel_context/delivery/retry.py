@@ -53,40 +53,59 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class RetryingSender:
-    """The retry layer: one item, tried until delivered, refused for good, out of time, or told to stop.
+    """The retry layer: items tried together until each is delivered, refused for good, out of time, or
+    told to stop.
 
-    Permanent and transient failures are told apart once, here, by the sender's verdict. The wait
-    between tries is interruptible: a shutdown ends it at once.
+    Permanent and transient failures are told apart once, here, by the sender's verdict. The items a
+    try left to retry wait together and go again together (as the Collector's exporterhelper retries a
+    batch). The wait between tries is interruptible: a shutdown ends it at once.
     """
 
-    def __init__(self, send: Callable[[QueueItem], SendOutcome], backoff: Backoff, max_elapsed_s: float) -> None:
-        self.send = send
+    def __init__(
+        self, send_batch: Callable[[list[QueueItem]], list[SendOutcome]], backoff: Backoff, max_elapsed_s: float
+    ) -> None:
+        self.send_batch = send_batch
         self.backoff = backoff
         self.max_elapsed_s = max_elapsed_s
 
     def deliver(
         self,
-        item: QueueItem,
+        items: list[QueueItem],
         wait: Callable[[float], bool],
         on_retry: Callable[[SendOutcome], None],
         deadline: Callable[[], float],
-    ) -> SendOutcome:
-        """The final outcome: DELIVERED, REJECTED, or RETRY when retrying stopped (time ran out).
+        settle: Callable[[QueueItem, SendOutcome], None],
+    ) -> None:
+        """`settle(item, outcome)` once per item, as soon as its outcome is final: DELIVERED, REJECTED, or
+        RETRY when retrying stopped (time ran out).
 
-        `wait(seconds)` sleeps and returns True when the wait was cut short by a shutdown;
-        `deadline()` is the instant past which no new try starts (a shutdown moves it to now).
+        `wait(seconds)` sleeps and returns True when the wait was cut short by a shutdown; `deadline()`
+        is the instant past which no new try starts (a shutdown moves it to now). The wait is the
+        backoff's, and at least the longest `Retry-After` among the answers.
         """
         started = time.monotonic()
         attempt = 0
-        while True:
+        pending = items
+        while pending:
             attempt += 1
-            outcome = self.send(item)
-            if outcome.verdict is not Verdict.RETRY:
-                return outcome
-            delay = self.backoff.delay(attempt, outcome.retry_after_s)
+            again: list[tuple[QueueItem, SendOutcome]] = []
+            for item, outcome in zip(pending, self.send_batch(pending), strict=True):
+                if outcome.verdict is Verdict.RETRY:
+                    again.append((item, outcome))
+                else:
+                    settle(item, outcome)
+            if not again:
+                return
+            asked = [outcome.retry_after_s for _, outcome in again if outcome.retry_after_s is not None]
+            delay = self.backoff.delay(attempt, max(asked) if asked else None)
             give_up_at = min(started + self.max_elapsed_s, deadline())
-            if time.monotonic() + delay > give_up_at:
-                return outcome
-            on_retry(outcome)
-            if wait(delay):
-                return outcome
+            stop = time.monotonic() + delay > give_up_at
+            if not stop:
+                for _, outcome in again:
+                    on_retry(outcome)
+                stop = wait(delay)
+            if stop:
+                for item, outcome in again:
+                    settle(item, outcome)
+                return
+            pending = [item for item, _ in again]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Sequence
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
@@ -113,13 +115,27 @@ class ContextSender:
 
     def send(self, item: QueueItem) -> SendOutcome:
         """POST a thread, or PATCH ratings onto one; never raises."""
-        if item.kind is not ItemKind.RATING:
-            try:
-                prepared = self._prepared()
-            except Exception:
-                prepared = None
-            if prepared is not None:
-                return self._post(prepared, item.body)
+        (outcome,) = self.send_batch([item])
+        return outcome
+
+    def send_batch(self, items: Sequence[QueueItem]) -> list[SendOutcome]:
+        """`send` for each item, in order; thread uploads on the lean path go out pipelined. Never raises."""
+        outcomes: list[SendOutcome | None] = [None] * len(items)
+        lean = [index for index, item in enumerate(items) if item.kind is ItemKind.THREAD]
+        try:
+            prepared = self._prepared() if lean else None
+        except Exception:
+            prepared = None
+        if prepared is not None:
+            for index, outcome in zip(lean, self._post_batch(prepared, [items[i].body for i in lean]), strict=True):
+                outcomes[index] = outcome
+        for index, item in enumerate(items):
+            if outcomes[index] is None:
+                outcomes[index] = self._send_with_client(item)
+        return outcomes  # type: ignore[return-value]
+
+    def _send_with_client(self, item: QueueItem) -> SendOutcome:
+        """One request through the `context-python` client itself, classified."""
         options = self._options()
         try:
             log = self._client().log
@@ -142,34 +158,14 @@ class ContextSender:
             return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
         return SendOutcome(Verdict.DELIVERED, 201)
 
-    def _post(self, prepared: PreparedPost, body: bytes) -> SendOutcome:
-        """The lean upload, classified as `send` classifies the client's: 201 only is delivered."""
+    def _post_batch(self, prepared: PreparedPost, bodies: list[bytes]) -> list[SendOutcome]:
+        """The lean uploads, pipelined, each classified by `_classify`."""
         try:
-            response = prepared.post(body, self.settings.timeout_s)
-        except (ServiceRequestError, ServiceResponseError) as error:
-            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error.message}")
+            answers: list[RawResponse | AzureError] = prepared.post_batch(bodies, self.settings.timeout_s)
         except Exception as error:
-            return SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
-        status = response.status
-        if status == 201:
-            # The client decodes the answer into its model: undecodable JSON is its `DecodeError` (an
-            # HTTP error, refused), any other body it cannot read a `DeserializationError` (retried).
-            if not response.body:
-                return SendOutcome(Verdict.DELIVERED, 201)
-            if "json" not in response.headers.get("content-type", ""):
-                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not JSON")
-            try:
-                answer = json.loads(response.body)
-            except ValueError:
-                return SendOutcome(Verdict.REJECTED, 201, reason=_raw_reason(response, "HTTP 201"))
-            if not isinstance(answer, dict):
-                return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not an object")
-            return SendOutcome(Verdict.DELIVERED, 201)
-        if status == 401:
-            return SendOutcome(Verdict.REJECTED, 401, reason=_raw_reason(response, "the Context API refused the token"))
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        verdict = Verdict.RETRY if status in RETRYABLE_STATUS else Verdict.REJECTED
-        return SendOutcome(verdict, status, retry_after, _raw_reason(response, f"HTTP {status}"))
+            failed = SendOutcome(Verdict.RETRY, None, reason=f"{type(error).__name__}: {error}")
+            return [failed] * len(bodies)
+        return [_classify(answer) for answer in answers]
 
     def abort(self) -> None:
         """Cut uploads in flight short (shutdown past its deadline): their sockets are shut down."""
@@ -219,6 +215,35 @@ def make_client(
             policies.BearerTokenCredentialPolicy(credential, "all"),
         ],
     )
+
+
+def _classify(answer: RawResponse | AzureError) -> SendOutcome:
+    """A lean upload's answer, classified as `send` classifies the client's: 201 only is delivered."""
+    if isinstance(answer, (ServiceRequestError, ServiceResponseError)):
+        return SendOutcome(Verdict.RETRY, None, reason=f"{type(answer).__name__}: {answer.message}")
+    if isinstance(answer, AzureError):
+        return SendOutcome(Verdict.RETRY, None, reason=f"{type(answer).__name__}: {answer}")
+    response = answer
+    status = response.status
+    if status == 201:
+        # The client decodes the answer into its model: undecodable JSON is its `DecodeError` (an
+        # HTTP error, refused), any other body it cannot read a `DeserializationError` (retried).
+        if not response.body:
+            return SendOutcome(Verdict.DELIVERED, 201)
+        if "json" not in response.headers.get("content-type", ""):
+            return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not JSON")
+        try:
+            decoded = json.loads(response.body)
+        except ValueError:
+            return SendOutcome(Verdict.REJECTED, 201, reason=_raw_reason(response, "HTTP 201"))
+        if not isinstance(decoded, dict):
+            return SendOutcome(Verdict.RETRY, None, reason="DeserializationError: the 201 answer is not an object")
+        return SendOutcome(Verdict.DELIVERED, 201)
+    if status == 401:
+        return SendOutcome(Verdict.REJECTED, 401, reason=_raw_reason(response, "the Context API refused the token"))
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    verdict = Verdict.RETRY if status in RETRYABLE_STATUS else Verdict.REJECTED
+    return SendOutcome(verdict, status, retry_after, _raw_reason(response, f"HTTP {status}"))
 
 
 def _raw_reason(response: RawResponse, default: str) -> str:

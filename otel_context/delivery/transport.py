@@ -18,11 +18,12 @@ import socket
 import ssl
 import threading
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
@@ -302,31 +303,62 @@ class PreparedPost:
 
     def post(self, body: bytes, timeout_s: float | None = None) -> RawResponse:
         """Send `body`; the answer. Raises `ServiceRequestError` / `ServiceResponseError` as the client would."""
+        (answer,) = self.post_batch([body], timeout_s)
+        if isinstance(answer, AzureError):
+            raise answer
+        return answer
+
+    def post_batch(self, bodies: Sequence[bytes], timeout_s: float | None = None) -> list[RawResponse | AzureError]:
+        """Send every body, pipelined; one answer (or the error that stands for it) per body, in order.
+
+        HTTP/1.1 pipelining: a window of requests goes out in one `sendall`, then their answers are read
+        in order, so a batch of uploads costs a few system calls and GIL hand-offs instead of two of
+        each per upload (the app's threads wait for the GIL at every one). A window is at most
+        `PIPELINE_WINDOW_BYTES` of requests (a larger body goes alone): the answers are small, so neither
+        side can fill its buffers waiting for the other. A server that answers some and closes (or says
+        `Connection: close`) gets the rest again on a fresh connection; uploads are idempotent (a thread's
+        id is stable). A round that gets no answer at all ends the batch: the rest fail as `post` would.
+        """
         timeout = timeout_s or self.timeout_s
-        message = b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body))
-        reused = self._sock is not None
+        answers: list[RawResponse | AzureError | None] = [None] * len(bodies)
+        pending = list(range(len(bodies)))
         self._aborted = False
-        for attempt in (1, 2):
+        may_reopen = True  # once per batch: a kept-alive socket the server closed while idle
+        while pending:
+            window = _window(pending, bodies)
+            reused = self._sock is not None
             try:
                 sock = self._connect(timeout)
-                sock.sendall(message)
+                sock.sendall(b"".join(self._message(bodies[index]) for index in window))
             except OSError as error:
                 self.close()
-                raise ServiceRequestError(error, error=error) from error
+                return _fail(answers, pending, ServiceRequestError(error, error=error))
+            answered, keep, failure = 0, True, None
+            buffer = b""
             try:
-                response, keep = _read_response(sock)
+                for index in window:
+                    answers[index], keep, buffer = _read_response(sock, buffer)
+                    answered += 1
+                    if not keep:
+                        break
             except (OSError, http.client.HTTPException) as error:
+                failure = error
+            if failure is not None or not keep or buffer:  # `buffer`: bytes no request asked for
                 self.close()
-                # A kept-alive connection the server closed while idle fails on first use: try once
-                # more on a fresh one (uploads are idempotent: a thread's id is stable).
-                if reused and attempt == 1 and isinstance(error, _IDLE_CLOSED) and not self._aborted:
-                    reused = False
+            pending = pending[answered:]
+            if failure is not None and answered == 0:
+                # A kept-alive connection the server closed while idle fails on first use: try once more
+                # on a fresh one. A reset is an answer lost (retried by the queue, counted), not an idle close.
+                if reused and may_reopen and isinstance(failure, _IDLE_CLOSED) and not self._aborted:
+                    may_reopen = False
                     continue
-                raise ServiceResponseError(error, error=error) from error
-            if not keep:
-                self.close()
-            return response
-        raise AssertionError("unreachable")
+                return _fail(answers, pending, ServiceResponseError(failure, error=failure))
+            if self._aborted:
+                return _fail(answers, pending, ServiceRequestError("the upload was cut short by a shutdown"))
+        return answers  # type: ignore[return-value]
+
+    def _message(self, body: bytes) -> bytes:
+        return b"".join((self._head, str(len(body)).encode(), b"\r\n\r\n", body))
 
     def _connect(self, timeout: float) -> socket.socket:
         sock = self._sock
@@ -353,11 +385,32 @@ class PreparedPost:
 _MAX_HEAD = 65536
 # As `HttpClientTransport`: a reset is an answer lost (retried by the queue, counted), not an idle close.
 _IDLE_CLOSED = (http.client.RemoteDisconnected, BrokenPipeError)
+# Requests written before their answers are read: small enough to sit in the socket buffers of both
+# ends, so a server that answers before reading on never waits for a client still writing.
+PIPELINE_WINDOW_BYTES = 65536
 
 
-def _read_response(sock: socket.socket) -> tuple[RawResponse, bool]:
-    """Read one HTTP/1.x answer; the response and whether the connection stays open."""
-    buffer = b""
+def _window(pending: list[int], bodies: Sequence[bytes]) -> list[int]:
+    """The next requests to write together: up to `PIPELINE_WINDOW_BYTES` of bodies, at least one."""
+    size = 0
+    for count, index in enumerate(pending):
+        size += len(bodies[index])
+        if size > PIPELINE_WINDOW_BYTES and count:
+            return pending[:count]
+    return pending
+
+
+def _fail(
+    answers: list[RawResponse | AzureError | None], pending: list[int], error: AzureError
+) -> list[RawResponse | AzureError]:
+    for index in pending:
+        answers[index] = error
+    return answers  # type: ignore[return-value]
+
+
+def _read_response(sock: socket.socket, buffer: bytes) -> tuple[RawResponse, bool, bytes]:
+    """Read one HTTP/1.x answer after what `buffer` holds; the response, whether the connection stays open,
+    and the bytes read past it (the start of the next pipelined answer)."""
     while True:
         end = buffer.find(b"\r\n\r\n")
         while end < 0:
@@ -390,7 +443,7 @@ def _read_response(sock: socket.socket) -> tuple[RawResponse, bool]:
     connection = headers.get("connection", "").lower()
     keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
     if status in (204, 304):
-        return RawResponse(status, headers, b""), keep
+        return RawResponse(status, headers, b""), keep, buffer
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body, buffer = _read_chunked(sock, buffer)
     elif "content-length" in headers:
@@ -403,13 +456,13 @@ def _read_response(sock: socket.socket) -> tuple[RawResponse, bool]:
             if not chunk:
                 raise http.client.IncompleteRead(buffer, length - len(buffer))
             buffer += chunk
-        body = buffer[:length]
+        body, buffer = buffer[:length], buffer[length:]
     else:  # delimited by the server closing the connection
         parts = [buffer]
         while chunk := sock.recv(65536):
             parts.append(chunk)
-        body, keep = b"".join(parts), False
-    return RawResponse(status, headers, body), keep
+        body, keep, buffer = b"".join(parts), False, b""
+    return RawResponse(status, headers, body), keep, buffer
 
 
 def _read_chunked(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:

@@ -1,9 +1,10 @@
 """Delivery: queue -> retry -> send, as the Collector's exporterhelper stacks them, run by background workers.
 
 `submit` never waits on the network: it appends to memory (and, with a spool, to disk) and returns.
-Workers take an item from the `SendingQueue`, hand it to the `RetryingSender`, and settle it: removed
-when delivered or refused for good, parked in the spool for a slow retry (or dropped and counted
-without a spool) when retries ran out. Every drop is counted in `threads_dropped`.
+Workers take items from the `SendingQueue` (up to `pipelining` at once, sent pipelined on one
+connection), hand them to the `RetryingSender`, and settle each: removed when delivered or refused
+for good, parked in the spool for a slow retry (or dropped and counted without a spool) when retries
+ran out. Every drop is counted in `threads_dropped`.
 
 Fork-safe (the pipeline calls `reset_after_fork`): a forked child (gunicorn `--preload`, Celery prefork,
 multiprocessing) starts with an empty queue, fresh locks and no workers until its first thread; the
@@ -38,18 +39,19 @@ class DeliveryQueue:
 
     def __init__(
         self,
-        send: Callable[[QueueItem], SendOutcome],
+        send_batch: Callable[[list[QueueItem]], list[SendOutcome]],
         settings: ExporterSettings,
         counters: Counters,
         *,
         abort: Callable[[], None] | None = None,
     ) -> None:
-        """`abort()` cuts uploads in flight short when a shutdown reaches its deadline."""
+        """`send_batch(items)`: one try of each item (pipelined where it can), an outcome each, in order.
+        `abort()` cuts uploads in flight short when a shutdown reaches its deadline."""
         self.settings = settings
         self.counters = counters
         self._abort = abort
         self.retry = RetryingSender(
-            send, Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s), settings.max_elapsed_s
+            send_batch, Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s), settings.max_elapsed_s
         )
         spool = Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
         self.queue = SendingQueue(settings.queue_size, spool, rescan_s=settings.spool_retry_s)
@@ -207,9 +209,8 @@ class DeliveryQueue:
     def _work(self) -> None:
         # The exporter's own HTTP calls must not be traced (requests/urllib3 instrumentations would loop).
         with suppress_instrumentation():
-            while (item := self.queue.take(lambda: self._stopping)) is not None:
-                outcome = self.retry.deliver(item, self._sleep, self._on_retry, lambda: self._deadline)
-                self._settle(item, outcome)
+            while items := self.queue.take(lambda: self._stopping, self.settings.pipelining):
+                self.retry.deliver(items, self._sleep, self._on_retry, lambda: self._deadline, self._settle)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait between tries; True when a shutdown cut the wait short."""

@@ -74,9 +74,12 @@ def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, loc
     assert stats["threads_dropped"] == 0 and stats["threads_rejected"] == 0
     if "latency_s" not in fault:
         assert stats["threads_retried"] > 0
-    # Each attempt is one request: azure-core's own retry policy is off, so retries never multiply.
+    # Each attempt is at most one request: azure-core's own retry policy is off, so retries never multiply.
+    # (At most: requests pipelined behind one the server reset never reach it, and are tried again.)
     posts = local_api.stats()["requests"]["POST /api/v1/log/conversation/thread"]
-    assert posts == stats["threads_uploaded"] + stats["threads_retried"]
+    assert stats["threads_uploaded"] <= posts <= stats["threads_uploaded"] + stats["threads_retried"]
+    if "status" in fault or "latency_s" in fault:  # every request is answered
+        assert posts == stats["threads_uploaded"] + stats["threads_retried"]
     if "lose_ack_s" in fault:  # writes that worked were sent again: the stable id kept them one thread each
         assert max(local_api.stats()["writes"].values()) >= 2
     local_api.clear_faults()
@@ -96,14 +99,14 @@ def test_429_retry_after_is_honoured(make_app, local_api, client):
 
 
 def test_queue_full_drops_are_counted_and_memory_stays_bounded(make_app, local_api):
-    app = make_app(queue_size=5, concurrency=1, **FAST_RETRY)
+    app = make_app(queue_size=5, concurrency=1, pipelining=3, **FAST_RETRY)
     local_api.set_faults(latency_s=1)
     run_calls(app, 0, 100)
     app.processor.force_flush(100)
     stats = app.exporter.stats()
     assert stats["threads_converted"] == 100
-    assert stats["threads_queued"] <= 5 + 1  # the bound, plus the one in flight
-    assert stats["threads_dropped"] >= 100 - 6
+    assert stats["threads_queued"] <= 5 + 3  # the bound, plus the ones in flight (one worker, 3 pipelined)
+    assert stats["threads_dropped"] >= 100 - 8
     local_api.clear_faults()
     assert wait_for(lambda: app.exporter.stats()["threads_queued"] == 0, timeout=20)
     assert app.exporter.stats()["threads_uploaded"] + app.exporter.stats()["threads_dropped"] == 100

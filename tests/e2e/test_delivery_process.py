@@ -99,7 +99,11 @@ def test_api_down_or_429_then_up_is_retried_and_delivered(make_app, local_api, c
     stats = app.exporter.stats()
     assert stats["threads_uploaded"] == 11 and stats["threads_retried"] > 0 and stats["threads_dropped"] == 0
     posts = local_api.stats()["requests"]["POST /api/v1/log/conversation/thread"]
-    assert posts == stats["threads_uploaded"] + stats["threads_retried"]  # the helper's counters reached the app
+    # The helper's counters reached the app: each try is one request, but requests pipelined behind one
+    # that found the API down never reached it.
+    assert stats["threads_uploaded"] <= posts <= stats["threads_uploaded"] + stats["threads_retried"]
+    if "status" in fault:
+        assert posts == stats["threads_uploaded"] + stats["threads_retried"]
     local_api.clear_faults()
     assert questions(client) == Counter(f"question {n}" for n in range(11))
 

@@ -30,7 +30,11 @@ BODY = '{"conversation":{"id":"t-1","messages":[{"role":"user","text":"héllo"}]
 
 
 class ScriptedServer:
-    """Answers each request with the next scripted raw response (bytes, or None to close at once)."""
+    """Answers each request with the next scripted raw response (bytes, or None to close at once).
+
+    Reads requests one after another off the connection, as an HTTP/1.1 server does, so pipelined requests
+    are answered in order; closes after an answer that says `Connection: close`.
+    """
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -38,6 +42,7 @@ class ScriptedServer:
         self.script: list[bytes | None] = []
         self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
         self.connections = 0
+        self.ahead = 0  # requests that had arrived before the answer to the one before them was sent
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -53,6 +58,8 @@ class ScriptedServer:
         buffer = b""
         with conn:
             while True:
+                if b"\r\n\r\n" in buffer:
+                    self.ahead += 1
                 while b"\r\n\r\n" not in buffer:
                     chunk = conn.recv(65536)
                     if not chunk:
@@ -70,6 +77,8 @@ class ScriptedServer:
                 if answer is None:
                     return
                 conn.sendall(answer)
+                if b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0] + b"\r\n":
+                    return  # as a server does after saying so
 
     def close(self) -> None:
         self.sock.close()
@@ -195,6 +204,93 @@ def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
     outcome = sender.send(QueueItem("t-1", BODY))
     assert hang.is_set() and outcome.verdict is Verdict.RETRY
     assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
+    sender.close()
+
+
+def _thread(n: int, size: int = 0) -> QueueItem:
+    text = f"question {n} " + "x" * size
+    return QueueItem(f"t-{n}", f'{{"conversation":{{"id":"t-{n}","messages":[{{"role":"user","text":"{text}"}}]}}}}'.encode())
+
+
+def test_a_batch_goes_out_pipelined_on_one_connection_each_request_as_the_client_sends_it(server):
+    client_sender, lean_sender = _sender(server, lean=False), _sender(server)
+    assert client_sender.send(_thread(0)).verdict is Verdict.DELIVERED
+    items = [_thread(n) for n in range(1, 11)]
+    outcomes = lean_sender.send_batch(items)
+    assert [outcome.verdict for outcome in outcomes] == [Verdict.DELIVERED] * 10
+    assert server.connections == 2  # the client's and the lean path's
+    assert server.ahead >= 5, "the requests were not written before their answers were read"
+    (line_c, headers_c, _), *pipelined = server.requests
+    assert [body for _, _, body in pipelined] == [item.body for item in items]  # in order, each once
+    for (line, headers, body), item in zip(pipelined, items, strict=True):
+        assert line == line_c and headers == {**headers_c, "content-length": str(len(item.body))}
+    client_sender.close()
+    lean_sender.close()
+
+
+def test_each_pipelined_answer_is_classified_on_its_own(server):
+    sender = _sender(server)
+    server.script += [
+        _answer(201, b'{"id":"t-1"}'),
+        _answer(429, b"slow down", headers="Retry-After: 3\r\n"),
+        _answer(400, b'{"error":"no messages"}', chunked=True),
+        _answer(201, b""),
+    ]
+    outcomes = sender.send_batch([_thread(n) for n in range(4)])
+    assert [(o.verdict, o.status, o.retry_after_s) for o in outcomes] == [
+        (Verdict.DELIVERED, 201, None),
+        (Verdict.RETRY, 429, 3.0),
+        (Verdict.REJECTED, 400, None),
+        (Verdict.DELIVERED, 201, None),
+    ]
+    assert "no messages" in outcomes[2].reason
+    sender.close()
+
+
+@pytest.mark.parametrize(
+    "after_two",
+    [_answer(201, b"{}", headers="Connection: close\r\n"), None],
+    ids=["connection-close-header", "closed-without-a-word"],
+)
+def test_a_server_that_stops_answering_a_pipeline_gets_the_rest_again_on_a_fresh_connection(server, after_two):
+    sender = _sender(server)
+    server.script += [_answer(201, b"{}"), after_two]
+    items = [_thread(n) for n in range(10)]
+    assert [o.verdict for o in sender.send_batch(items)] == [Verdict.DELIVERED] * 10
+    assert server.connections == 2
+    bodies = [body for _, _, body in server.requests]
+    assert set(bodies) == {item.body for item in items}
+    # The request the server read before closing, unanswered, was sent again (uploads are idempotent).
+    assert len(bodies) == (10 if after_two is not None else 11)
+    sender.close()
+
+
+def test_a_server_that_answers_one_request_per_connection_gets_them_all(server):
+    sender = _sender(server)
+    server.script += [_answer(201, b"{}", headers="Connection: close\r\n")] * 5
+    assert [o.verdict for o in sender.send_batch([_thread(n) for n in range(5)])] == [Verdict.DELIVERED] * 5
+    assert server.connections == 5 and len(server.requests) == 5
+    sender.close()
+
+
+def test_a_large_batch_goes_in_windows_the_socket_buffers_hold(server):
+    from otel_context.delivery.transport import PIPELINE_WINDOW_BYTES
+
+    sender = _sender(server)
+    items = [_thread(n, size=PIPELINE_WINDOW_BYTES // 3) for n in range(8)]
+    assert [o.verdict for o in sender.send_batch(items)] == [Verdict.DELIVERED] * 8
+    assert [body for _, _, body in server.requests] == [item.body for item in items]
+    assert server.connections == 1
+    sender.close()
+
+
+def test_a_pipeline_with_no_answer_at_all_fails_every_request_without_a_second_try(server):
+    sender = _sender(server)
+    server.script.append(b"HTTP/1.1 20")  # cut inside the first status line, then silence
+    server.script.append(None)
+    outcomes = sender.send_batch([_thread(n) for n in range(3)])
+    assert [(o.verdict, o.status) for o in outcomes] == [(Verdict.RETRY, None)] * 3
+    assert server.connections == 1
     sender.close()
 
 

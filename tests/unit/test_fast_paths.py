@@ -186,8 +186,8 @@ def test_two_versions_of_a_thread_in_one_batch_coalesce(tmp_path: Path):
     queue = SendingQueue(100, Spool(str(tmp_path / "spool"), 10 * 1024 * 1024))
     offered = queue.offer([QueueItem("t-1", b"old"), QueueItem("t-2", b"other"), QueueItem("t-1", b"new")])
     assert (offered.accepted, offered.refused) == (3, 0)
-    first = queue.take(lambda: False)
-    assert first is not None and (first.thread_id, first.body) == ("t-1", b"new")
+    (first,) = queue.take(lambda: False)
+    assert (first.thread_id, first.body) == ("t-1", b"new")
     assert queue.spool is not None and queue.spool.count() == 2  # the older version's row is gone
 
 
