@@ -7,6 +7,7 @@ once through `PreparedPost`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -208,8 +209,8 @@ def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
 
 
 def _thread(n: int, size: int = 0) -> QueueItem:
-    text = f"question {n} " + "x" * size
-    return QueueItem(f"t-{n}", f'{{"conversation":{{"id":"t-{n}","messages":[{{"role":"user","text":"{text}"}}]}}}}'.encode())
+    message = {"role": "user", "text": f"question {n} " + "x" * size}
+    return QueueItem(f"t-{n}", json.dumps({"conversation": {"id": f"t-{n}", "messages": [message]}}).encode())
 
 
 def test_a_batch_goes_out_pipelined_on_one_connection_each_request_as_the_client_sends_it(server):
@@ -222,7 +223,7 @@ def test_a_batch_goes_out_pipelined_on_one_connection_each_request_as_the_client
     assert server.ahead >= 5, "the requests were not written before their answers were read"
     (line_c, headers_c, _), *pipelined = server.requests
     assert [body for _, _, body in pipelined] == [item.body for item in items]  # in order, each once
-    for (line, headers, body), item in zip(pipelined, items, strict=True):
+    for (line, headers, _), item in zip(pipelined, items, strict=True):
         assert line == line_c and headers == {**headers_c, "content-length": str(len(item.body))}
     client_sender.close()
     lean_sender.close()
