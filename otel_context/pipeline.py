@@ -250,49 +250,43 @@ class Pipeline:
         return self.delivery.submit(prepared, admitted=self.push_back, book_versions=versions) == len(prepared)
 
     def _send_batch(self, items: list[QueueItem]) -> list[SendOutcome]:
-        """One try of each item: session threads of a shared book one by one (`_send`), the rest together."""
-        store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None:
-            return self._sender.send_batch(items)
-        outcomes = [self._send(item) if _in_book(item) else None for item in items]
-        together = [item for item, outcome in zip(items, outcomes, strict=True) if outcome is None]
-        sent = iter(self._sender.send_batch(together) if together else ())
-        return [outcome if outcome is not None else next(sent) for outcome in outcomes]
-
-    def _send(self, item: QueueItem) -> SendOutcome:
-        """One upload; a session thread of a shared book goes out as the book holds it now.
+        """One try of each item, sent together; a session thread of a shared book goes out as the book holds it now.
 
         Another process (or replica) may add a turn while this upload is on the wire and finish its
         own upload first; sending again when the version moved makes the last write to arrive the
         newest. A book that cannot be read (Redis down) makes the upload wait and retry: a body
         built earlier may be older than one already sent by another replica. A body built from the
-        version the book still has is sent as it is (asking the version is cheaper than the thread).
+        version the book still has is sent as it is (asking the version is cheaper than the thread);
+        the versions of a batch are asked for at once.
         """
         store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None or not _in_book(item):
-            return self._sender.send(item)
-        outcome = SendOutcome(Verdict.RETRY, reason="session thread changed on every try")
+        if store is None:
+            return self._sender.send_batch(items)
+        outcomes: list[SendOutcome | None] = [None] * len(items)
+        pending = list(range(len(items)))
         for _ in range(_MAX_RESENDS):
+            plans = dict(zip(pending, _from_book(store, [items[index] for index in pending]), strict=True))
+            ready = []
+            for index, plan in plans.items():
+                if isinstance(plan, SendOutcome):
+                    outcomes[index] = plan
+                else:
+                    ready.append(index)
+            sent = self._sender.send_batch([items[index] for index in ready]) if ready else []
+            checked: dict[int, int] = {}  # delivered, built from this version of the book
+            for index, outcome in zip(ready, sent, strict=True):
+                outcomes[index] = outcome
+                version = plans[index]
+                if outcome.verdict is Verdict.DELIVERED and isinstance(version, int):
+                    checked[index] = version
             try:
-                version = store.version(item.thread_id) if item.book_version is not None else None
-                if version is None or version != item.book_version:
-                    current = store.current(item.thread_id)
-                    if current is None:
-                        return self._sender.send(item)
-                    version, thread = current
-                    item.body = encode_thread(thread)  # its turns were redacted before entering the book
-                    item.book_version = version
-            except SessionStoreUnavailable as error:
-                return SendOutcome(Verdict.RETRY, reason=str(error))
-            outcome = self._sender.send(item)
-            if outcome.verdict is not Verdict.DELIVERED:
-                return outcome
-            try:
-                if store.version(item.thread_id) == version:
-                    return outcome
+                now = store.versions([items[index].thread_id for index in checked]) if checked else {}
             except SessionStoreUnavailable:
-                return outcome  # no turn can join a shared part while the book is down; a waiting upload re-reads it
-        return outcome
+                break  # no turn can join a shared part while the book is down; a waiting upload re-reads it
+            pending = [index for index, version in checked.items() if now.get(items[index].thread_id) != version]
+            if not pending:
+                break
+        return outcomes  # type: ignore[return-value]
 
     def _warn_missing_token(self) -> None:
         if not self._warned_token:
@@ -302,6 +296,38 @@ class Pipeline:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
+
+
+def _from_book(store: SessionStore, items: list[QueueItem]) -> list[int | SendOutcome | None]:
+    """Bring each item's body up to the shared book; per item, the book version to check once it is
+    delivered, None to send it as it is (no session thread), or the outcome when the book cannot be read."""
+    asked = [item.thread_id for item in items if _in_book(item) and item.book_version is not None]
+    try:
+        versions: dict[str, int] | SessionStoreUnavailable = store.versions(asked) if asked else {}
+    except SessionStoreUnavailable as error:
+        versions = error
+    plans: list[int | SendOutcome | None] = []
+    for item in items:
+        if not _in_book(item):
+            plans.append(None)
+            continue
+        try:
+            if isinstance(versions, SessionStoreUnavailable):
+                raise versions
+            version = versions.get(item.thread_id) if item.book_version is not None else None
+            if version is None or version != item.book_version:
+                current = store.current(item.thread_id)
+                if current is None:
+                    plans.append(None)
+                    continue
+                version, thread = current
+                item.body = encode_thread(thread)  # its turns were redacted before entering the book
+                item.book_version = version
+        except SessionStoreUnavailable as error:
+            plans.append(SendOutcome(Verdict.RETRY, reason=str(error)))
+            continue
+        plans.append(version)
+    return plans
 
 
 def _in_book(item: QueueItem) -> bool:

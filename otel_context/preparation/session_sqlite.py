@@ -12,6 +12,8 @@ from ..model import ConversationThread
 from ..shared_sqlite import connect_shared
 from .sessions import INHERITED_HANDLES, SessionBook, Turn, merge, session_thread_id
 
+_IDS_PER_QUERY = 500  # bound parameters per query: well under SQLite's oldest limit (999)
+
 
 class SqliteSessions(SessionBook):
     """Sessions in SQLite (the sidecar, or the exporter with a spool): they survive restarts."""
@@ -125,6 +127,16 @@ class SqliteSessions(SessionBook):
         with self._lock:
             row = self._db.execute("SELECT version FROM parts WHERE thread_id = ?", (thread_id,)).fetchone()
         return row[0] if row else None
+
+    def versions(self, thread_ids: list[str]) -> dict[str, int]:
+        """Every id's version in one query per `_IDS_PER_QUERY` (a batch of uploads asks once)."""
+        found: dict[str, int] = {}
+        with self._lock:
+            for start in range(0, len(thread_ids), _IDS_PER_QUERY):
+                chunk = thread_ids[start : start + _IDS_PER_QUERY]
+                query = f"SELECT thread_id, version FROM parts WHERE thread_id IN ({','.join('?' * len(chunk))})"
+                found.update(self._db.execute(query, chunk))
+        return found
 
     def current(self, thread_id: str) -> tuple[int, ConversationThread] | None:
         """The version and the whole thread of a session part as the book holds it now, for an upload."""

@@ -102,6 +102,9 @@ class SessionStore(Protocol):
     def version(self, thread_id: str) -> int | None:
         """A shared book: how many times the session part behind `thread_id` changed."""
 
+    def versions(self, thread_ids: list[str]) -> dict[str, int]:
+        """`version` of each thread id that is a session part (the others are left out), in one look."""
+
     def close(self) -> None:
         """Release connections and files."""
 
@@ -157,6 +160,13 @@ class SessionBook:
         """The session's latest thread (for feedback naming a session), None if unknown."""
         part, turns = self.turns(session)
         return merge(session, part, turns, self.scope) if turns else None
+
+    def version(self, thread_id: str) -> int | None:
+        raise NotImplementedError
+
+    def versions(self, thread_ids: list[str]) -> dict[str, int]:
+        """One `version` per id; a book that can ask for many at once does."""
+        return {thread_id: version for thread_id in thread_ids if (version := self.version(thread_id)) is not None}
 
 
 class MemorySessions(SessionBook):

@@ -205,7 +205,9 @@ def test_a_session_upload_is_rebuilt_only_when_the_book_moved(tmp_path: Path):
     settings = resolve_settings(endpoint="http://127.0.0.1:9", token="t", session_db=str(tmp_path / "book.db"))
     pipeline = Pipeline(settings, push_back=True)
     sent: list[bytes] = []
-    pipeline._sender.send = lambda item: sent.append(item.body) or SendOutcome(Verdict.DELIVERED, 201)  # type: ignore[method-assign]
+    pipeline._sender.send_batch = lambda items: [  # type: ignore[method-assign]
+        sent.append(item.body) or SendOutcome(Verdict.DELIVERED, 201) for item in items
+    ]
     try:
         (thread,), (version,) = pipeline._prepare([session_thread("1", 1)])
         assert version == 1
@@ -218,7 +220,7 @@ def test_a_session_upload_is_rebuilt_only_when_the_book_moved(tmp_path: Path):
 
         book.current = not_read  # type: ignore[method-assign]
         item = QueueItem(thread.id, encode_thread(thread), book_version=version)
-        assert pipeline._send(item).verdict is Verdict.DELIVERED
+        assert pipeline._send_batch([item])[0].verdict is Verdict.DELIVERED
         assert sent == [encode_thread(thread)]
 
         other = SqliteSessions(tmp_path / "book.db")  # another process adds the next turn meanwhile
@@ -226,7 +228,7 @@ def test_a_session_upload_is_rebuilt_only_when_the_book_moved(tmp_path: Path):
         other.close()
         book.current = current  # type: ignore[method-assign]
         item = QueueItem(thread.id, encode_thread(thread), book_version=version)
-        assert pipeline._send(item).verdict is Verdict.DELIVERED
+        assert pipeline._send_batch([item])[0].verdict is Verdict.DELIVERED
         messages = json.loads(sent[-1])["conversation"]["messages"]
         assert [m["message"] for m in messages] == ["question 1", "answer 1", "question 2", "answer 2"]
         assert item.book_version == 2
