@@ -31,8 +31,10 @@ class Offered:
 class SendingQueue:
     """Bounded memory queue over an optional spool; every method is thread-safe."""
 
-    def __init__(self, capacity: int, spool: Spool | None = None, rescan_s: float = 60.0) -> None:
+    def __init__(self, capacity: int, spool: Spool | None = None, rescan_s: float = 60.0, per_take: int = 1) -> None:
+        """`per_take`: how many items a worker takes at once; new items wake one idle worker per that many."""
         self.capacity = capacity
+        self.per_take = per_take
         self.spool = spool
         self.rescan_s = rescan_s  # how often parked rows (retries ran out) and dead owners' rows are looked for
         self._reset()
@@ -42,6 +44,7 @@ class SendingQueue:
         self._items: deque[QueueItem] = deque()
         self._waiting: dict[str, QueueItem] = {}  # thread id -> its queued upload (replaced by a newer version)
         self._busy: dict[str, QueueItem] = {}  # thread id -> its upload in flight
+        self._kept: set[str] = set()  # thread ids whose items a taker passed over: their upload was in flight
         self._loaded: set[int] = set()  # spool rows in memory or in flight
         self._cursor = 0  # highest spool row looked at since the last rescan
         self._overflow = False  # the spool holds rows not loaded yet
@@ -130,7 +133,12 @@ class SendingQueue:
             if item.seq is not None:
                 self._loaded.add(item.seq)
                 self._cursor = max(self._cursor, item.seq)
-        self.cond.notify(count or 1)
+        # One idle worker per `per_take` items: a worker takes that many at once, and a batch that one
+        # worker can send wakes no other (each wake-up is a GIL hand-off in the app's process).
+        if self.watchers:  # a flush waits on the same condition: a single wake-up could go to it
+            self.cond.notify_all()
+        else:
+            self.cond.notify(max(1, -(-count // self.per_take)))
 
     # -- consumer side ------------------------------------------------------------------------------
     def take(self, stop: Callable[[], bool], limit: int = 1) -> list[QueueItem]:
@@ -145,7 +153,11 @@ class SendingQueue:
                 index = 0
                 while index < len(self._items) and len(taken) < limit:
                     item = self._items[index]
-                    if item.thread_id in self._busy or (taken and item.kind is not ItemKind.THREAD):
+                    if item.thread_id in self._busy:
+                        self._kept.add(item.thread_id)
+                        index += 1
+                        continue
+                    if taken and item.kind is not ItemKind.THREAD:
                         index += 1
                         continue
                     del self._items[index]
@@ -191,11 +203,14 @@ class SendingQueue:
                 del self._busy[item.thread_id]
             if item.seq is not None:
                 self._loaded.discard(item.seq)
-            # Wake whoever this may let move on: a flush, or a taker kept from an item of this thread (or
-            # from the spool's rows). Idle workers with nothing to take stay asleep: they are most of the
-            # time, and waking each of them after every upload costs more CPU than the upload itself.
-            if self.watchers or self._items or self._overflow:
+            # Wake whoever this may let move on: a flush, or a taker passed over an item of this thread (or
+            # the spool's rows). Idle workers with nothing new to take stay asleep: waking each of them
+            # after every upload costs more CPU than the upload itself.
+            if self.watchers:
                 self.cond.notify_all()
+            elif item.thread_id in self._kept or self._overflow:
+                self._kept.discard(item.thread_id)
+                self.cond.notify()
 
     def _refill(self) -> None:
         """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""

@@ -54,7 +54,9 @@ class DeliveryQueue:
             send_batch, Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s), settings.max_elapsed_s
         )
         spool = Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
-        self.queue = SendingQueue(settings.queue_size, spool, rescan_s=settings.spool_retry_s)
+        self.queue = SendingQueue(
+            settings.queue_size, spool, rescan_s=settings.spool_retry_s, per_take=settings.pipelining
+        )
         self._reset_state()
         counters.gauge("threads_queued", self.pending)
         replayed = self.queue.load_spool()
