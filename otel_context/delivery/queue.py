@@ -31,10 +31,19 @@ class Offered:
 class SendingQueue:
     """Bounded memory queue over an optional spool; every method is thread-safe."""
 
-    def __init__(self, capacity: int, spool: Spool | None = None, rescan_s: float = 60.0, per_take: int = 1) -> None:
-        """`per_take`: how many items a worker takes at once; new items wake one idle worker per that many."""
+    def __init__(
+        self,
+        capacity: int,
+        spool: Spool | None = None,
+        rescan_s: float = 60.0,
+        per_take: int = 1,
+        idle_wait_s: float = 0.5,
+    ) -> None:
+        """`per_take`: how many items a worker takes at once; new items wake one idle worker per that many.
+        `idle_wait_s`: how long an idle taker sleeps before it looks again unwoken (a safety net)."""
         self.capacity = capacity
         self.per_take = per_take
+        self.idle_wait_s = idle_wait_s
         self.spool = spool
         self.rescan_s = rescan_s  # how often parked rows (retries ran out) and dead owners' rows are looked for
         self._reset()
@@ -176,7 +185,7 @@ class SendingQueue:
                         self._refill()
                         if self._items:
                             continue
-                self.cond.wait(0.5)
+                self.cond.wait(self.idle_wait_s)
 
     def settle(
         self,

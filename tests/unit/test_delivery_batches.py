@@ -6,6 +6,9 @@ here the retry layer gets a scripted sender (one list of verdicts per try), whic
 
 from __future__ import annotations
 
+import threading
+import time
+
 from otel_context.delivery.item import ItemKind, QueueItem
 from otel_context.delivery.outcome import SendOutcome, Verdict
 from otel_context.delivery.queue import SendingQueue
@@ -98,3 +101,51 @@ def test_a_rating_goes_alone_and_after_its_thread():
     queue.settle(first[0])
     assert [(i.thread_id, i.kind) for i in queue.take(lambda: False, 10)] == [("a", ItemKind.RATING)]
     assert [(i.thread_id, i.kind) for i in queue.take(lambda: False, 10)] == [("c", ItemKind.RATING)]
+
+
+def test_a_taker_passed_over_an_item_of_a_busy_thread_is_woken_when_that_upload_ends():
+    queue = SendingQueue(100, idle_wait_s=60.0)  # no safety-net wake-up within the test
+    queue.offer([item("a")])
+    (first,) = queue.take(lambda: False)  # "a" is in flight
+    queue.offer([item("a")])  # its next version must wait for it
+    got: list[list[QueueItem]] = []
+    taker = threading.Thread(target=lambda: got.append(queue.take(lambda: False, 4)), daemon=True)
+    taker.start()
+    taker.join(0.2)
+    assert taker.is_alive() and not got  # passed over "a", asleep
+    queue.settle(first)
+    taker.join(10)
+    assert [[i.thread_id for i in batch] for batch in got] == [["a"]]
+
+
+class CountingCondition(threading.Condition):
+    """Counts the waits that ended (the takers sleep 60 s unwoken: each one is a wake-up)."""
+
+    woken = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        ended = super().wait(timeout)
+        self.woken += 1
+        return ended
+
+
+def test_new_items_wake_one_idle_taker_per_batch_they_fill():
+    queue = SendingQueue(100, per_take=4, idle_wait_s=60.0)
+    queue.cond = cond = CountingCondition()
+    got: list[list[str]] = []
+    takers = [
+        threading.Thread(target=lambda: got.append([i.thread_id for i in queue.take(lambda: False, 4)]), daemon=True)
+        for _ in range(3)
+    ]
+    for taker in takers:
+        taker.start()
+    time.sleep(0.2)  # all three asleep
+    queue.offer([item(f"t{n}") for n in range(6)])  # two batches' worth: two takers woken
+    for taker in takers:
+        taker.join(1)
+    assert sorted(len(batch) for batch in got) == [2, 4]
+    assert sum(taker.is_alive() for taker in takers) == 1 and cond.woken == 2  # the third slept on
+    queue.offer([item("t9")])
+    for taker in takers:
+        taker.join(10)
+    assert sorted(len(batch) for batch in got) == [1, 2, 4]
