@@ -266,8 +266,9 @@ class PreparedPost:
 
     The client's pipeline builds the request once (path, query, every header including the bearer
     token, the user agent, content type and accept); this keeps its head as bytes and, per upload,
-    only appends `Content-Length` and the body: one `sendall`, one read, no per-request objects. The
-    answer is parsed just enough to classify it (status, headers, a body by length or chunks).
+    only appends `Content-Length` and the body, no per-request objects; a batch of uploads goes out
+    pipelined (`post_batch`). The answer is parsed just enough to classify it (status, headers, a
+    body by length or chunks).
     Not thread-safe by design: one per worker thread, like `HttpClientTransport`.
     """
 
