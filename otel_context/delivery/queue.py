@@ -221,6 +221,18 @@ class SendingQueue:
                 self._kept.discard(item.thread_id)
                 self.cond.notify()
 
+    def remove_rows(self, items: list[QueueItem]) -> None:
+        """Before settling a batch: the spool rows of these items (delivered, or refused for good) go in one
+        transaction; `settle` then has none left to remove."""
+        rows = [item for item in items if item.seq is not None]
+        if not rows or self.spool is None or self.closed:
+            return
+        self.spool.remove_all([item.seq for item in rows])  # type: ignore[misc]
+        with self.cond:
+            for item in rows:
+                self._loaded.discard(item.seq)  # type: ignore[arg-type]
+                item.seq = None
+
     def _refill(self) -> None:
         """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""
         assert self.spool is not None

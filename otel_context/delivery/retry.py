@@ -74,10 +74,10 @@ class RetryingSender:
         wait: Callable[[float], bool],
         on_retry: Callable[[SendOutcome], None],
         deadline: Callable[[], float],
-        settle: Callable[[QueueItem, SendOutcome], None],
+        settle: Callable[[list[tuple[QueueItem, SendOutcome]]], None],
     ) -> None:
-        """`settle(item, outcome)` once per item, as soon as its outcome is final: DELIVERED, REJECTED, or
-        RETRY when retrying stopped (time ran out).
+        """`settle([(item, outcome), ...])` for the items of a try whose outcome is final, as soon as it is:
+        DELIVERED, REJECTED, or RETRY when retrying stopped (time ran out). Each item is settled once.
 
         `wait(seconds)` sleeps and returns True when the wait was cut short by a shutdown; `deadline()`
         is the instant past which no new try starts (a shutdown moves it to now). The wait is the
@@ -89,11 +89,11 @@ class RetryingSender:
         while pending:
             attempt += 1
             again: list[tuple[QueueItem, SendOutcome]] = []
+            final: list[tuple[QueueItem, SendOutcome]] = []
             for item, outcome in zip(pending, self.send_batch(pending), strict=True):
-                if outcome.verdict is Verdict.RETRY:
-                    again.append((item, outcome))
-                else:
-                    settle(item, outcome)
+                (again if outcome.verdict is Verdict.RETRY else final).append((item, outcome))
+            if final:
+                settle(final)
             if not again:
                 return
             asked = [outcome.retry_after_s for _, outcome in again if outcome.retry_after_s is not None]
@@ -105,7 +105,6 @@ class RetryingSender:
                     on_retry(outcome)
                 stop = wait(delay)
             if stop:
-                for item, outcome in again:
-                    settle(item, outcome)
+                settle(again)
                 return
             pending = [item for item, _ in again]

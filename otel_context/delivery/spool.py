@@ -26,6 +26,7 @@ from ..shared_sqlite import connect_shared
 
 SPOOL_FILE = "otel-context-spool.db"
 OWNERS_DIR = "owners"
+_SEQS_PER_QUERY = 500  # bound parameters per statement: well under SQLite's oldest limit (999)
 _INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
 
 
@@ -166,24 +167,34 @@ class Spool:
 
     def remove(self, seq: int) -> None:
         """Delete a delivered row. Not fsync'd: a removal a crash forgets means one idempotent resend."""
+        self.remove_all([seq])
+
+    def remove_all(self, seqs: list[int]) -> None:
+        """Delete delivered rows in one transaction (a worker's batch: one commit, not one per row)."""
+        removed = freed = 0
         with self._lock:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "DELETE FROM items WHERE seq = ? AND owner = ? RETURNING LENGTH(body)", (seq, self.owner)
-                ).fetchone()
-                if row is not None:
-                    self._db.execute("UPDATE size SET bytes = bytes - ?", (row[0],))
+                for start in range(0, len(seqs), _SEQS_PER_QUERY):
+                    chunk = seqs[start : start + _SEQS_PER_QUERY]
+                    marks = ",".join("?" * len(chunk))
+                    for (size,) in self._db.execute(
+                        f"DELETE FROM items WHERE owner = ? AND seq IN ({marks}) RETURNING LENGTH(body)",
+                        (self.owner, *chunk),
+                    ).fetchall():
+                        removed += 1
+                        freed += size
+                if removed:
+                    self._db.execute("UPDATE size SET bytes = bytes - ?", (freed,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
-            if row is not None:
-                self._bytes -= row[0]
-                self._count -= 1
+            self._bytes -= freed
+            self._count -= removed
 
     def park(self, seq: int, until: float) -> None:
         """Retries ran out: keep the row, and offer it again at wall-clock time `until` (a slow retry)."""

@@ -212,7 +212,7 @@ class DeliveryQueue:
         # The exporter's own HTTP calls must not be traced (requests/urllib3 instrumentations would loop).
         with suppress_instrumentation():
             while items := self.queue.take(lambda: self._stopping, self.settings.pipelining):
-                self.retry.deliver(items, self._sleep, self._on_retry, lambda: self._deadline, self._settle)
+                self.retry.deliver(items, self._sleep, self._on_retry, lambda: self._deadline, self._settle_all)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait between tries; True when a shutdown cut the wait short."""
@@ -222,6 +222,20 @@ class DeliveryQueue:
     def _on_retry(self, outcome: SendOutcome) -> None:
         self.counters.add("threads_retried")
         self._log_once(f"retry-{outcome.status}", "otel-context: upload failed (%s); retrying", outcome.reason)
+
+    def _settle_all(self, settled: list[tuple[QueueItem, SendOutcome]]) -> None:
+        """Settle the items of one try; the spool rows that go, in one transaction."""
+        if self.queue.spool is not None:
+            self.queue.remove_rows(
+                [
+                    item
+                    for item, outcome in settled
+                    if outcome.verdict is Verdict.DELIVERED
+                    or (outcome.verdict is Verdict.REJECTED and not item.abandoned)
+                ]
+            )
+        for item, outcome in settled:
+            self._settle(item, outcome)
 
     def _settle(self, item: QueueItem, outcome: SendOutcome) -> None:
         settle = self.queue.settle

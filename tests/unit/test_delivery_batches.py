@@ -46,7 +46,7 @@ def deliver(script: Script, items: list[QueueItem], *, max_elapsed_s: float = 60
         wait=lambda seconds: events.append(("wait", seconds)) is not None,
         on_retry=lambda outcome: events.append(("retry", outcome.status)),
         deadline=lambda: deadline,
-        settle=lambda item, outcome: events.append((item.thread_id, outcome.verdict)),
+        settle=lambda settled: events.append(tuple((item.thread_id, outcome.verdict) for item, outcome in settled)),
     )
     return events
 
@@ -56,28 +56,27 @@ def test_a_batch_settles_each_item_as_soon_as_its_outcome_is_final_and_retries_t
     events = deliver(script, [item("a"), item("b"), item("c"), item("d")])
     assert script.tries == [["a", "b", "c", "d"], ["b", "d"], ["b"]]
     assert events == [
-        ("a", Verdict.DELIVERED),
-        ("c", Verdict.REJECTED),  # settled before anything waits: a flush need not wait for b and d
+        (("a", Verdict.DELIVERED), ("c", Verdict.REJECTED)),  # settled before anything waits: a flush need not wait
         ("retry", 429),
         ("retry", 429),
         ("wait", 0.01),
-        ("d", Verdict.DELIVERED),
+        (("d", Verdict.DELIVERED),),
         ("retry", 429),
         ("wait", 0.02),
-        ("b", Verdict.DELIVERED),
+        (("b", Verdict.DELIVERED),),
     ]
 
 
 def test_the_wait_is_the_longest_retry_after_any_answer_asked_for():
     script = Script({"a": [busy(0.5), DELIVERED], "b": [busy(2.0), DELIVERED], "c": [busy(), DELIVERED]})
     events = deliver(script, [item("a"), item("b"), item("c")])
-    assert [seconds for name, seconds in events if name == "wait"] == [2.0]
+    assert [event[1] for event in events if event[0] == "wait"] == [2.0]
 
 
 def test_items_still_failing_when_time_runs_out_are_settled_as_retry_and_not_counted_as_retried():
     script = Script({"a": [DELIVERED], "b": [busy(5.0)]})
     events = deliver(script, [item("a"), item("b")], max_elapsed_s=1.0)
-    assert events == [("a", Verdict.DELIVERED), ("b", Verdict.RETRY)]
+    assert events == [(("a", Verdict.DELIVERED),), (("b", Verdict.RETRY),)]
 
 
 def test_take_gives_up_to_the_limit_oldest_first_never_two_uploads_of_one_thread():
@@ -149,3 +148,22 @@ def test_new_items_wake_one_idle_taker_per_batch_they_fill():
     for taker in takers:
         taker.join(10)
     assert sorted(len(batch) for batch in got) == [1, 2, 4]
+
+
+def test_the_spool_rows_of_a_settled_batch_go_in_one_transaction(tmp_path):
+    from otel_context.delivery.spool import Spool
+
+    spool = Spool(str(tmp_path / "spool"), 10 * 1024 * 1024)
+    queue = SendingQueue(100, spool)
+    queue.offer([item("a"), item("b"), item("c")])
+    a, b, c = queue.take(lambda: False, 3)
+    commits = []
+    spool._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    queue.remove_rows([a, b])
+    assert spool.count() == 1 and len(commits) == 1
+    queue.settle(a)
+    queue.settle(b)
+    assert spool.count() == 1 and len(commits) == 1  # nothing left to remove for them
+    queue.settle(c)
+    assert spool.count() == 0 and queue.idle()
+    spool.close()
