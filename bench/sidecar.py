@@ -44,7 +44,7 @@ SERVE_TOKEN = "bench-collector"
 RATIO_GOAL = 0.5
 SPANS_PER_CPU_S_GOAL = 15_000  # spans delivered per second of the serve process's CPU (issue 15: from ~7,500)
 WARMUP = 2  # requests before the clock starts, not part of the measured bodies
-UPLOAD = "upload: delivery queue, 1 worker, one POST per thread"
+UPLOAD = "upload: delivery queue, 1 worker, one POST per thread, pipelined"
 
 
 @dataclass
@@ -294,7 +294,7 @@ def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, 
 
 
 def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> float:
-    """µs per thread uploaded by the exporter's delivery queue with a single worker (sequential POSTs).
+    """µs per thread uploaded by the exporter's delivery queue with a single worker (POSTs pipelined, as by default).
 
     One version per thread id (the newest, where a session's turns made several): two versions queued
     together are one upload.
