@@ -261,6 +261,24 @@ class RedisSessions(SessionBook):
         found = self._read_part(thread_id, with_turns=False)
         return int(found[0]) if found is not None else None
 
+    def versions(self, thread_ids: list[str]) -> dict[str, int]:
+        """Every id's version in one round trip: the read script, pipelined (a batch of uploads asks once)."""
+        asked = [thread_id for thread_id in thread_ids if thread_id not in self._local_ids]
+        if not asked:
+            return {}
+        if not self._available():
+            raise SessionStoreUnavailable(f"session store {redact_url(self.url)} unreachable")
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for thread_id in asked:
+                self._read(keys=[self._thread_key(thread_id)], args=[self.prefix, "0"], client=pipe)
+            answers = pipe.execute()
+        except self._errors() as error:
+            self._failed(error)
+            raise SessionStoreUnavailable(f"session store {redact_url(self.url)} unreachable: {error}") from error
+        self._answered()
+        return {thread_id: int(found[0]) for thread_id, found in zip(asked, answers, strict=True) if found}
+
     def _read_part(self, thread_id: str, *, with_turns: bool) -> list | None:
         if thread_id in self._local_ids:
             return None

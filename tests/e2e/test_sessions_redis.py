@@ -65,6 +65,21 @@ def test_the_thread_ids_redis_computes_are_those_every_process_computes(redis_se
             assert (version, current.id) == (1, thread.id)
 
 
+def test_the_versions_of_a_batch_asked_at_once_are_the_ones_asked_one_by_one(redis_server):
+    book, other = RedisSessions(redis_server.url), RedisSessions(redis_server.url)
+    ids = [book.fold(f"s{n}", turn(f"t{n}", n)).id for n in range(5)]
+    for n in range(3):
+        other.add("s2", turn(f"more-{n}", 10 + n))  # another replica moves one session on
+    versions = book.versions([*ids, "not-a-session-thread"])
+    assert versions == {thread_id: book.version(thread_id) for thread_id in ids}
+    assert versions[ids[2]] == 4 and versions[ids[0]] == 1
+    redis_server.stop()
+    with pytest.raises(SessionStoreUnavailable):
+        book.versions(ids)
+    book.close()
+    other.close()
+
+
 def test_a_full_part_continues_in_the_next_and_an_expired_session_never_reuses_its_part(redis_server):
     book = RedisSessions(redis_server.url, max_turns=2, ttl_s=0.3)
     assert [book.add("s", turn(f"t{n}", n))[0] for n in range(3)] == [1, 1, 2]
