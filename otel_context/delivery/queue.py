@@ -116,17 +116,15 @@ class SendingQueue:
         queued = self._waiting.get(item.thread_id)
         if queued is None or item.kind is not ItemKind.THREAD:
             return False
-        old_seq = queued.seq
-        queued.body, queued.seq, queued.book_version = item.body, item.seq, item.book_version
+        if queued.seq is not None:
+            self._loaded.discard(queued.seq)
         if item.seq is not None:
             self._loaded.add(item.seq)
-        if old_seq is not None and self.spool is not None:
-            self._loaded.discard(old_seq)
-            self.spool.remove(old_seq)
+        self._supersede(queued, item)
         return True
 
     def _supersede(self, earlier: QueueItem, item: QueueItem) -> None:
-        """`item` replaces `earlier`, both of one batch and not queued yet (its spool row goes); under `cond`."""
+        """`item` replaces `earlier`, an item not yet sent (the older spool row goes); under `cond`."""
         old_seq = earlier.seq
         earlier.body, earlier.seq, earlier.book_version = item.body, item.seq, item.book_version
         if old_seq is not None and self.spool is not None:
