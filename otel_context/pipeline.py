@@ -303,29 +303,28 @@ def _from_book(store: SessionStore, items: list[QueueItem]) -> list[int | SendOu
     delivered, None to send it as it is (no session thread), or the outcome when the book cannot be read."""
     asked = [item.thread_id for item in items if _in_book(item) and item.book_version is not None]
     try:
-        versions: dict[str, int] | SessionStoreUnavailable = store.versions(asked) if asked else {}
+        versions = store.versions(asked) if asked else {}
     except SessionStoreUnavailable as error:
-        versions = error
+        unreadable = SendOutcome(Verdict.RETRY, reason=str(error))
+        return [unreadable if _in_book(item) else None for item in items]
     plans: list[int | SendOutcome | None] = []
     for item in items:
         if not _in_book(item):
             plans.append(None)
             continue
-        try:
-            if isinstance(versions, SessionStoreUnavailable):
-                raise versions
-            version = versions.get(item.thread_id) if item.book_version is not None else None
-            if version is None or version != item.book_version:
+        version = versions.get(item.thread_id) if item.book_version is not None else None
+        if version is None or version != item.book_version:
+            try:
                 current = store.current(item.thread_id)
-                if current is None:
-                    plans.append(None)
-                    continue
-                version, thread = current
-                item.body = encode_thread(thread)  # its turns were redacted before entering the book
-                item.book_version = version
-        except SessionStoreUnavailable as error:
-            plans.append(SendOutcome(Verdict.RETRY, reason=str(error)))
-            continue
+            except SessionStoreUnavailable as error:
+                plans.append(SendOutcome(Verdict.RETRY, reason=str(error)))
+                continue
+            if current is None:
+                plans.append(None)
+                continue
+            version, thread = current
+            item.body = encode_thread(thread)  # its turns were redacted before entering the book
+            item.book_version = version
         plans.append(version)
     return plans
 
