@@ -33,7 +33,7 @@ from ..environment_variables import OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY
 from ..model import ConversationThread
 from .helper_wire import ACKS, DONE, HELLO, STOP, FrameReader, items_frame, json_frame, settings_frame
 from .item import ItemKind, QueueItem, rating_item, thread_items
-from .workers import DeliveryQueue
+from .workers import DeliveryQueue, count_drops
 
 _logger = logging.getLogger(__name__)
 HELPER_MODULE = "otel_context.helper_process"  # an entry point: it wires the pipeline's sending
@@ -138,7 +138,7 @@ class HelperDelivery:
             return fallback._offer(items, admitted=admitted)
         if len(keep) < len(items):
             why = "the exporter is shut down" if self._stopping else "the delivery queue is full"
-            self._drop(len(items) - len(keep), why)
+            count_drops(self.counters, self._logged, len(items) - len(keep), why, _logger)
         if keep:
             self._ensure_started()
             self._wake()
@@ -345,14 +345,6 @@ class HelperDelivery:
         _logger.warning("otel-context: the delivery helper process %s; uploads run in the app's process instead", why)
         if items:
             queue._offer(items, admitted=True)
-
-    def _drop(self, count: int, why: str) -> None:
-        self.counters.add("threads_dropped", count)
-        if why not in self._logged:
-            self._logged.add(why)
-            _logger.warning(
-                "otel-context dropped thread(s): %s (this is logged once; threads_dropped counts every one)", why
-            )
 
 
 class _Child:

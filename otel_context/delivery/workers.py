@@ -34,6 +34,16 @@ _logger = logging.getLogger(__name__)
 ABORT_GRACE_S = 0.5  # after a shutdown deadline: how long uploads cut short get to report back
 
 
+def count_drops(counters: Counters, logged: set[str], count: int, why: str, logger: logging.Logger = _logger) -> None:
+    """Count `count` threads dropped, and say why once per cause (`logged` holds the causes said)."""
+    counters.add("threads_dropped", count)
+    if f"drop-{why}" not in logged:
+        logged.add(f"drop-{why}")
+        logger.warning(
+            "otel-context dropped thread(s): %s (this is logged once; threads_dropped counts every one)", why
+        )
+
+
 class DeliveryQueue:
     """The sending queue, its workers, retries and counters; one per exporter or sidecar."""
 
@@ -272,12 +282,7 @@ class DeliveryQueue:
         )
 
     def _drop(self, count: int, why: str) -> None:
-        self.counters.add("threads_dropped", count)
-        self._log_once(
-            f"drop-{why}",
-            "otel-context dropped thread(s): %s (this is logged once; threads_dropped counts every one)",
-            why,
-        )
+        count_drops(self.counters, self._logged, count, why)
 
     def _log_rejection(self, outcome: SendOutcome) -> None:
         if outcome.status == 401:
