@@ -9,6 +9,12 @@ import sys
 from pathlib import Path
 
 
+def pid_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of live process `pid` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .machine import pid_cpu_s
 from .services import TOKEN, http_json, set_latency
 
 SETUPS = ("none", "none-llmchain", "legacy", "noop", "otel-context", "otel-context-process", "otlp")
@@ -131,7 +132,11 @@ def build(setup: str, api_url: str, sink_url: str, token: str) -> SetUp:
             out["threads_stored"] = _threads(api_url, token) - before
             return out
 
-        helper = (lambda: _pid_cpu_s(exporter.delivery.helper_pid)) if delivery == "process" else None
+        def helper_cpu() -> float:
+            pid = exporter.delivery.helper_pid  # type: ignore[union-attr]
+            return pid_cpu_s(pid) if pid is not None else 0.0
+
+        helper = helper_cpu if delivery == "process" else None
         return SetUp(call, settle=settle, shutdown=provider.shutdown, report=report, helper_cpu=helper)
     if setup == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -214,14 +219,6 @@ def thread_cpu_s() -> dict[str, float]:
         name = "app thread" if thread is threading.main_thread() else re.sub(r"[-_]?\d+$", "", thread.name)
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
-
-
-def _pid_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds so far of a live process (the delivery helper), from /proc."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_s() -> float:

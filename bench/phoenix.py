@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .machine import pid_cpu_s
 from .services import stop_process
-from .sidecar import peak_rss_mb, post_all, process_cpu_s
+from .sidecar import peak_rss_mb, post_all
 
 PHOENIX = "arize-phoenix==20.26.1"
 
@@ -118,7 +119,7 @@ class PhoenixProcess:
 
     def cpu_s(self) -> float:
         assert self._process is not None
-        return process_cpu_s(self._process.pid)
+        return pid_cpu_s(self._process.pid)
 
     def peak_rss_mb(self) -> float:
         assert self._process is not None

@@ -35,6 +35,7 @@ from otel_context.spans.otlp import decode_protobuf, records_from_request
 from otel_context.spans.otlp_limits import RequestLimits, check_protobuf
 
 from .apps import SpanMix
+from .machine import pid_cpu_s
 from .report import SIDECAR, Section, Target, num, table
 from .services import TOKEN, LocalApiProcess, http_json, stop_process
 from .stats import median
@@ -136,7 +137,7 @@ class ServeProcess:
 
     def cpu_s(self) -> float:
         assert self._process is not None
-        return process_cpu_s(self._process.pid)
+        return pid_cpu_s(self._process.pid)
 
     def peak_rss_mb(self) -> float:
         assert self._process is not None
@@ -171,12 +172,6 @@ class _SpanIds:
                     if span.parent_span_id:
                         span.parent_span_id = self._new(span.trace_id, span.parent_span_id)
         return request
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds so far of process `pid` (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
