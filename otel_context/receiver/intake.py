@@ -1,9 +1,10 @@
 """OTLP request handling shared by the HTTP and gRPC receivers: decode, validate, ingest, answer.
 
 Pure of transport: each receiver authenticates, reads the body, calls `OtlpIntake.export` and maps
-`Rejected` to its own status codes. Decoding runs in a thread pool, bounded twice: by the work limits
-(`otel_context/spans/otlp_limits.py`) within one request, and by `max_in_progress` across requests,
-so the event loop keeps answering `/healthz` and other clients while a large request decodes.
+`Rejected` to its own status codes. Decoding is bounded by the work limits (`otel_context/spans/otlp_limits.py`)
+within one request; a body over `INLINE_DECODE_BYTES` decodes in a thread pool, bounded by `max_in_progress`
+across requests, so the event loop keeps answering `/healthz` and other clients while a large request
+decodes (a small one decodes on the loop: the hand-off would cost more than the work).
 """
 
 from __future__ import annotations
