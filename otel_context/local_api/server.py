@@ -1,8 +1,10 @@
 """A local stand-in for the Context API: same paths, bearer auth and JSON, threads kept in SQLite.
 
 The real `context-python` client can write threads here and read them back, so the whole delivery path is
-exercised over real HTTP without a Context account. Fault injection (latency, error statuses, connection
-resets) lets delivery tests prove retries, backoff and idempotence against a server that misbehaves on cue.
+exercised over real HTTP without a Context account. A thread POST with a known id appends, as Context's does
+(the rules and their sources: `store.py`), so a resent upload shows up as duplicate messages. Fault injection
+(latency, error statuses, connection resets, answers lost after the write) lets delivery tests prove retries,
+backoff and that nothing is stored twice against a server that misbehaves on cue.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class ServerStats:
     def describe(self, store: ThreadStore) -> dict[str, Any]:
         with self._lock:
             requests, responses = dict(self._requests), dict(self._responses)
-        return {"requests": requests, "responses": responses, "writes": store.write_counts(), "threads": store.count()}
+        return {"requests": requests, "responses": responses, **store.summary()}
 
 
 STORE = web.AppKey("store", ThreadStore)
@@ -107,7 +109,7 @@ def create_app(
     app[STATS] = ServerStats()
     app.router.add_post("/api/v1/log/conversation/thread", post_thread)
     app.router.add_patch("/api/v1/log/conversation/thread/{id:.+}", patch_thread)  # ids may hold "/"
-    app.router.add_post("/api/v1/log/conversation/upsert", post_conversation)
+    app.router.add_post("/api/v1/log/conversation/upsert", post_upsert)
     app.router.add_post("/api/v1/log/conversation", post_conversation)
     app.router.add_get("/api/v1/conversations", get_conversations)
     app.router.add_get("/api/v1/conversations/{id:.+}", get_conversation)
@@ -195,16 +197,26 @@ def drop_connection(request: web.Request) -> NoReturn:
 
 
 async def post_thread(request: web.Request) -> web.Response:
-    """Ingest or update a thread; the id is the writer's, or a new one."""
+    """Append the messages to the thread with the body's id (created if new), or start one; answers the id."""
     conv = parse_conversation_body(await read_json(request))
-    thread_id = request.app[STORE].upsert_thread(conv, request.query.get("tenant_id"))
+    thread_id = request.app[STORE].post_thread(conv, request.query.get("tenant_id"))
     return web.json_response({"status": "success", "data": {"id": thread_id}}, status=201)
 
 
 async def post_conversation(request: web.Request) -> web.Response:
-    """The legacy `Conversation` endpoints (`/log/conversation` and `/upsert`, used by the old LangChain handler)."""
+    """The legacy `log/conversation`: each request is a new conversation."""
     conv = parse_conversation_body(await read_json(request))
     thread_id = request.app[STORE].add_conversation(conv, request.query.get("tenant_id"))
+    return web.json_response({"status": "success", "data": {"id": thread_id}}, status=201)
+
+
+async def post_upsert(request: web.Request) -> web.Response:
+    """The deprecated `upsert` (the old LangChain handler's): the whole history, matched to an earlier one."""
+    conv = parse_conversation_body(await read_json(request))
+    for i, message in enumerate(conv["messages"]):
+        if message.get("type") == "event":
+            raise ValidationError(f"conversation.messages[{i}].type: custom events are not accepted by upsert")
+    thread_id = request.app[STORE].upsert_conversation(conv, request.query.get("tenant_id"))
     return web.json_response({"status": "success", "data": {"id": thread_id}}, status=201)
 
 

@@ -67,6 +67,10 @@ border-radius:999px;padding:.25rem .9rem}
 .msg dd{margin:0}
 .msg pre{margin:0;white-space:pre-wrap;word-wrap:break-word;font-size:.8rem}
 .rating{font-style:normal}
+.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .8rem;color:#633c01}
+.badge{display:inline-block;margin-left:.4rem;padding:0 .4rem;border-radius:999px;font-size:.72rem;
+background:#fff8c5;border:1px solid #d4a72c;color:#633c01;white-space:nowrap}
+tr.changed td{background:#fff8c5}
 """
 
 _CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
@@ -114,14 +118,18 @@ def threads_page(
 
 
 def thread_page(thread: dict[str, Any]) -> str:
-    """One thread as a conversation: a bubble per message, then the thread's fields and metadata as tables."""
+    """One thread as a conversation: a bubble per message, then its fields, metadata and POSTs as tables.
+
+    A thread whose POSTs did not all carry the first POST's metadata (Context asks that they do) is marked.
+    """
     messages = thread.get("messages") or []
     bubbles = "\n".join(message_bubble(m, i) for i, m in enumerate(messages, 1))
+    posts = thread.get("posts") or []
     fields = {
         "id": thread.get("id"),
         "created": _when(thread.get("created_at")),
         "updated": _when(thread.get("updated_at")),
-        "writes": thread.get("writes"),
+        "POSTs": thread.get("writes"),
         "messages": len(messages),
         "tenant_id": thread.get("tenant_id"),
         "feedback": thread.get("feedback"),
@@ -130,11 +138,13 @@ def thread_page(thread: dict[str, Any]) -> str:
     body = [
         '<p><a href="/">← all threads</a></p>',
         f'<h1>Thread <span class="mono">{e(thread.get("id"))}</span></h1>',
+        _metadata_changed_note(thread),
         f'<section class="conversation" aria-label="conversation">{bubbles}</section>',
         "<h2>Thread</h2>",
         _kv_table({k: v for k, v in fields.items() if v is not None}, "thread-fields"),
         "<h2>Metadata</h2>",
         _kv_table(dict(sorted(metadata.items())), "metadata") if metadata else '<p class="muted">No metadata.</p>',
+        *(("<h2>POSTs</h2>", _posts_table(posts, metadata)) if len(posts) > 1 else ()),
     ]
     return document(f"Thread {thread.get('id')}", "\n".join(body))
 
@@ -232,10 +242,17 @@ def _threads_table(threads: Iterable[Mapping[str, Any]]) -> str:
         flow = " / ".join(str(meta[k]) for k in ("workflow", "operation") if meta.get(k))
         first = first_user_message(thread)
         user, session = meta.get("user_id"), meta.get("session_id")
+        mark = (
+            '<span class="badge metadata-changed" title="a POST carried other thread metadata than the first">'
+            "metadata changed between POSTs</span>"
+            if thread.get("metadata_changes")
+            else ""
+        )
         rows.append(
             '<tr class="thread">'
             f'<td class="mono">{e(_when(thread.get("created_at")))}</td>'
-            f'<td class="id"><a class="thread-link" href="{e(thread_href(thread["id"]))}">{e(thread["id"])}</a></td>'
+            f'<td class="id"><a class="thread-link" href="{e(thread_href(thread["id"]))}">{e(thread["id"])}</a>'
+            f"{mark}</td>"
             f"<td>{_filter_link('user_id', user)}</td>"
             f"<td>{_filter_link('session_id', session)}</td>"
             f"<td>{e(flow)}</td>"
@@ -269,6 +286,50 @@ def _pager(page: int, count: int, per_page: int, filters: Mapping[str, str | Non
     if page < count:
         links.append(f'<a rel="next" href="{e(list_href(page + 1, per_page, **filters))}">older →</a>')
     return f'<nav class="pages">{"".join(links)}</nav>' if links else ""
+
+
+def _metadata_changed_note(thread: Mapping[str, Any]) -> str:
+    """The mark of a thread some POST of which changed the thread metadata; empty when none did."""
+    changed = thread.get("metadata_changes") or 0
+    if not changed:
+        return ""
+    posts = thread.get("writes") or 0
+    return (
+        '<p class="warn" id="metadata-changed" role="note">⚠ Thread metadata changed between POSTs: '
+        f"{e(changed)} of {e(posts)} POSTs carried metadata other than the first POST's. Context asks for the "
+        "same metadata on every POST of a thread; this thread keeps the first POST's (see POSTs below).</p>"
+    )
+
+
+def _posts_table(posts: Iterable[Mapping[str, Any]], first: Mapping[str, Any]) -> str:
+    """Each POST: when, which messages (numbered as the bubbles), and how its thread metadata differed."""
+    head = "<tr><th>POST</th><th>Received</th><th>Messages</th><th>Thread metadata</th></tr>"
+    rows = []
+    for post in posts:
+        start, count = post.get("first_position", 0) + 1, post.get("messages", 0)
+        span = "none" if count == 0 else f"#{start}" if count == 1 else f"#{start}–#{start + count - 1}"
+        if post.get("metadata_changed"):
+            css, what = "post changed", "changed: " + _metadata_diff(first, post.get("metadata") or {})
+        else:
+            css, what = "post", "as the first POST"
+        rows.append(
+            f'<tr class="{css}"><td class="num">{e(post.get("number"))}</td>'
+            f'<td class="mono">{e(_when(post.get("received_at")))}</td>'
+            f"<td>{e(span)}</td><td>{e(what)}</td></tr>"
+        )
+    return f'<table class="posts"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _metadata_diff(first: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """`key: first -> other` for each key that differs, absent values shown as such."""
+    parts = []
+    for key in sorted(set(first) | set(other)):
+        before, after = first.get(key), other.get(key)
+        if before != after:
+            parts.append(
+                f"{key}: {'(absent)' if before is None else before} → {'(absent)' if after is None else after}"
+            )
+    return "; ".join(parts)
 
 
 def _kv_table(rows: Mapping[str, Any], css: str) -> str:

@@ -1,7 +1,8 @@
 """The local Context API, driven by the real `context-python` client over real HTTP.
 
 A thread written with `client.log.conversation_thread` comes back through `client.conversation` and
-`client.conversations`; bad bodies get a 400 that says what is wrong; faults make the client see exactly what
+`client.conversations`; a second POST with the same id appends, as Context's documentation says, so a resend
+shows up as duplicates; bad bodies get a 400 that says what is wrong; faults make the client see exactly what
 it would see from a bad day at Context (500, 429 with Retry-After, connection resets).
 """
 
@@ -57,6 +58,32 @@ def write(client: ContextAPI, body: dict, **kwargs: Any) -> str:
     return client.log.conversation_thread(body=body, **NO_TLS, **kwargs).data.id
 
 
+def turn(thread_id: str | None, question: str, answer: str, **metadata: str) -> dict:
+    """One session turn as an append: only that turn's question and answer, the session's metadata."""
+    at = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    messages = [
+        Message(role="user", message=question, event_timestamp=at, metadata={"turn": question}),
+        Message(role="assistant", message=answer, event_timestamp=at + dt.timedelta(seconds=1)),
+    ]
+    return {"conversation": Thread(id=thread_id, messages=messages, metadata={"session_id": "s-1", **metadata})}
+
+
+def upsert(client: ContextAPI, *texts: str, **metadata: str) -> str:
+    """A deprecated upsert of the whole history so far (user and assistant taking turns); answers the id."""
+    roles = ("user", "assistant")
+    history = [Message(role=roles[i % 2], message=text) for i, text in enumerate(texts)]
+    answer = client.log.conversation_upsert(
+        body={"conversation": Conversation(messages=history, metadata={"user_id": "u-1", **metadata})},
+        cls=lambda pipeline_response, *_: pipeline_response.http_response.json(),  # the SDK returns None
+        **NO_TLS,
+    )
+    return answer["data"]["id"]
+
+
+def said(thread) -> list[tuple[str | None, str | None]]:
+    return [(m.role, m.message) for m in thread.messages]
+
+
 def raw(api: LocalContextAPI, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple:
     """A request without the SDK, for bodies it would never send; returns (status, headers, JSON or None)."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
@@ -101,17 +128,107 @@ def test_thread_without_id_gets_one(client, local_api):
     thread_id = write(client, chat(None))
     assert len(thread_id) == 36
     assert client.conversation(thread_id, **NO_TLS).messages[0].role == "system"
+    other = write(client, chat(None))
+    assert other != thread_id and local_api.store.count() == 2  # each id-less POST is a thread of its own
+
+    assert write(client, turn(thread_id, "And the invoice?", "Attached.", model="gpt-4o")) == thread_id
+    assert [m.message for m in client.conversation(thread_id, **NO_TLS).messages][3:] == [
+        "It ships on Monday.",
+        "And the invoice?",
+        "Attached.",
+    ]
 
 
-def test_same_id_twice_is_one_updated_thread(client, local_api):
-    write(client, chat("t-1", "first question"))
-    write(client, chat("t-1", "second question", user_id="u-1"))
+# --- appends: Context's "Thread Conversation" semantics --------------------------------------------------------
 
-    assert local_api.store.count() == 1
-    assert local_api.store.write_count("t-1") == 2
+
+def test_posts_with_one_id_append_in_order(client, local_api):
+    assert write(client, turn("s-1", "Hi", "Hello!")) == "s-1"
+    assert write(client, turn("s-1", "Where is my order?", "On its way.")) == "s-1"
+    write(client, turn("s-1", "Thanks", "You're welcome."))
+
+    thread = client.conversation("s-1", **NO_TLS)
+    assert said(thread) == [
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Where is my order?"),
+        ("assistant", "On its way."),
+        ("user", "Thanks"),
+        ("assistant", "You're welcome."),
+    ]
+    assert [m.metadata for m in thread.messages[::2]] == [
+        {"turn": "Hi"},
+        {"turn": "Where is my order?"},
+        {"turn": "Thanks"},
+    ]
+    assert thread.metadata == {"session_id": "s-1"}
+    assert (local_api.store.count(), local_api.store.write_count("s-1")) == (1, 3)
+    [listed] = client.conversations(**NO_TLS).conversations
+    assert said(listed) == said(thread)
+    assert local_api.stats()["threads_metadata_changed"] == 0
+
+
+def test_a_resend_stores_the_messages_twice(client, local_api):
+    """Nothing is de-duplicated: a writer that sends a thread twice must see it twice."""
+    write(client, chat("t-1"))
+    write(client, chat("t-1"))
+
     thread = client.conversation("t-1", **NO_TLS)
-    assert thread.messages[1].message == "second question"
-    assert thread.metadata == {"model": "gpt-4o", "user_id": "u-1"}
+    assert len(thread.messages) == 8
+    assert [(m.type, m.role, m.message) for m in thread.messages[4:]] == [
+        (m.type, m.role, m.message) for m in thread.messages[:4]
+    ]
+    assert local_api.store.write_count("t-1") == 2
+    assert local_api.stats()["messages"] == 8
+
+
+def test_message_metadata_and_custom_events_are_read_back(client, local_api):
+    at = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    write(client, turn("s-1", "Buy the socks", "Done."))
+    checkout = Message(type="event", name="Checkout", metadata={"basket": "3 items"}, event_timestamp=at)
+    write(client, {"conversation": Thread(id="s-1", messages=[checkout], metadata={"session_id": "s-1"})})
+
+    event = client.conversation("s-1", **NO_TLS).messages[2]
+    assert (event.type, event.role, event.metadata) == ("event", None, {"basket": "3 items"})
+    assert event.additional_properties["name"] == "Checkout"  # not in MessageResponse: an additional property
+    assert event.event_timestamp == at
+    assert client.conversation("s-1", **NO_TLS).messages[0].metadata == {"turn": "Buy the socks"}
+
+
+def test_changed_thread_metadata_is_counted_and_the_first_kept(client, local_api):
+    """Context asks for the same thread metadata on every POST of a thread; a change is recorded, not applied."""
+    write(client, turn("s-1", "Hi", "Hello!", trace_id="a"))
+    write(client, turn("s-1", "Again", "Hello again!", trace_id="b"))
+    write(client, turn("s-1", "Bye", "Bye!", trace_id="a"))
+    write(client, turn("s-2", "Hi", "Hello!"))
+    write(client, turn("s-2", "Hi", "Hello!"))
+
+    assert client.conversation("s-1", **NO_TLS).metadata == {"session_id": "s-1", "trace_id": "a"}
+    stats = raw(local_api, "GET", "/_admin/stats")[2]
+    assert (stats["threads_metadata_changed"], stats["posts_metadata_changed"]) == (1, 1)
+    assert local_api.store.metadata_changes() == {"s-1": 1}
+    posts = local_api.store.get("s-1")["posts"]
+    assert [(p["number"], p["first_position"], p["messages"], p["metadata_changed"]) for p in posts] == [
+        (1, 0, 2, False),
+        (2, 2, 2, True),
+        (3, 4, 2, False),
+    ]
+    assert posts[1]["metadata"] == {"session_id": "s-1", "trace_id": "b"}
+
+
+def test_ratings_land_on_the_appended_messages(client, local_api):
+    write(client, chat("t-1"))  # messages 0-3
+    write(client, turn("t-1", "Thanks", "Anytime."))  # messages 4-5
+    updates = [ThreadMessage() for _ in range(5)] + [ThreadMessage(rating=1)]
+    client.log.update_conversation_thread("t-1", body=updates, **NO_TLS)
+    client.log.update_conversation_thread("t-1", body=[ThreadMessage(), ThreadMessage(rating=-1)], **NO_TLS)
+
+    thread = client.conversation("t-1", **NO_TLS)
+    assert [m.rating for m in thread.messages] == [None, -1, None, None, None, 1]
+    assert thread.messages[5].message == "Anytime."
+    assert thread.messages[4].metadata == {"turn": "Thanks"}  # the update merged into the message, nothing lost
+    status, _, answer = raw(local_api, "PATCH", THREAD_PATH + "/t-1", [{}] * 7)
+    assert (status, answer["error"]) == (400, "body[6]: thread t-1 has only 6 message(s), got 7 updates")
 
 
 def test_listing_pages_and_filters(client, local_api):
@@ -158,11 +275,36 @@ def test_legacy_conversation_endpoints(client, local_api):
     legacy = Conversation(messages=[Message(role="user", message="hello")], metadata={"source": "langchain"})
     client.log.conversation_upsert(body={"conversation": legacy}, tenant_id="tenant-a", **NO_TLS)
     client.log.conversation(body={"conversation": legacy}, **NO_TLS)
+    client.log.conversation(body={"conversation": legacy}, **NO_TLS)  # log/conversation: always a new one
 
     threads = client.conversations(**NO_TLS).conversations
-    assert len(threads) == 2
+    assert len(threads) == 3
     assert {t.messages[0].message for t in threads} == {"hello"}
-    assert {t.additional_properties["tenant_id"] for t in threads} == {"tenant-a", None}
+    assert sorted(str(t.additional_properties["tenant_id"]) for t in threads) == ["None", "None", "tenant-a"]
+    assert set(local_api.store.write_counts().values()) == {1}
+
+
+def test_upsert_amends_the_conversation_whose_history_it_continues(client, local_api):
+    """The deprecated upsert: the whole history each time, matched on at least 2 leading messages."""
+    first = upsert(client, "Hi", "Hello!")
+    assert upsert(client, "Hi", "Hello!", "Where is my order?", "On its way.") == first
+    assert upsert(client, "Hi", "Hello!", "Where is my order?", "On its way.") == first  # nothing new to add
+    assert said(client.conversation(first, **NO_TLS)) == [
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Where is my order?"),
+        ("assistant", "On its way."),
+    ]
+    assert local_api.store.write_count(first) == 3
+
+    assert upsert(client, "Hi", "Hello!", user_id="u-2") != first  # other metadata: another conversation
+    assert upsert(client, "Hi", "Bonjour!") != first  # only 1 message in common: not a match
+    assert upsert(client, "Hola") != first  # a single message never matches
+    assert local_api.store.count() == 4
+
+    events = {"messages": [{"role": "user", "message": "x"}, {"type": "event", "name": "Checkout"}]}
+    status, _, answer = raw(local_api, "POST", "/api/v1/log/conversation/upsert", {"conversation": events})
+    assert (status, answer["error"]) == (400, "conversation.messages[1].type: custom events are not accepted by upsert")
 
 
 # --- auth and bad bodies -------------------------------------------------------------------------------------
@@ -323,6 +465,9 @@ def test_stats_count_requests_answers_and_writes(client, local_api):
         "responses": {"201": 2, "200": 1, "500": 1},
         "writes": {"t-1": 2},
         "threads": 1,
+        "messages": 8,
+        "threads_metadata_changed": 0,
+        "posts_metadata_changed": 0,
     }
 
 
@@ -336,8 +481,13 @@ def test_threads_survive_a_restart(tmp_path: Path):
     with LocalContextAPI(db_path=db, token=TOKEN) as api:
         again = ContextAPI(credential=Credential(TOKEN), endpoint=api.url, retry_total=0)
         assert again.conversation("kept", **NO_TLS).messages[3].message == "It ships on Monday."
-        write(again, chat("kept"))
+        write(again, turn("kept", "Thanks", "Anytime.", model="gpt-4o"))
         assert api.store.write_count("kept") == 2
+        assert [m.message for m in again.conversation("kept", **NO_TLS).messages][3:] == [
+            "It ships on Monday.",
+            "Thanks",
+            "Anytime.",
+        ]
 
 
 @pytest.mark.timeout(30)

@@ -98,9 +98,9 @@ def open_api() -> Iterator[LocalContextAPI]:
 
 def test_list_shows_threads_newest_first(open_api):
     long_question = "Where is my parcel? " * 10
-    open_api.store.upsert_thread(thread("t-old", user_id="u-1", session_id="s-1"))
-    open_api.store.upsert_thread({"id": "t-op", "metadata": {"operation": "chat"}, "messages": [{"role": "user"}]})
-    open_api.store.upsert_thread(thread("t-new", long_question))
+    open_api.store.post_thread(thread("t-old", user_id="u-1", session_id="s-1"))
+    open_api.store.post_thread({"id": "t-op", "metadata": {"operation": "chat"}, "messages": [{"role": "user"}]})
+    open_api.store.post_thread(thread("t-new", long_question))
 
     status, headers, page = fetch(open_api, "/")
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
@@ -121,7 +121,7 @@ def test_list_shows_threads_newest_first(open_api):
 
 def test_filters_use_the_store_and_fill_the_form(open_api):
     for i in range(4):
-        open_api.store.upsert_thread(thread(f"t-{i}", user_id=f"u-{i % 2}", session_id=f"s-{i}"))
+        open_api.store.post_thread(thread(f"t-{i}", user_id=f"u-{i % 2}", session_id=f"s-{i}"))
 
     assert listed_ids(fetch(open_api, "/?user_id=u-1")[2]) == ["t-3", "t-1"]
     assert listed_ids(fetch(open_api, "/?session_id=s-2")[2]) == ["t-2"]
@@ -135,7 +135,7 @@ def test_filters_use_the_store_and_fill_the_form(open_api):
 
 def test_pagination_links_keep_the_filters(open_api):
     for i in range(5):
-        open_api.store.upsert_thread(thread(f"t-{i}", user_id="u-1"))
+        open_api.store.post_thread(thread(f"t-{i}", user_id="u-1"))
 
     first = fetch(open_api, "/?user_id=u-1&per_page=2")[2]
     assert listed_ids(first) == ["t-4", "t-3"]
@@ -161,7 +161,7 @@ def test_pagination_links_keep_the_filters(open_api):
 
 
 def test_thread_page_shows_the_conversation(open_api):
-    open_api.store.upsert_thread(thread("t-1", user_id="u-1"))
+    open_api.store.post_thread(thread("t-1", user_id="u-1"))
     open_api.store.rate("t-1", [{}, {"rating": 1}, {}, {}, {"rating": -1}])
 
     status, _, page = fetch(open_api, "/threads/t-1")
@@ -186,6 +186,32 @@ def test_thread_page_shows_the_conversation(open_api):
     assert "<tr><th>user_id</th><td>u-1</td></tr>" in page and "<tr><th>workflow</th><td>support</td></tr>" in page
 
 
+def test_a_thread_whose_metadata_changed_between_posts_is_marked(open_api):
+    open_api.store.post_thread(thread("t-same", session_id="s-1"))
+    open_api.store.post_thread(thread("t-same", "And then?", session_id="s-1"))
+    open_api.store.post_thread(thread("t-changed", session_id="s-2"))
+    open_api.store.post_thread(thread("t-changed", "And then?", session_id="s-2", trace_id=XSS))
+
+    listing = fetch(open_api, "/")[2]
+    rows = {thread_id: row for thread_id, row in re.findall(r'href="/threads/([^"]*)">[^<]*</a>(.*?)</tr>', listing)}
+    assert "metadata changed between POSTs" in rows["t-changed"]
+    assert "metadata changed between POSTs" not in rows["t-same"]
+
+    page = fetch(open_api, "/threads/t-changed")[2]
+    assert 'id="metadata-changed"' in page and "1 of 2 POSTs carried metadata other than the first" in page
+    assert "<tr><th>trace_id</th>" not in page  # the thread keeps the first POST's metadata
+    posts = page[page.index('<table class="posts">') :].split("</table>")[0]
+    assert re.findall(r'<tr class="([^"]*)"><td class="num">(\d+)</td>', posts) == [
+        ("post", "1"),
+        ("post changed", "2"),
+    ]
+    assert "#6–#10" in posts and "changed: trace_id: (absent) → &lt;script&gt;alert(1)&lt;/script&gt;" in posts
+    assert "<script" not in page.lower()
+    same = fetch(open_api, "/threads/t-same")[2]
+    assert 'id="metadata-changed"' not in same and "as the first POST" in same
+    assert len(bubbles(same)) == 10  # both POSTs' messages, in order
+
+
 def test_unknown_thread_is_a_404_page(open_api):
     status, headers, page = fetch(open_api, "/threads/missing%3Cb%3E")
     assert status == 404 and headers["Content-Type"].startswith("text/html")
@@ -194,7 +220,7 @@ def test_unknown_thread_is_a_404_page(open_api):
 
 def test_thread_content_is_escaped(open_api):
     evil_id = '"><img src=x onerror=alert(1)>'
-    open_api.store.upsert_thread(
+    open_api.store.post_thread(
         {
             "id": evil_id,
             "metadata": {"user_id": XSS, "<b>key</b>": "</td><script>alert(2)</script>"},
@@ -215,7 +241,7 @@ def test_thread_content_is_escaped(open_api):
 
 
 def test_view_pages_carry_strict_headers(open_api):
-    open_api.store.upsert_thread(thread("t-1"))
+    open_api.store.post_thread(thread("t-1"))
     for path in ("/", "/threads/t-1", "/threads/none"):
         headers = fetch(open_api, path)[1]
         assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
@@ -228,7 +254,7 @@ def test_view_pages_carry_strict_headers(open_api):
 
 
 def test_view_with_a_token_is_no_open_door(local_api):
-    local_api.store.upsert_thread(thread("t-1"))
+    local_api.store.post_thread(thread("t-1"))
     cookie_name = f"{COOKIE_PREFIX}{local_api.port}"
 
     for path in ("/", "/threads/t-1", "/threads/missing"):
@@ -377,7 +403,7 @@ def test_demo_threads_in_chromium(app, local_api, page):
 
 @pytest.mark.timeout(60)
 def test_script_in_a_message_is_text_in_chromium(open_api, page):
-    open_api.store.upsert_thread({"id": "xss", "messages": [{"role": "user", "message": XSS}]})
+    open_api.store.post_thread({"id": "xss", "messages": [{"role": "user", "message": XSS}]})
 
     page.goto(open_api.url + "/")
     assert page.locator("td.snippet").inner_text() == XSS
