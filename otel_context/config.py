@@ -47,6 +47,7 @@ from .environment_variables import (
     OTEL_EXPORTER_CONTEXT_MAX_ELAPSED,
     OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS,
     OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES,
+    OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE,
     OTEL_EXPORTER_CONTEXT_MODEL_ALIASES,
     OTEL_EXPORTER_CONTEXT_PENDING_TTL,
     OTEL_EXPORTER_CONTEXT_PIPELINING,
@@ -261,6 +262,7 @@ class ExporterSettings:
     tenant_id: str | None = None
     max_pending_traces: int = 10_000
     pending_ttl_s: float = 600.0
+    max_spans_per_trace: int = 10_000
     max_message_chars: int = 65_536
     queue_size: int = 10_000
     concurrency: int = 4
@@ -323,6 +325,7 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "tenant_id": env(OTEL_EXPORTER_CONTEXT_TENANT_ID),
         "max_pending_traces": read_env(OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES, integer(), 10_000),
         "pending_ttl_s": read_env(OTEL_EXPORTER_CONTEXT_PENDING_TTL, integer(), 600_000) / 1000,
+        "max_spans_per_trace": read_env(OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE, integer(), 10_000),
         "max_message_chars": read_env(OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS, integer(), 65_536),
         "queue_size": read_env(OTEL_EXPORTER_CONTEXT_QUEUE_SIZE, integer(), 10_000),
         "concurrency": read_env(OTEL_EXPORTER_CONTEXT_CONCURRENCY, integer(), 4),
@@ -412,7 +415,7 @@ def validate(settings: ExporterSettings) -> None:
         )
     if settings.delivery not in DELIVERY_MODES:
         raise ConfigError(f"delivery must be {' or '.join(DELIVERY_MODES)}, got {settings.delivery!r}")
-    for name in ("timeout_s", "max_pending_traces", "queue_size", "concurrency", "pipelining"):
+    for name in ("timeout_s", "max_pending_traces", "max_spans_per_trace", "queue_size", "concurrency", "pipelining"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")
 

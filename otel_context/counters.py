@@ -16,7 +16,7 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "spans_ignored": ("Spans of no GenAI convention (HTTP, database, ...): nothing to convert", False),
     "spans_held": ("Spans held until their root arrives", True),
     "spans_evicted": (
-        "Held spans dropped because their root never came in time or the buffer was full",
+        "Held spans dropped: their root never came in time, the buffer was full, or their trace held too many",
         False,
     ),
     "traces_evicted": ("Traces whose held spans were evicted", False),

@@ -37,6 +37,9 @@ OTEL_EXPORTER_CONTEXT_MAX_PENDING_TRACES = "OTEL_EXPORTER_CONTEXT_MAX_PENDING_TR
 OTEL_EXPORTER_CONTEXT_PENDING_TTL = "OTEL_EXPORTER_CONTEXT_PENDING_TTL"
 """Age (ms) after which a held trace without its root is evicted. Default: 600000."""
 
+OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE = "OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE"
+"""Spans held for one trace while its root is awaited; the oldest beyond it are evicted. Default: 10000."""
+
 OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS = "OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS"
 """Longest message text; longer text is cut with a marker. Default: 65536."""
 

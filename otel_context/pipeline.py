@@ -74,6 +74,7 @@ class Pipeline:
         return TraceBuffer(
             max_traces=settings.max_pending_traces,
             max_age_s=settings.pending_ttl_s,
+            max_spans_per_trace=settings.max_spans_per_trace,
             settle_s=self._settle_s,
             root_wait_s=settings.root_wait_s,
             options=ConversionOptions(

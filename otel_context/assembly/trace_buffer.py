@@ -1,4 +1,4 @@
-"""Trace assembly: hold what a root will need until the root arrives, bounded in traces and age.
+"""Trace assembly: hold what a root will need until the root arrives, bounded in traces, spans per trace and age.
 
 Children end before their parents, so a trace reaches us over several batches, the root last. For
 every GenAI span that is not a root we keep only a compact `Contribution` (models, usage, tool run,
@@ -12,6 +12,11 @@ tool run) is a *candidate*: it becomes a contribution when its parent turns out 
 and a root when the parent is something else (an HTTP server span), when it has no parent, or when no
 parent has come within `root_wait_s`. The receiver, where spans of a trace come from many services in
 any order, sets `settle_s` so a root also waits briefly for stragglers.
+
+A trace holds at most `max_spans_per_trace` spans waiting for their root (a Langfuse trace of ~10k
+observations already crashes its ingestion); beyond, the oldest are evicted and counted. Children end,
+and so arrive, before their parents: the newest spans are those nearest the root, so what is kept
+still hangs from the root when it comes. The root itself is never held, so it is always used.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ..conversion.threads import (
     descendants_of,
 )
 from ..counters import Counters
+from ..environment_variables import OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE
 from ..model import ConversationThread, SpanRecord
 
 _logger = logging.getLogger(__name__)
@@ -109,6 +115,7 @@ class TraceBuffer:
         *,
         max_traces: int = 10_000,
         max_age_s: float = 600.0,
+        max_spans_per_trace: int = 10_000,
         settle_s: float = 0.0,
         root_wait_s: float = 10.0,
         options: ConversionOptions = DEFAULT_OPTIONS,
@@ -120,6 +127,7 @@ class TraceBuffer:
         self.conventions = conventions
         self.max_traces = max_traces
         self.max_age_s = max_age_s
+        self.max_spans_per_trace = max_spans_per_trace
         self.settle_s = settle_s
         self.root_wait_s = root_wait_s
         self.options = options
@@ -137,6 +145,8 @@ class TraceBuffer:
         self._done_llm_ends: OrderedDict[Key, int] = OrderedDict()  # built model-call roots: when they ended
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self._evicted = _Recent(remember_roots)  # traces that lost held spans: a root built later is incomplete
+        self._crowded: set[int] = set()  # traces past max_spans_per_trace in the batch being added
+        self._warned_crowded = False
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
     def add(self, spans: Iterable[SpanRecord]) -> list[ConversationThread]:
@@ -157,6 +167,7 @@ class TraceBuffer:
                     self.counters.add("duplicates")
                     continue
                 self._place(span, *found, now)
+            self._trim_crowded()
             ready = self._take_due(now)
             self._evict(now)
         self.counters.add("spans_received", received)
@@ -357,6 +368,30 @@ class TraceBuffer:
         item.parent_id = parent_id
         entry.items.append(item)
         self._held += 1
+        if len(entry.items) > self.max_spans_per_trace:
+            self._crowded.add(trace_id)  # trimmed once per batch: one list shift, not one per span
+
+    def _trim_crowded(self) -> None:
+        """Keep the newest `max_spans_per_trace` held spans of each trace that passed it; count the others."""
+        for trace_id in self._crowded:
+            entry = self._traces.get(trace_id)
+            excess = len(entry.items) - self.max_spans_per_trace if entry is not None else 0
+            if entry is None or excess <= 0:
+                continue
+            entry.span_ids.difference_update(item.span_id for item in entry.items[:excess])
+            del entry.items[:excess]
+            self._held -= excess
+            self._evicted.add((trace_id, None))  # its thread will say incomplete_reason=evicted
+            self.counters.add("spans_evicted", excess)
+            if not self._warned_crowded:
+                self._warned_crowded = True
+                _logger.warning(
+                    "otel-context: a trace passed %d spans waiting for their root (%s); its oldest are evicted"
+                    " (logged once; spans_evicted counts every one)",
+                    self.max_spans_per_trace,
+                    OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE,
+                )
+        self._crowded.clear()
 
     # -- releasing roots --------------------------------------------------------------------------
     def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution], str | None]]:
