@@ -67,6 +67,7 @@ _WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", 
 def _serve(args: argparse.Namespace) -> int:
     require("sidecar", "otel-context serve")
     from .config import ConfigError, integer, read_env, resolve_receiver_settings, resolve_settings
+    from .private_files import NotPrivate, private_directory
     from .receiver.service import run
 
     workers = args.workers if args.workers is not None else read_env(OTEL_CONTEXT_SERVE_WORKERS, integer(), 1)
@@ -96,8 +97,14 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             worker_args += [f"--{name.replace('_', '-')}", str(value)]
+    state_dir = receiver.state_dir if delivery.sessions and not delivery.session_db else None
     try:
+        for directory in (delivery.spool_dir, state_dir):  # made 0700, or refused: before anything starts
+            if directory:
+                private_directory(directory)
         return run(receiver, delivery, workers=workers, worker_args=worker_args)
+    except NotPrivate as error:  # another user owns or may write it, or a database is a symlink: never used
+        raise CommandError(str(error)) from None
     except ConfigError as error:  # e.g. a redis:// session store without the redis client
         print(f"otel-context serve: {error}", file=sys.stderr)
         return 2

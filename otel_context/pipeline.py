@@ -7,6 +7,7 @@ which starts fresh and delivers its own runs (the parent's held spans and queued
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ from .preparation.selection import ThreadSelection
 from .preparation.session_redis import RedisSessions, is_redis_url
 from .preparation.session_sqlite import SqliteSessions
 from .preparation.sessions import MemorySessions, SessionStore, SessionStoreUnavailable, Turn, session_of
+from .private_files import private_directory
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class Pipeline:
         session_db: str | None = None,
     ):
         """`push_back=True` (the sidecar): callers check `backlog_full()` and refuse work instead of dropping."""
-        self.settings = settings
+        self.settings = settings = settings if push_back else _without_refused_spool(settings)
         self.push_back = push_back
         self.counters = counters or Counters()
         self._settle_s = settle_s
@@ -358,6 +360,18 @@ def _last_answer(thread: ConversationThread) -> int:
     return answers[-1] if answers else len(thread.messages) - 1
 
 
+def _without_refused_spool(settings: ExporterSettings) -> ExporterSettings:
+    """In process, a spool directory that cannot be ours (`private_directory`) never stops tracing: one
+    error line, and threads stay in memory. The sidecar refuses to start instead (`otel-context serve`)."""
+    if settings.spool_dir:
+        try:
+            private_directory(settings.spool_dir)
+        except OSError as error:
+            _logger.error("otel-context: %s; threads stay in this process's memory (no spool)", error)
+            return dataclasses.replace(settings, spool_dir=None)
+    return settings
+
+
 def _session_store(settings: ExporterSettings, session_db: str | None, *, strict: bool) -> SessionStore:
     """Sessions in Redis for a `redis://` URL, in SQLite for a path (or beside the spool), else in memory.
 
@@ -377,5 +391,10 @@ def _session_store(settings: ExporterSettings, session_db: str | None, *, strict
     if path is None and settings.spool_dir:
         path = os.path.join(settings.spool_dir, "otel-context-sessions.db")
     if path:
-        return SqliteSessions(path, settings.session_max_turns, settings.session_ttl_s)
+        try:
+            return SqliteSessions(path, settings.session_max_turns, settings.session_ttl_s)
+        except OSError as error:  # NotPrivate: a directory or file another user could write, or a symlink
+            if strict:
+                raise
+            _logger.error("otel-context: %s; sessions stay in this process's memory", error)
     return MemorySessions(max_turns=settings.session_max_turns, ttl_s=settings.session_ttl_s)

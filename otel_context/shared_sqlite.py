@@ -11,12 +11,17 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .private_files import private_database
+
 BUSY_TIMEOUT_S = 30.0
 
 
 def connect_shared(path: str | Path, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """An autocommit connection in WAL mode, usable from any thread (callers hold their own lock)."""
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout_s)
+    """An autocommit connection in WAL mode, usable from any thread (callers hold their own lock).
+
+    The file and its directory are private to this user (`private_files`): `NotPrivate` otherwise.
+    """
+    db = sqlite3.connect(private_database(path), check_same_thread=False, isolation_level=None, timeout=timeout_s)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

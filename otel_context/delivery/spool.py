@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..private_files import private_directory
 from ..shared_sqlite import connect_shared
 
 SPOOL_FILE = "otel-context-spool.db"
@@ -44,7 +45,7 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILE
-        (self.directory / OWNERS_DIR).mkdir(parents=True, exist_ok=True)
+        private_directory(private_directory(self.directory) / OWNERS_DIR)  # NotPrivate: not ours, or open to others
         self.max_bytes = max_bytes
         self._open()
 
@@ -52,7 +53,7 @@ class Spool:
         self._lock = threading.Lock()
         self.owner = secrets.token_hex(8)
         self._lock_file = self.directory / OWNERS_DIR / f"{self.owner}.lock"
-        self._lock_fd = os.open(self._lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+        self._lock_fd = os.open(self._lock_file, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held until this process ends, however it ends
         self._db = connect_shared(self.path)
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
@@ -92,7 +93,7 @@ class Spool:
             if owner == self.owner:
                 continue
             try:
-                fd = os.open(lock_file, os.O_RDWR)
+                fd = os.open(lock_file, os.O_RDWR | os.O_NOFOLLOW)
             except FileNotFoundError:
                 continue
             try:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from ..private_files import private_database
 from .validation import ValidationError
 
 SCHEMA = """
@@ -119,7 +120,8 @@ class ThreadStore:
         self.path = path
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        file = private_database(path, check_directory=False)  # 0600, never through a symlink
+        self._db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

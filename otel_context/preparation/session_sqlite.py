@@ -22,7 +22,6 @@ class SqliteSessions(SessionBook):
     shared = True
 
     def __init__(self, path: str | Path, max_turns: int = 200, ttl_s: float = 86_400.0) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.max_turns, self.ttl_s = max_turns, ttl_s
         self._open()

@@ -52,8 +52,7 @@ class WriteAheadLog:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory) / WAL_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect_shared(self.path)  # `serve --workers` open it together
+        self._db = connect_shared(self.path)  # `serve --workers` open it together; makes the directory 0700
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: acknowledged means on disk
         self._sync = "FULL"
         self._db.executescript(SCHEMA)

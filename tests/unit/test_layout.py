@@ -17,7 +17,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "model": set(),
     "text": set(),
     "counters": set(),
-    "shared_sqlite": set(),
+    "private_files": set(),
+    "shared_sqlite": {"private_files"},
     "serving": set(),
     "extras": set(),
     # settings are checked with the parser of the stage that uses them (model aliases, rating rules, patterns)
@@ -27,14 +28,15 @@ MAY_IMPORT: dict[str, set[str]] = {
     "conversion": FOUNDATION | {"conventions"},
     "assembly": FOUNDATION | {"conventions", "conversion", "counters"},
     "preparation": FOUNDATION | {"conversion", "config", "shared_sqlite"},
-    "delivery": FOUNDATION | {"config", "counters", "shared_sqlite"},
+    "delivery": FOUNDATION | {"config", "counters", "shared_sqlite", "private_files"},
     "pipeline": FOUNDATION
-    | {"spans", "conventions", "assembly", "conversion", "preparation", "delivery", "config", "counters"},
+    | {"spans", "conventions", "assembly", "conversion", "preparation", "delivery", "config", "counters"}
+    | {"private_files"},
     "exporter": FOUNDATION | {"spans", "assembly", "delivery", "pipeline", "config", "counters"},
     "helper_process": FOUNDATION | {"delivery", "pipeline", "config", "counters"},
     "autoconfig": {"startup", "environment_variables"},
     "receiver": FOUNDATION | {"spans", "pipeline", "config", "counters", "serving", "shared_sqlite"},
-    "local_api": FOUNDATION | {"config", "serving", "extras"},
+    "local_api": FOUNDATION | {"config", "serving", "extras", "private_files"},
     "demo": FOUNDATION | {"config", "exporter", "local_api", "extras"},
 }
 EVERYTHING = {"cli"}  # the command line may use every part
