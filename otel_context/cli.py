@@ -61,7 +61,11 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-_WORKER_OPTIONS = ("host", "token", "max_body_bytes", "settle_ms", "state_dir", "endpoint", "spool_dir")
+# Options of `serve` that its workers do not get as given: the supervisor gives each worker its own
+# ports and `--workers 1`, and hands over the token it resolved in their environment (see below).
+# Every other option reaches every worker as it was given (`worker_arguments`).
+SUPERVISOR_ONLY = frozenset({"port", "grpc_port", "workers"})
+SECRET_OPTIONS = frozenset({"token", "token_file"})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -74,35 +78,35 @@ def _serve(args: argparse.Namespace) -> int:
     if workers < 1:
         print("otel-context serve: --workers must be at least 1", file=sys.stderr)
         return 2
-
-    receiver = resolve_receiver_settings(
-        host=args.host,
-        port=args.port,
-        grpc_port=args.grpc_port,
-        token=args.token,
-        token_file=args.token_file,
-        max_body_bytes=args.max_body_bytes,
-        settle_s=args.settle_ms / 1000 if args.settle_ms is not None else None,
-        state_dir=args.state_dir,
-    )
-    delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
+    try:
+        receiver = resolve_receiver_settings(
+            host=args.host,
+            port=args.port,
+            grpc_port=args.grpc_port,
+            token=args.token,
+            token_file=args.token_file,
+            max_body_bytes=args.max_body_bytes,
+            settle_s=args.settle_ms / 1000 if args.settle_ms is not None else None,
+            state_dir=args.state_dir,
+        )
+        delivery = resolve_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
+    except ConfigError as error:  # e.g. a token file that cannot be read
+        print(f"otel-context serve: {error}", file=sys.stderr)
+        return 2
     # Checked before anything starts, so a port in use leaves no state directory behind (by the
     # supervisor of --workers; its workers share the ports on purpose).
     if not os.environ.get(OTEL_CONTEXT_SERVE_WORKER):
         _check_port_free(receiver.host, receiver.port, "OTLP/HTTP", "--port")
         if receiver.grpc_port is not None:
             _check_port_free(receiver.host, receiver.grpc_port, "OTLP/gRPC", "--grpc-port")
-    worker_args = []  # the options given here, for each worker of --workers (ports are the supervisor's)
-    for name in _WORKER_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            worker_args += [f"--{name.replace('_', '-')}", str(value)]
+    if workers > 1:
+        hand_token_to_workers(receiver.token)
     state_dir = receiver.state_dir if delivery.sessions and not delivery.session_db else None
     try:
         for directory in (delivery.spool_dir, state_dir):  # made 0700, or refused: before anything starts
             if directory:
                 private_directory(directory)
-        return run(receiver, delivery, workers=workers, worker_args=worker_args)
+        return run(receiver, delivery, workers=workers, worker_args=worker_arguments(args))
     except NotPrivate as error:  # another user owns or may write it, or a database is a symlink: never used
         raise CommandError(str(error)) from None
     except ConfigError as error:  # e.g. a redis:// session store without the redis client
@@ -110,6 +114,34 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:  # lost a race for the port, or the state directory is not writable
         raise CommandError(f"cannot serve on {receiver.host}:{receiver.port}: {exc.strerror or exc}") from None
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The options given to `serve`, for each of its workers: derived from the parser, so a new option
+    reaches the workers without a list to keep up to date (an option missing there was an auth bypass)."""
+    out: list[str] = []
+    for action in args.serve_options:
+        value = getattr(args, action.dest)
+        if action.dest in SUPERVISOR_ONLY | SECRET_OPTIONS or value is None or value == action.default:
+            continue
+        option = action.option_strings[-1]
+        if action.nargs == 0:  # a flag
+            out.append(option)
+        elif isinstance(value, list):
+            out += [option, *map(str, value)]
+        else:
+            out += [option, str(value)]
+    return out
+
+
+def hand_token_to_workers(token: str | None) -> None:
+    """The token the supervisor resolved (flag, file or variable), for its workers: in the environment
+    they inherit (readable by this user only), never on their command lines, which `ps` shows to all."""
+    os.environ.pop(OTEL_CONTEXT_SERVE_TOKEN_FILE, None)  # read once, here: a worker uses the same token
+    if token:
+        os.environ[OTEL_CONTEXT_SERVE_TOKEN] = token
+    else:
+        os.environ.pop(OTEL_CONTEXT_SERVE_TOKEN, None)
 
 
 def _check_port_free(host: str, port: int, what: str, flag: str) -> None:
@@ -320,24 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=local_api_cli.main)
 
     serve = commands.add_parser("serve", help="the Collector sidecar: receive OTLP, deliver threads to Context")
-    serve.add_argument("--host", help=f"listen address (default 127.0.0.1; ${OTEL_CONTEXT_SERVE_HOST})")
-    serve.add_argument("--port", type=int, help=f"OTLP/HTTP port (default 4319; ${OTEL_CONTEXT_SERVE_PORT})")
-    serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port, -1 for none (default 4320)")
-    serve.add_argument(
-        "--token", help=f"bearer token the Collector must send (${OTEL_CONTEXT_SERVE_TOKEN}, shown by ps)"
-    )
-    serve.add_argument("--token-file", help=f"read the bearer token from this file (${OTEL_CONTEXT_SERVE_TOKEN_FILE})")
-    serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)")
-    serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)")
-    serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)")
-    serve.add_argument("--endpoint", help=f"Context API (${OTEL_EXPORTER_CONTEXT_ENDPOINT})")
-    serve.add_argument("--spool-dir", help=f"durable spool (${OTEL_EXPORTER_CONTEXT_SPOOL_DIR})")
-    serve.add_argument(
-        "--workers",
-        type=int,
-        help=f"worker processes sharing the ports, spool and sessions (default 1; ${OTEL_CONTEXT_SERVE_WORKERS})",
-    )
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve, serve_options=_add_serve_options(serve))
 
     stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")
     stats.add_argument("--url", default="http://127.0.0.1:4319", help="the sidecar's HTTP address")
@@ -362,6 +377,31 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("files", nargs="+")
     convert.set_defaults(func=_convert)
     return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> tuple[argparse.Action, ...]:
+    """`serve`'s options; the workers of `--workers` get every one of them (`worker_arguments`)."""
+    return (
+        serve.add_argument("--host", help=f"listen address (default 127.0.0.1; ${OTEL_CONTEXT_SERVE_HOST})"),
+        serve.add_argument("--port", type=int, help=f"OTLP/HTTP port (default 4319; ${OTEL_CONTEXT_SERVE_PORT})"),
+        serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port, -1 for none (default 4320)"),
+        serve.add_argument(
+            "--token", help=f"bearer token the Collector must send (${OTEL_CONTEXT_SERVE_TOKEN}, shown by ps)"
+        ),
+        serve.add_argument(
+            "--token-file", help=f"read the bearer token from this file (${OTEL_CONTEXT_SERVE_TOKEN_FILE})"
+        ),
+        serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 16 MiB)"),
+        serve.add_argument("--settle-ms", type=int, help="how long a root waits for late spans (default 2000)"),
+        serve.add_argument("--state-dir", help="where sessions are kept (default ./otel-context-state)"),
+        serve.add_argument("--endpoint", help=f"Context API (${OTEL_EXPORTER_CONTEXT_ENDPOINT})"),
+        serve.add_argument("--spool-dir", help=f"durable spool (${OTEL_EXPORTER_CONTEXT_SPOOL_DIR})"),
+        serve.add_argument(
+            "--workers",
+            type=int,
+            help=f"worker processes sharing the ports, spool and sessions (default 1; ${OTEL_CONTEXT_SERVE_WORKERS})",
+        ),
+    )
 
 
 def _version() -> str:
