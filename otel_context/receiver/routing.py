@@ -38,6 +38,7 @@ class TraceRouter:
         self._loop = asyncio.get_running_loop()
         self._outboxes: dict[int, asyncio.Queue[list[SpanRecord]]] = {}
         self._senders: list[asyncio.Task[None]] = []
+        self._peers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # connections from other workers
         self._server: asyncio.AbstractServer | None = None
         self._closing = False
 
@@ -69,6 +70,9 @@ class TraceRouter:
         return self._accept_here(mine, **kwargs) if mine else True  # type: ignore[arg-type]
 
     def _enqueue(self, owner: int, batch: list[SpanRecord]) -> None:
+        if self._closing:  # scheduled before close() began: kept here, like what close() finds waiting
+            self._keep(batch, owner)
+            return
         outbox = self._outboxes.get(owner)
         if outbox is None:
             outbox = self._outboxes[owner] = asyncio.Queue()
@@ -79,7 +83,9 @@ class TraceRouter:
         """Hand what waits to worker `owner`, in one message; what it cannot take is assembled here."""
         writer: asyncio.StreamWriter | None = None
         reader: asyncio.StreamReader | None = None
-        while True:
+        # Until close(), whose cancel may be lost: Python 3.11's wait_for swallows a cancellation that
+        # comes as the awaited read ends (as when the peer closes its end while stopping too).
+        while not self._closing:
             batch = await outbox.get()
             while not outbox.empty():
                 batch += outbox.get_nowait()
@@ -110,8 +116,11 @@ class TraceRouter:
             _logger.exception("otel-context serve: spans for worker %d could not be kept", owner)
 
     async def _peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._peers[task] = writer
         try:
-            while True:
+            while not self._closing:  # a connection accepted as close() ran ends here
                 size = int.from_bytes(await reader.readexactly(4), "big")
                 batch = pickle.loads(await reader.readexactly(size))  # a peer of the same user, in a 0700 dir
                 answer = b"0"  # not taken: the sender keeps the spans itself
@@ -126,6 +135,7 @@ class TraceRouter:
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            del self._peers[task]
             writer.close()
 
     async def close(self) -> None:
@@ -133,6 +143,11 @@ class TraceRouter:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        # End the peers' connections so their handlers return: left waiting, the loop's shutdown would
+        # cancel them, and Python 3.11's asyncio logs a cancelled connection handler as a traceback.
+        for writer in self._peers.values():
+            writer.close()
+        await asyncio.gather(*self._peers, return_exceptions=True)
         for task in self._senders:
             task.cancel()  # an unacknowledged batch in flight is kept here (the `finally` above)
         await asyncio.gather(*self._senders, return_exceptions=True)
