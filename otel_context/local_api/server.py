@@ -43,6 +43,8 @@ from .validation import (
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PER_PAGE = 1000
+MAX_PAGE_BYTES = 4 * 1024 * 1024  # a listing's answer stops adding threads here (it always has one)
+RESUME_PAGE = 500_000_000  # `page` RESUME_PAGE + n: the listing from its n-th thread (after a page cut short)
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/_admin/"
 SHUTDOWN_TIMEOUT_S = 1.0
@@ -237,22 +239,60 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def get_conversations(request: web.Request) -> web.Response:
-    """A page of threads, newest first; without `start_time` every thread (the real API: the last 6 days)."""
+    """A page of threads, newest first; without `start_time` every thread (the real API: the last 6 days).
+
+    A page holds `per_page` threads, fewer when they would pass `MAX_PAGE_BYTES` (always one): its
+    `next_page` then resumes at the first thread left out (a page number from `RESUME_PAGE`), so a
+    client following `next_page` sees every thread once, however large.
+    """
     query = request.query
     page = _positive_int(query, "page", 1)
     per_page = min(_positive_int(query, "per_page", 20), MAX_PER_PAGE)
-    items, total = request.app[STORE].list(
-        start_time=_time_param(query, "start_time"),
-        end_time=_time_param(query, "end_time"),
-        page=page,
-        per_page=per_page,
-        user_id=query.get("user_id"),
-        session_id=query.get("session_id"),
-        tenant_id=query.get("tenant_id"),
-    )
-    return web.json_response(
-        {"conversations": [conversation_response(t) for t in items], "pagination": pagination(total, page, per_page)}
-    )
+    filters = {
+        "start_time": _time_param(query, "start_time"),
+        "end_time": _time_param(query, "end_time"),
+        "user_id": query.get("user_id"),
+        "session_id": query.get("session_id"),
+        "tenant_id": query.get("tenant_id"),
+    }
+    start = page - RESUME_PAGE if page > RESUME_PAGE else (page - 1) * per_page
+    threads, total = _page_of_threads(request.app[STORE], filters, start, per_page)
+    paging = pagination(total, page, per_page)
+    end = start + len(threads)
+    if page > RESUME_PAGE or (len(threads) < per_page and end < total):  # cut short by bytes, or after such a page
+        paging.update(previous_page=None, next_page=RESUME_PAGE + end if end < total else None)
+    body = f'{{"conversations": [{", ".join(threads)}], "pagination": {json.dumps(paging)}}}'
+    return web.Response(text=body, content_type="application/json")
+
+
+def _page_of_threads(store: ThreadStore, filters: dict[str, Any], start: int, per_page: int) -> tuple[list[str], int]:
+    """Up to `per_page` threads from the `start`-th, as JSON, and the total; the threads stop before
+    their JSON passes `MAX_PAGE_BYTES`. They are read one, then as many as the bytes left would hold at
+    the size of the largest so far, so a page of large threads is never all in memory at once."""
+    threads: list[str] = []
+    size = largest = total = 0
+    while len(threads) < per_page:
+        offset = start + len(threads)
+        wanted = max(1, (MAX_PAGE_BYTES - size) // largest) if largest else 1
+        chunk = _aligned(offset, min(wanted, per_page - len(threads)))
+        items, total = store.list(page=offset // chunk + 1, per_page=chunk, **filters)
+        for item in items:
+            text = json.dumps(conversation_response(item))
+            if threads and size + len(text) > MAX_PAGE_BYTES:
+                return threads, total
+            threads.append(text)
+            size, largest = size + len(text) + 2, max(largest, len(text))
+        if len(items) < chunk:
+            break
+    return threads, total
+
+
+def _aligned(offset: int, most: int) -> int:
+    """The largest power of two up to `most` dividing `offset`: the store's pages start at multiples of their size."""
+    size = 1
+    while size * 2 <= most and offset % (size * 2) == 0:
+        size *= 2
+    return size
 
 
 async def healthz(request: web.Request) -> web.Response:

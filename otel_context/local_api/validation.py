@@ -7,6 +7,7 @@ a writer that passes locally does not get rejected in production for a shape mis
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,6 +15,8 @@ ROLES = ("system", "assistant", "user")
 TYPES = ("message", "tool", "event")
 RATINGS = (-1, 0, 1)
 TEXT_FIELDS = ("message", "name", "thought", "observation")
+MAX_ID_BYTES = 1024  # a thread id's UTF-8, percent-encoded (3 characters a byte), fits a GET's 8190-byte line
+DOT_SEGMENTS = (".", "..")  # resolved away by HTTP clients before the request is sent
 
 
 class ValidationError(ValueError):
@@ -34,7 +37,7 @@ def parse_conversation(conv: Any, where: str, *, require_messages: bool = True) 
     _require_object(conv, where)
     out = dict(conv)
     if conv.get("id") is not None:
-        _require_nonempty_str(conv["id"], f"{where}.id")
+        check_thread_id(conv["id"], f"{where}.id")
     if conv.get("feedback") is not None:
         _require_str(conv["feedback"], f"{where}.feedback")
     if conv.get("metadata") is not None:
@@ -86,6 +89,26 @@ def parse_thread_updates(body: Any) -> list[dict[str, Any]]:
         if item.get("rating") is not None:
             check_rating(item["rating"], f"body[{i}].rating")
     return [dict(item) for item in body]
+
+
+def check_thread_id(thread_id: Any, where: str) -> None:
+    """An id that `GET /api/v1/conversations/{id}` can serve back, so a thread stored is a thread readable.
+
+    At most `MAX_ID_BYTES` bytes of UTF-8, no control character (the route ends at a line feed, and a
+    CR or NUL in an id only ever breaks whatever prints it), and not `.` or `..`.
+    """
+    _require_nonempty_str(thread_id, where)
+    try:
+        size = len(thread_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValidationError(f"{where}: not valid Unicode (it holds a lone surrogate)") from None
+    if size > MAX_ID_BYTES:
+        raise ValidationError(f"{where}: {size} bytes of UTF-8; an id may have at most {MAX_ID_BYTES}")
+    control = next((c for c in thread_id if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ValidationError(f"{where}: holds the control character U+{ord(control):04X}; an id may not")
+    if thread_id in DOT_SEGMENTS:
+        raise ValidationError(f"{where}: {thread_id!r} cannot be read back (clients resolve it as a path segment)")
 
 
 def check_metadata(metadata: Any, where: str) -> None:
