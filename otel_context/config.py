@@ -301,13 +301,18 @@ class ExporterSettings:
         return is_loopback(urlsplit(self.endpoint).hostname)
 
     def describe(self) -> dict[str, object]:
-        """The settings as a dict for logs and `stats`, the token replaced by whether it is set."""
+        """The settings as a dict for logs and `stats`: secrets replaced by whether they are set, and URLs
+        without their passwords (a Redis URL's, in its user info or its query)."""
+        from .preparation.session_redis import redact_url
+
         hidden = ("token", "redact_hook", "pseudonym_key")
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         out["token"] = "set" if self.token else "missing"
         out["pseudonym_key"] = "set" if self.pseudonym_key else None
         out["eval_ratings"] = [str(rule) for rule in self.eval_ratings]  # JSON for `GET /stats`
         out["redact_hook"] = "set" if self.redact_hook else None
+        out["endpoint"] = redact_url(self.endpoint)
+        out["session_db"] = redact_url(self.session_db) if self.session_db else None
         return out
 
 

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from ..conversion.threads import THREAD_NAMESPACE
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_SESSION_DB
@@ -305,12 +305,41 @@ def _decode(payloads: list[bytes]) -> list[Turn]:
 
 
 def redact_url(url: str) -> str:
-    """A store URL fit for a log line: its password replaced."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """A store URL fit for a log line or `/stats`: every password it may hold replaced by `***`.
+
+    redis-py reads one from the user info (`redis://user:pw@host`, `redis://:pw@host`) and from the
+    query (`?password=pw`, and `ssl_password=`: it passes any query key on to the connection). When
+    in doubt more is hidden: a user info without a colon (often a password missing its colon), all
+    of it up to the last `@` (a password with an unencoded `/`, `?` or `#`), any fragment.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # a file path (the SQLite book): nothing secret in it
+        return url
+    userinfo, at, location = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:***" if colon and not set(user) & set("/?#") else "***"
+        rest = f"{shown}@{location}"
+    before, question, query = rest.partition("?")
+    if question:
+        query, hash_, _ = query.partition("#")
+        rest = f"{before}?{_redact_query(query)}" + ("#***" if hash_ else "")
+    elif "#" in rest:
+        rest = rest.partition("#")[0] + "#***"
+    return f"{scheme}://{rest}"
+
+
+_SECRET_KEYS = ("pass", "secret", "token")  # password, ssl_password, passwd: any query key naming one
+
+
+def _redact_query(query: str) -> str:
+    """`a=1&password=pw` as `a=1&password=***`; keys are compared decoded, as redis-py reads them."""
+    pairs = []
+    for pair in query.split("&"):
+        key, equals, _ = pair.partition("=")
+        secret = equals and any(word in unquote(key).lower() for word in _SECRET_KEYS)
+        pairs.append(f"{key}=***" if secret else pair)
+    return "&".join(pairs)
 
 
 def is_redis_url(value: str | None) -> bool:

@@ -37,11 +37,12 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """One redis-server process; `restart()` keeps its port and data."""
+    """One redis-server process; `restart()` keeps its port and data. With `password`, clients must AUTH."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         self.binary = redis_binary()
         self.directory = directory
+        self.password = password
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,10 +55,12 @@ class RedisServer:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -82,4 +85,4 @@ class RedisServer:
     def client(self):
         import redis
 
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, password=self.password)
