@@ -36,6 +36,8 @@ from .environment_variables import (
     OTEL_CONTEXT_SERVE_TOKEN,
     OTEL_CONTEXT_SERVE_TOKEN_FILE,
     OTEL_EXPORTER_CONTEXT_ASSOCIATION_PREFIX,
+    OTEL_EXPORTER_CONTEXT_AT_LEAST_ONCE,
+    OTEL_EXPORTER_CONTEXT_BATCH_SIZE,
     OTEL_EXPORTER_CONTEXT_CONCURRENCY,
     OTEL_EXPORTER_CONTEXT_DELIVERY,
     OTEL_EXPORTER_CONTEXT_ENDPOINT,
@@ -50,7 +52,6 @@ from .environment_variables import (
     OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE,
     OTEL_EXPORTER_CONTEXT_MODEL_ALIASES,
     OTEL_EXPORTER_CONTEXT_PENDING_TTL,
-    OTEL_EXPORTER_CONTEXT_PIPELINING,
     OTEL_EXPORTER_CONTEXT_PSEUDONYM_KEY,
     OTEL_EXPORTER_CONTEXT_PSEUDONYMIZE,
     OTEL_EXPORTER_CONTEXT_QUEUE_SIZE,
@@ -266,7 +267,8 @@ class ExporterSettings:
     max_message_chars: int = 65_536
     queue_size: int = 10_000
     concurrency: int = 4
-    pipelining: int = 32
+    batch_size: int = 32
+    at_least_once: bool = False
     max_elapsed_s: float = 300.0
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -284,7 +286,7 @@ class ExporterSettings:
     session_db: str | None = None
     session_ttl_s: float = 86_400.0
     session_max_turns: int = 200
-    spool_retry_s: float = 60.0
+    spool_retry_s: float = 30.0
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
     model_aliases: dict[str, str] = field(default_factory=dict)
     eval_ratings: tuple[Any, ...] = ()  # evaluations.RatingRule
@@ -334,13 +336,14 @@ def resolve_settings(**overrides: object) -> ExporterSettings:
         "max_message_chars": read_env(OTEL_EXPORTER_CONTEXT_MAX_MESSAGE_CHARS, integer(), 65_536),
         "queue_size": read_env(OTEL_EXPORTER_CONTEXT_QUEUE_SIZE, integer(), 10_000),
         "concurrency": read_env(OTEL_EXPORTER_CONTEXT_CONCURRENCY, integer(), 4),
-        "pipelining": read_env(OTEL_EXPORTER_CONTEXT_PIPELINING, integer(), 32),
+        "batch_size": read_env(OTEL_EXPORTER_CONTEXT_BATCH_SIZE, integer(), 32),
+        "at_least_once": read_env(OTEL_EXPORTER_CONTEXT_AT_LEAST_ONCE, boolean, False),
         "max_elapsed_s": read_env(OTEL_EXPORTER_CONTEXT_MAX_ELAPSED, integer(0), 300_000) / 1000,
         "retry_initial_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF, integer(0), 500) / 1000,
         "retry_max_s": read_env(OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF, integer(0), 30_000) / 1000,
         "spool_dir": env(OTEL_EXPORTER_CONTEXT_SPOOL_DIR),
         "spool_max_bytes": read_env(OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES, integer(), 256 * 1024 * 1024),
-        "spool_retry_s": read_env(OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL, integer(), 60_000) / 1000,
+        "spool_retry_s": read_env(OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL, integer(), 30_000) / 1000,
         "shutdown_timeout_s": read_env(OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT, integer(0), DEFAULT_SHUTDOWN_TIMEOUT_MS)
         / 1000,
         "root_wait_s": read_env(OTEL_EXPORTER_CONTEXT_ROOT_WAIT, integer(0), 10_000) / 1000,
@@ -420,7 +423,7 @@ def validate(settings: ExporterSettings) -> None:
         )
     if settings.delivery not in DELIVERY_MODES:
         raise ConfigError(f"delivery must be {' or '.join(DELIVERY_MODES)}, got {settings.delivery!r}")
-    for name in ("timeout_s", "max_pending_traces", "max_spans_per_trace", "queue_size", "concurrency", "pipelining"):
+    for name in ("timeout_s", "max_pending_traces", "max_spans_per_trace", "queue_size", "concurrency", "batch_size"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)!r}")
 

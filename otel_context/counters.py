@@ -24,7 +24,10 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "duplicates": ("Roots delivered twice (e.g. a Collector retry) and converted once", False),
     "conversion_errors": ("Roots that could not be converted", False),
     "roots_empty": ("Wrapper spans with no content and nothing below them: no thread of their own", False),
-    "requests_pushed_back": ("OTLP requests the sidecar refused with 503 because its queue was full", False),
+    "requests_pushed_back": (
+        "OTLP requests the sidecar refused with 503: its queue was full, or its session store failing",
+        False,
+    ),
     "requests_logged": ("OTLP requests in the sidecar's write-ahead log whose traces are not finished yet", True),
     "requests_replayed": ("OTLP requests read back from the sidecar's write-ahead log at start", False),
     "wal_commits": ("Write-ahead log transactions, one fsync each: fewer than requests when group commit works", False),
@@ -44,6 +47,13 @@ COUNTERS: dict[str, tuple[str, bool]] = {
         "Threads dropped: queue full, spool full, or retries exhausted without a spool",
         False,
     ),
+    "threads_unconfirmed": (
+        "Uploads given up while an earlier try may have been stored: never sent again blindly (a spool keeps them)",
+        False,
+    ),
+    "readbacks": ("Threads read back before resending an upload whose earlier try may have been stored", False),
+    "readbacks_found": ("Read-backs that found the upload stored by its earlier try (not sent again)", False),
+    "turns_repeated": ("Session turns converted again (a replay): placed where they were, appended once", False),
     "threads_spooled": ("Threads written to the durable spool", False),
     "threads_replayed": ("Threads read back from the spool at start", False),
 }

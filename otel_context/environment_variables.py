@@ -49,9 +49,13 @@ OTEL_EXPORTER_CONTEXT_QUEUE_SIZE = "OTEL_EXPORTER_CONTEXT_QUEUE_SIZE"
 OTEL_EXPORTER_CONTEXT_CONCURRENCY = "OTEL_EXPORTER_CONTEXT_CONCURRENCY"
 """Upload workers. Default: 4."""
 
-OTEL_EXPORTER_CONTEXT_PIPELINING = "OTEL_EXPORTER_CONTEXT_PIPELINING"
-"""Uploads a worker sends on its connection before reading their answers (HTTP/1.1 pipelining); 1 sends
-one at a time. Default: 32."""
+OTEL_EXPORTER_CONTEXT_BATCH_SIZE = "OTEL_EXPORTER_CONTEXT_BATCH_SIZE"
+"""Uploads a worker takes from the queue at once (sent one after another on its connection, each awaiting
+its answer: appends are never pipelined). Default: 32."""
+
+OTEL_EXPORTER_CONTEXT_AT_LEAST_ONCE = "OTEL_EXPORTER_CONTEXT_AT_LEAST_ONCE"
+"""`true`: an upload whose earlier try may have been stored is sent again without reading the thread back
+first (it may then be stored twice). Default: false (read back; never sent twice)."""
 
 OTEL_EXPORTER_CONTEXT_MAX_ELAPSED = "OTEL_EXPORTER_CONTEXT_MAX_ELAPSED"
 """Total time (ms) spent retrying one thread. Default: 300000."""
@@ -69,7 +73,8 @@ OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES = "OTEL_EXPORTER_CONTEXT_SPOOL_MAX_BYTES"
 """Size bound of the spool directory, shared by the processes using it. Default: 268435456."""
 
 OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL = "OTEL_EXPORTER_CONTEXT_SPOOL_RETRY_INTERVAL"
-"""How often (ms) spooled threads whose retries ran out are tried again. Default: 60000."""
+"""How long (ms) a spooled thread whose retries ran out waits before it is tried again (sooner when another
+upload succeeds). Default: 30000."""
 
 OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT = "OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT"
 """Longest time (ms) `shutdown()` spends delivering what is queued. Default: 5000."""

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 AttributeValue = Any  # str | bool | int | float | sequences of those (OTel attribute types)
+# The message metadata a run's messages carry so a read-back can find them: its trace and root span ids.
+SEGMENT_KEYS = ("trace_id", "span_id")
 
 
 class SpanStatus(str, enum.Enum):
@@ -116,6 +118,7 @@ class ConversationThread:
     start_ns: int = 0
     end_ns: int = 0
     name: str = ""  # the workflow (chain) or span name, for include/exclude filters
+    segment: str = ""  # what its messages carry to be found in a read-back (`preparation/segments.py`)
 
     def to_wire(self) -> dict[str, Any]:
         """The `conversation` object of `POST /api/v1/log/conversation/thread`."""

@@ -22,12 +22,11 @@ from .conventions.feedback import SESSION_TARGET, feedback_target, span_rating
 from .conversion.cost import Pricing
 from .conversion.threads import ConversionOptions
 from .counters import Counters
-from .delivery import ContextSender, DeliveryQueue, QueueItem, SendOutcome
+from .delivery import ContextSender, DeliveryQueue
 from .delivery.helper import HelperDelivery
-from .delivery.item import NOT_IN_BOOK, ItemKind, encode_thread
-from .delivery.outcome import Verdict
 from .model import ConversationThread, SpanRecord
 from .preparation.redaction import Pseudonyms, Redactor
+from .preparation.segments import session_append, standalone
 from .preparation.selection import ThreadSelection
 from .preparation.session_redis import RedisSessions, is_redis_url
 from .preparation.session_sqlite import SqliteSessions
@@ -66,7 +65,7 @@ class Pipeline:
 
     def _make_delivery(self) -> DeliveryQueue | HelperDelivery:
         """Uploads on workers of this process, or (`delivery="process"`, not the sidecar) in a helper process."""
-        queue = lambda: DeliveryQueue(self._send_batch, self.settings, self.counters, abort=self._sender.abort)  # noqa: E731
+        queue = lambda: DeliveryQueue(self._sender, self.settings, self.counters)  # noqa: E731
         if self.settings.delivery == "process" and not self.push_back:
             return HelperDelivery(self.settings, self.counters, fallback=queue)
         return queue()
@@ -91,6 +90,9 @@ class Pipeline:
 
     def _reset_state(self) -> None:
         self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace or thread id -> (thread, answer)
+        # Runs converted but not placed in their session yet (the shared book failed): retried at each
+        # tick; their traces count as held (the write-ahead log keeps their requests).
+        self._unplaced: list[ConversationThread] = []
         self._lock = threading.Lock()
         self._warned_token = False
         self._ticker: threading.Thread | None = None
@@ -117,7 +119,7 @@ class Pipeline:
 
         def run() -> None:
             while not self._stopped.wait(interval_s):
-                if self.buffer.waiting:
+                if self.buffer.waiting or self._unplaced:
                     try:
                         self.tick()
                     except Exception:
@@ -149,12 +151,30 @@ class Pipeline:
         return ok
 
     def tick(self) -> bool:
-        """Queue the roots whose settle time has passed (the sidecar calls this on a timer)."""
+        """Queue the roots whose settle time has passed (the sidecar calls this on a timer), and the runs
+        that wait for the session book."""
         return self._submit(self.buffer.due())
 
     def backlog_full(self) -> bool:
-        """True when new threads would be dropped: the sidecar then asks its Collector to retry later."""
-        return self.delivery.backlog_full(coming=self.buffer.pending_roots)
+        """True when new threads would be dropped, or the session book fails: the sidecar then asks its
+        Collector to retry later."""
+        return bool(self._unplaced) or self.delivery.backlog_full(coming=self.buffer.pending_roots)
+
+    def backlog_reason(self) -> str:
+        """Why `backlog_full()` is true, for the answer that pushes back."""
+        if self._unplaced:
+            return "cannot use its session store (runs wait for it)"
+        return "has a full delivery queue"
+
+    def holds(self, trace_id: int) -> bool:
+        """Whether spans or a converted run of this trace still wait here (the buffer, or the session book)."""
+        if self.buffer.holds(trace_id):
+            return True
+        if not self._unplaced:
+            return False
+        text = format(trace_id, "032x")
+        with self._lock:
+            return any(thread.trace_id == text for thread in self._unplaced)
 
     def flush(self, timeout_s: float) -> bool:
         self._submit(self.buffer.due())
@@ -178,6 +198,14 @@ class Pipeline:
             _logger.warning(
                 "otel-context: %d thread(s) not delivered at shutdown stay in the spool for the next start", left
             )
+        elif left and self.counters.get("threads_unconfirmed"):
+            _logger.warning(
+                "otel-context: %d thread(s) not delivered at shutdown (threads_dropped=%d; threads_unconfirmed=%d: "
+                "an earlier try may have stored them, so they are not sent again)",
+                left,
+                self.counters.get("threads_dropped"),
+                self.counters.get("threads_unconfirmed"),
+            )
         elif left:
             _logger.warning(
                 "otel-context: %d thread(s) not delivered at shutdown were dropped (threads_dropped=%d)",
@@ -186,10 +214,11 @@ class Pipeline:
             )
         return left
 
-    def _prepare(self, threads: list[ConversationThread]) -> tuple[list[ConversationThread], list[int | None]]:
-        """Filter, sample, redact, and fold session turns into their session's thread (all in one go); with
-        each thread, the version of the session book it was built from (see `QueueItem.book_version`)."""
-        kept: list[tuple[ConversationThread, str, str | None]] = []  # thread, its turn's trace, its session
+    def _prepare(self, threads: list[ConversationThread]) -> list[ConversationThread]:
+        """Filter, sample, redact, and turn each run into what one POST appends: a thread of its own, or
+        its session's thread (placed in the book, all of a batch at once). Runs the book cannot place
+        now wait in `_unplaced` (a strict shared book that fails) and come back at the next tick."""
+        kept: list[tuple[ConversationThread, str | None]] = []
         for thread in threads:
             skipped = self.selection.verdict(thread, thread.name)
             if skipped is not None:
@@ -197,39 +226,52 @@ class Pipeline:
                 continue
             if self.redactor:
                 thread = self.redactor.thread(thread)
-            session = session_of(thread) if self.sessions is not None else None
-            kept.append((thread, thread.trace_id, session))
-        turns = [(session, Turn.of(thread)) for thread, _, session in kept if session is not None]
-        folded = iter(self.sessions.fold_all(turns) if turns and self.sessions is not None else ())
+            kept.append((thread, session_of(thread) if self.sessions is not None else None))
+        with self._lock:
+            waiting, self._unplaced = self._unplaced, []
+        kept[:0] = [(thread, session_of(thread)) for thread in waiting]  # redacted and selected already
+        turns = [Turn.of(session, thread) for thread, session in kept if session is not None]
+        try:
+            placements = iter(self.sessions.place_all(turns) if turns and self.sessions is not None else ())
+        except SessionStoreUnavailable:
+            with self._lock:
+                self._unplaced[:0] = [thread for thread, session in kept if session is not None]
+            kept = [(thread, None) for thread, session in kept if session is None]
+            placements = iter(())
         out: list[ConversationThread] = []
-        versions: list[int | None] = []
-        for thread, turn_trace, session in kept:
-            version: int | None = NOT_IN_BOOK
-            if session is not None:
-                thread, version = next(folded)
-            self._remember(thread.id, thread)
-            self._remember(turn_trace, thread)
-            out.append(thread)
-            versions.append(version)
-        return out, versions
+        for thread, session in kept:
+            if session is None:
+                sent = standalone(thread)
+                self._remember(thread.trace_id, sent.id, _last_answer(sent))
+                self._remember(sent.id, sent.id, _last_answer(sent))
+            else:
+                placement = next(placements)
+                if placement.repeat:  # placed before: a replay or a resend of the same run
+                    self.counters.add("turns_repeated")
+                sent = session_append(thread, placement)
+                self._remember(thread.trace_id, sent.id, placement.offset + _last_answer(sent))
+            out.append(sent)
+        return out
 
-    def _remember(self, key: str, thread: ConversationThread) -> None:
-        """Where the last answer of a recent thread is, for feedback that arrives later."""
+    def _remember(self, key: str, thread_id: str, index: int) -> None:
+        """Where the last answer of a recent run is, for feedback that arrives later."""
         if not key:
             return
         with self._lock:
-            self._recent[key] = (thread.id, _last_answer(thread))
+            self._recent[key] = (thread_id, index)
             if len(self._recent) > 10_000:
                 self._recent.popitem(last=False)
 
     def _rate(self, key: str, value: str, rating: int) -> None:
-        """Feedback from a later trace: PATCH the rating onto the answer it names."""
+        """Feedback from a later trace: PATCH the rating onto the answer it names, at its index in the
+        appended thread."""
         found: tuple[str, int] | None = None
         if key == SESSION_TARGET and self.sessions is not None:
             value = self.redactor.metadata("session_id", value)  # the book holds sessions as they left
-            latest = self.sessions.latest(value)
-            if latest is not None:
-                found = (latest.id, _last_answer(latest))
+            try:
+                found = self.sessions.latest_answer(value)
+            except SessionStoreUnavailable:
+                found = None
         else:
             with self._lock:
                 found = self._recent.get(value)
@@ -243,53 +285,14 @@ class Pipeline:
 
     def _submit(self, threads: list[ConversationThread]) -> bool:
         """Prepare and queue threads; False if any was dropped."""
-        if not threads:
+        if not threads and not self._unplaced:
             return True
         if not self.can_send:
             self._warn_missing_token()
             self.counters.add("threads_dropped", len(threads))
             return False
-        prepared, versions = self._prepare(threads)
-        return self.delivery.submit(prepared, admitted=self.push_back, book_versions=versions) == len(prepared)
-
-    def _send_batch(self, items: list[QueueItem]) -> list[SendOutcome]:
-        """One try of each item, sent together; a session thread of a shared book goes out as the book holds it now.
-
-        Another process (or replica) may add a turn while this upload is on the wire and finish its
-        own upload first; sending again when the version moved makes the last write to arrive the
-        newest. A book that cannot be read (Redis down) makes the upload wait and retry: a body
-        built earlier may be older than one already sent by another replica. A body built from the
-        version the book still has is sent as it is (asking the version is cheaper than the thread);
-        the versions of a batch are asked for at once.
-        """
-        store = self.sessions if self.sessions is not None and self.sessions.shared else None
-        if store is None:
-            return self._sender.send_batch(items)
-        outcomes: list[SendOutcome | None] = [None] * len(items)
-        pending = list(range(len(items)))
-        for _ in range(_MAX_RESENDS):
-            plans = dict(zip(pending, _from_book(store, [items[index] for index in pending]), strict=True))
-            ready = []
-            for index, plan in plans.items():
-                if isinstance(plan, SendOutcome):
-                    outcomes[index] = plan
-                else:
-                    ready.append(index)
-            sent = self._sender.send_batch([items[index] for index in ready]) if ready else []
-            checked: dict[int, int] = {}  # delivered, built from this version of the book
-            for index, outcome in zip(ready, sent, strict=True):
-                outcomes[index] = outcome
-                version = plans[index]
-                if outcome.verdict is Verdict.DELIVERED and isinstance(version, int):
-                    checked[index] = version
-            try:
-                now = store.versions([items[index].thread_id for index in checked]) if checked else {}
-            except SessionStoreUnavailable:
-                break  # no turn can join a shared part while the book is down; a waiting upload re-reads it
-            pending = [index for index, version in checked.items() if now.get(items[index].thread_id) != version]
-            if not pending:
-                break
-        return outcomes  # type: ignore[return-value]
+        prepared = self._prepare(threads)
+        return self.delivery.submit(prepared, admitted=self.push_back) == len(prepared)
 
     def _warn_missing_token(self) -> None:
         if not self._warned_token:
@@ -299,45 +302,6 @@ class Pipeline:
                 "threads_dropped until one is configured.",
                 ", ".join(TOKEN_VARIABLES),
             )
-
-
-def _from_book(store: SessionStore, items: list[QueueItem]) -> list[int | SendOutcome | None]:
-    """Bring each item's body up to the shared book; per item, the book version to check once it is
-    delivered, None to send it as it is (no session thread), or the outcome when the book cannot be read."""
-    asked = [item.thread_id for item in items if _in_book(item) and item.book_version is not None]
-    try:
-        versions = store.versions(asked) if asked else {}
-    except SessionStoreUnavailable as error:
-        unreadable = SendOutcome(Verdict.RETRY, reason=str(error))
-        return [unreadable if _in_book(item) else None for item in items]
-    plans: list[int | SendOutcome | None] = []
-    for item in items:
-        if not _in_book(item):
-            plans.append(None)
-            continue
-        version = versions.get(item.thread_id) if item.book_version is not None else None
-        if version is None or version != item.book_version:
-            try:
-                current = store.current(item.thread_id)
-            except SessionStoreUnavailable as error:
-                plans.append(SendOutcome(Verdict.RETRY, reason=str(error)))
-                continue
-            if current is None:
-                plans.append(None)
-                continue
-            version, thread = current
-            item.body = encode_thread(thread)  # its turns were redacted before entering the book
-            item.book_version = version
-        plans.append(version)
-    return plans
-
-
-def _in_book(item: QueueItem) -> bool:
-    """Whether `item` may be a session thread of the book (its body is re-read from it before sending)."""
-    return item.kind is ItemKind.THREAD and item.book_version != NOT_IN_BOOK
-
-
-_MAX_RESENDS = 8  # a session written to without pause by other processes: theirs is the last write
 
 
 def _renew_after_fork(pipeline: Pipeline) -> None:
@@ -355,7 +319,8 @@ def _renew_after_fork(pipeline: Pipeline) -> None:
 
 
 def _last_answer(thread: ConversationThread) -> int:
-    """Index of the message a rating applies to: the last assistant answer, else the last message."""
+    """Index (in the run's own messages) of the message a rating applies to: the last answer, else the last
+    message."""
     answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
     return answers[-1] if answers else len(thread.messages) - 1
 
@@ -382,7 +347,7 @@ def _session_store(settings: ExporterSettings, session_db: str | None, *, strict
     if is_redis_url(path):
         assert path is not None
         try:
-            return RedisSessions(path, settings.session_max_turns, settings.session_ttl_s)
+            return RedisSessions(path, settings.session_max_turns, settings.session_ttl_s, fallback=not strict)
         except ConfigError as error:
             if strict:
                 raise

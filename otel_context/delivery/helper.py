@@ -96,17 +96,11 @@ class HelperDelivery:
         self._reset_state()
 
     # -- producer side ----------------------------------------------------------------------------
-    def submit(
-        self,
-        threads: Iterable[ConversationThread],
-        *,
-        admitted: bool = False,
-        book_versions: Iterable[int | None] | None = None,
-    ) -> int:
-        """As `DeliveryQueue.submit`; the book versions stay on this side (the helper asks the book itself)."""
+    def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:
+        """As `DeliveryQueue.submit`."""
         fallback = self.fallback
         if fallback is not None:
-            return fallback.submit(threads, admitted=admitted, book_versions=book_versions)
+            return fallback.submit(threads, admitted=admitted)
         return self._offer(thread_items(threads), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
@@ -343,6 +337,8 @@ class HelperDelivery:
             self.fallback = queue
             self._cond.notify_all()
         _logger.warning("otel-context: the delivery helper process %s; uploads run in the app's process instead", why)
+        for item in items:
+            item.unconfirmed = True  # the helper may have sent it before it died: read back first
         if items:
             queue._offer(items, admitted=True)
 

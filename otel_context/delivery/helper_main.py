@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ..config import ExporterSettings
 from ..counters import COUNTERS, Counters
 from .helper_wire import ACKS, DONE, HELLO, ITEMS, SETTINGS, STOP, FrameReader, json_frame, read_items, read_settings
-from .item import ItemKind, QueueItem
+from .item import QueueItem
 from .outcome import SendOutcome
 from .workers import DeliveryQueue
 
@@ -51,13 +51,11 @@ class Helper:
         self.delivery, self._close = open_delivery(settings, self.counters)
         self.spooled = self.delivery.spool is not None
         self._lock = threading.Condition()
-        self._waiting: dict[str, list[tuple[int, bytes]]] = {}  # thread id -> (app id, body) not yet taken
-        self._carried: dict[int, tuple[QueueItem, list[int]]] = {}  # id(item) -> (item, the app ids it settles)
+        self._carried: dict[int, tuple[QueueItem, int]] = {}  # id(item) -> (item, the app id it settles)
         self._acks: list[int] = []
         self._sent: dict[str, int] = {}
         self._closing = False
         self._write_lock = threading.Lock()
-        self.delivery.retry.send_batch = self._attributing(self.delivery.retry.send_batch)  # type: ignore[method-assign]
         self.delivery.on_settled = self._settled  # type: ignore[method-assign]
         self._writer = threading.Thread(target=self._write_acks, name="otel-context-helper-acks", daemon=True)
         self._writer.start()
@@ -70,45 +68,16 @@ class Helper:
             return
         with self._lock:
             for app_id, item in batch:
-                if item.kind is ItemKind.THREAD:
-                    self._waiting.setdefault(item.thread_id, []).append((app_id, item.body))
-                else:
-                    self._carried[id(item)] = (item, [app_id])
+                self._carried[id(item)] = (item, app_id)
         accepted = self.delivery._offer([item for _, item in batch], admitted=True)
         if not accepted:  # stopping: dropped and counted
             self._ack([app_id for app_id, _ in batch])
-
-    def _attributing(
-        self, send_batch: Callable[[list[QueueItem]], list[SendOutcome]]
-    ) -> Callable[[list[QueueItem]], list[SendOutcome]]:
-        """Wrap the sender: the first try of an item fixes which app ids it carries (body identity)."""
-
-        def send_items(items: list[QueueItem]) -> list[SendOutcome]:
-            with self._lock:
-                for item in items:
-                    if id(item) not in self._carried:
-                        self._carried[id(item)] = (item, self._take_waiting(item))
-            return send_batch(items)
-
-        return send_items
-
-    def _take_waiting(self, item: QueueItem) -> list[int]:
-        """The app ids of `item`'s thread up to the version it carries (newer ones wait for the next upload)."""
-        queued = self._waiting.get(item.thread_id, [])
-        for index, (_, body) in enumerate(queued):
-            if body is item.body:
-                carried = [app_id for app_id, _ in queued[: index + 1]]
-                del queued[: index + 1]
-                if not queued:
-                    self._waiting.pop(item.thread_id, None)
-                return carried
-        return []  # read back from the spool: acknowledged when it was spooled
 
     def _settled(self, item: QueueItem) -> None:
         with self._lock:
             carried = self._carried.pop(id(item), None)
         if carried is not None:
-            self._ack(carried[1])
+            self._ack([carried[1]])
 
     def _ack(self, app_ids: list[int]) -> None:
         if app_ids:
@@ -154,8 +123,7 @@ class Helper:
             self._lock.notify_all()
         self._writer.join(timeout=1.0)
         with self._lock:
-            unsettled = [app_id for entries in self._waiting.values() for app_id, _ in entries]
-            unsettled += [app_id for _, ids in self._carried.values() for app_id in ids]
+            unsettled = [app_id for _, app_id in self._carried.values()]
             done = {"left": left, "acks": self._acks, "unsettled": unsettled, "counters": self._counter_growth()}
             self._acks = []
         self.send(json_frame(DONE, done))

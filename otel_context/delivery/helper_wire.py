@@ -18,7 +18,7 @@ from .item import ItemKind, QueueItem
 
 SETTINGS, ITEMS, STOP, HELLO, ACKS, DONE = b"S", b"I", b"X", b"H", b"A", b"D"
 _HEADER = struct.Struct(">IB")  # length of kind + payload, kind
-_ITEM = struct.Struct(">QBII")  # app id, kind, thread id length, body length
+_ITEM = struct.Struct(">QBBIII")  # app id, kind, unconfirmed, thread id, segment and body lengths
 _KINDS = (ItemKind.THREAD, ItemKind.RATING)
 # What the helper does not need (conversion and redaction stay in the app) or cannot be sent (a callable).
 _APP_ONLY = ("redact", "redact_hook", "pseudonymize", "pseudonym_key", "eval_ratings")
@@ -35,8 +35,9 @@ def json_frame(kind: bytes, value: object) -> bytes:
 def items_frame(items: list[tuple[int, QueueItem]]) -> bytes:
     parts = []
     for app_id, item in items:
-        tid = item.thread_id.encode()
-        parts += (_ITEM.pack(app_id, _KINDS.index(item.kind), len(tid), len(item.body)), tid, item.body)
+        tid, segment = item.thread_id.encode(), item.segment.encode()
+        head = _ITEM.pack(app_id, _KINDS.index(item.kind), item.unconfirmed, len(tid), len(segment), len(item.body))
+        parts += (head, tid, segment, item.body)
     return frame(ITEMS, b"".join(parts))
 
 
@@ -44,11 +45,14 @@ def read_items(payload: bytes) -> list[tuple[int, QueueItem]]:
     out = []
     at = 0
     while at < len(payload):
-        app_id, kind, tid_len, body_len = _ITEM.unpack_from(payload, at)
+        app_id, kind, unconfirmed, tid_len, segment_len, body_len = _ITEM.unpack_from(payload, at)
         at += _ITEM.size
         tid = payload[at : at + tid_len].decode()
         at += tid_len
-        out.append((app_id, QueueItem(tid, payload[at : at + body_len], _KINDS[kind])))
+        segment = payload[at : at + segment_len].decode()
+        at += segment_len
+        body = payload[at : at + body_len]
+        out.append((app_id, QueueItem(tid, body, _KINDS[kind], segment=segment, unconfirmed=bool(unconfirmed))))
         at += body_len
     return out
 

@@ -13,7 +13,7 @@ from ..model import ConversationThread
 class ItemKind(str, Enum):
     """What an item's body is sent as; the value is what the spool's `kind` column holds."""
 
-    THREAD = "thread"  # POST the whole thread
+    THREAD = "thread"  # POST a run's messages (appended to the thread)
     RATING = "rating"  # PATCH ratings onto a thread's messages
 
 
@@ -24,12 +24,10 @@ class QueueItem:
     kind: ItemKind = ItemKind.THREAD
     seq: int | None = None  # row in the spool, when there is one
     abandoned: bool = False  # a shutdown gave up on it while in flight and counted it
-    # The version of the shared session book this body was built from: while the book still says so, the
-    # body is its thread as it stands. NOT_IN_BOOK: no session thread; None: unknown (ask the book).
-    book_version: int | None = None
-
-
-NOT_IN_BOOK = 0  # a `book_version` no session part has (versions count from 1)
+    segment: str = ""  # the key its messages carry (`preparation/segments.py`): what a read-back looks for
+    # An earlier try may have been stored (no answer, a timeout, a 502, a crash mid-upload): the thread is
+    # read back before this item is sent again, and it is not sent if its segment is there.
+    unconfirmed: bool = False
 
 
 def encode_thread(thread: ConversationThread) -> bytes:
@@ -41,16 +39,9 @@ def encode_thread(thread: ConversationThread) -> bytes:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def thread_items(
-    threads: Iterable[ConversationThread], book_versions: Iterable[int | None] | None = None
-) -> list[QueueItem]:
-    """One upload per thread; `book_versions`, when given, one per thread (see `QueueItem.book_version`)."""
-    if book_versions is None:
-        return [QueueItem(t.id, encode_thread(t)) for t in threads]
-    return [
-        QueueItem(t.id, encode_thread(t), book_version=version)
-        for t, version in zip(threads, book_versions, strict=True)
-    ]
+def thread_items(threads: Iterable[ConversationThread]) -> list[QueueItem]:
+    """One upload (one append) per thread."""
+    return [QueueItem(t.id, encode_thread(t), segment=t.segment) for t in threads]
 
 
 def rating_item(thread_id: str, index: int, rating: int) -> QueueItem:

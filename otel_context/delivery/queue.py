@@ -1,8 +1,9 @@
 """The sending queue: what waits for upload, in memory or backed by the durable spool.
 
-It orders and bounds, and knows nothing of HTTP: one upload per thread id at a time, in order; a newer
-version of a thread still waiting (or offered in the same batch) replaces the older one; a full memory
-queue refuses (or, with a spool, leaves the rest on disk until memory frees up). As the Collector's
+It orders and bounds, and knows nothing of HTTP: one upload per thread id at a time, in the order they
+were offered (each is an append: two appends of one session thread never race, and go in the order the
+turns completed); nothing is merged or replaced; a full memory queue refuses (or, with a spool, leaves
+the rest on disk until memory frees up). As the Collector's
 exporterhelper queue, one interface whatever the storage: `offer` on the producer side, `take` /
 `settle` on the consumer side.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .item import ItemKind, QueueItem
-from .spool import Spool
+from .spool import KNOWN, Spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,6 @@ class SendingQueue:
     def _reset(self) -> None:
         self.cond = threading.Condition()
         self._items: deque[QueueItem] = deque()
-        self._waiting: dict[str, QueueItem] = {}  # thread id -> its queued upload (replaced by a newer version)
         self._busy: dict[str, QueueItem] = {}  # thread id -> its upload in flight
         self._kept: set[str] = set()  # thread ids whose items a taker passed over: their upload was in flight
         self._loaded: set[int] = set()  # spool rows in memory or in flight
@@ -77,66 +77,36 @@ class SendingQueue:
         refused = 0
         if self.spool is not None:
             try:
-                seqs = self.spool.add((item.thread_id, item.kind.value, item.body) for item in items)
+                seqs = self.spool.add((item.thread_id, item.kind.value, item.body, item.segment) for item in items)
             except Exception as failure:  # a full disk or a broken file: refused, never raised into the app
                 return Offered(0, len(items), failure)
             stored = []
             for item, seq in zip(items, seqs, strict=True):
                 if seq is None:
                     refused += 1
-                else:
+                elif seq != KNOWN:  # KNOWN: spooled or delivered already (a replay): accepted, not queued twice
                     item.seq = seq
                     stored.append(item)
+            known = len(items) - refused - len(stored)
             items = stored
+        else:
+            known = 0
         with self.cond:
-            fresh: list[QueueItem] = []
-            offered: dict[str, QueueItem] = {}  # thread id -> its upload in this batch
-            for item in items:
-                if self._coalesce(item):
-                    continue
-                earlier = offered.get(item.thread_id) if item.kind is ItemKind.THREAD else None
-                if earlier is not None:  # two versions in one batch: the first would be waiting already
-                    self._supersede(earlier, item)
-                    continue
-                if item.kind is ItemKind.THREAD:
-                    offered[item.thread_id] = item
-                fresh.append(item)
-            room = len(fresh) if admitted else self.capacity - len(self._items)
-            if self.spool is not None and (self._overflow or room < len(fresh)):
+            room = len(items) if admitted else self.capacity - len(self._items)
+            if self.spool is not None and (self._overflow or room < len(items)):
                 self._overflow = True  # on disk; loaded when memory frees up
                 keep: list[QueueItem] = []
             else:
-                keep = fresh[: max(0, room)]
+                keep = items[: max(0, room)]
             self._enqueue(keep)
-        unqueued = 0 if self.spool is not None else len(fresh) - len(keep)  # with a spool, the rest waits on disk
-        return Offered(len(items) - unqueued, refused + unqueued)
-
-    def _coalesce(self, item: QueueItem) -> bool:
-        """A newer version of a thread still waiting replaces the older one (its spool row goes); under `cond`."""
-        queued = self._waiting.get(item.thread_id)
-        if queued is None or item.kind is not ItemKind.THREAD:
-            return False
-        if queued.seq is not None:
-            self._loaded.discard(queued.seq)
-        if item.seq is not None:
-            self._loaded.add(item.seq)
-        self._supersede(queued, item)
-        return True
-
-    def _supersede(self, earlier: QueueItem, item: QueueItem) -> None:
-        """`item` replaces `earlier`, an item not yet sent (the older spool row goes); under `cond`."""
-        old_seq = earlier.seq
-        earlier.body, earlier.seq, earlier.book_version = item.body, item.seq, item.book_version
-        if old_seq is not None and self.spool is not None:
-            self.spool.remove(old_seq)
+        unqueued = 0 if self.spool is not None else len(items) - len(keep)  # with a spool, the rest waits on disk
+        return Offered(len(items) + known - unqueued, refused + unqueued)
 
     def _enqueue(self, items: Iterable[QueueItem]) -> None:
         count = 0
         for item in items:
             count += 1
             self._items.append(item)
-            if item.kind is ItemKind.THREAD:
-                self._waiting[item.thread_id] = item
             if item.seq is not None:
                 self._loaded.add(item.seq)
                 self._cursor = max(self._cursor, item.seq)
@@ -168,8 +138,6 @@ class SendingQueue:
                         index += 1
                         continue
                     del self._items[index]
-                    if self._waiting.get(item.thread_id) is item:
-                        del self._waiting[item.thread_id]
                     self._busy[item.thread_id] = item
                     taken.append(item)
                     if item.kind is not ItemKind.THREAD:
@@ -219,24 +187,35 @@ class SendingQueue:
                 self._kept.discard(item.thread_id)
                 self.cond.notify()
 
-    def remove_rows(self, items: list[QueueItem]) -> None:
-        """Before settling a batch: the spool rows of these items (delivered, or refused for good) go in one
-        transaction; `settle` then has none left to remove."""
-        rows = [item for item in items if item.seq is not None]
+    def remove_rows(self, items: list[QueueItem], delivered: list[QueueItem] = ()) -> None:  # type: ignore[assignment]
+        """Before settling a batch: the spool rows of these items (refused for good) and of `delivered` go in
+        one transaction, the delivered ones' segment keys into the ledger; `settle` then has none left."""
+        rows = [item for item in (*items, *delivered) if item.seq is not None]
         if not rows or self.spool is None or self.closed:
             return
-        self.spool.remove_all([item.seq for item in rows])  # type: ignore[misc]
+        keys = [item.segment for item in delivered if item.seq is not None and item.kind is ItemKind.THREAD]
+        self.spool.remove_all([item.seq for item in rows], keys)  # type: ignore[misc]
         with self.cond:
             for item in rows:
                 self._loaded.discard(item.seq)  # type: ignore[arg-type]
                 item.seq = None
+
+    def mark_attempted(self, items: list[QueueItem]) -> None:
+        """Before these items' uploads are written: their spool rows say they may be stored from now on."""
+        if self.spool is None or self.closed:
+            return
+        self.spool.mark_attempted([item.seq for item in items if item.seq is not None and item.kind is ItemKind.THREAD])
 
     def _refill(self) -> None:
         """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""
         assert self.spool is not None
         room = max(1, self.capacity - len(self._items))
         rows = self.spool.read_after(self._cursor, room)
-        fresh = [QueueItem(tid, body, ItemKind(kind), seq) for seq, tid, kind, body in rows if seq not in self._loaded]
+        fresh = [
+            QueueItem(tid, body, ItemKind(kind), seq, segment=segment, unconfirmed=bool(attempted))
+            for seq, tid, kind, body, segment, attempted in rows
+            if seq not in self._loaded
+        ]
         if rows:
             self._cursor = rows[-1][0]
         self._enqueue(fresh)
@@ -249,6 +228,16 @@ class SendingQueue:
         self.spool.claim()
         self._cursor = 0
         self._overflow = True
+
+    def unpark(self) -> None:
+        """The API answers again: parked rows are offered at once (the next take loads them)."""
+        if self.spool is None or self.closed:
+            return
+        self.spool.unpark()
+        with self.cond:
+            self._cursor = 0
+            self._overflow = True
+            self.cond.notify()
 
     def load_spool(self) -> int:
         """Replay at start: load what the spool holds (this process's claimed rows); how many were loaded."""
@@ -282,14 +271,14 @@ class SendingQueue:
 
     def holds_any(self, thread_ids: Iterable[str]) -> bool:
         """Whether any of these threads still waits or is in flight (called under `cond`)."""
-        return any(tid in self._waiting or tid in self._busy for tid in thread_ids)
+        wanted = set(thread_ids)
+        return bool(wanted & self._busy.keys()) or any(item.thread_id in wanted for item in self._items)
 
     def take_all(self) -> tuple[list[QueueItem], list[QueueItem]]:
         """At shutdown: empty the queue; (waiting, in flight) items, which the caller settles or counts."""
         with self.cond:
             waiting, busy = list(self._items), list(self._busy.values())
             self._items.clear()
-            self._waiting.clear()
             self._busy.clear()
             self.closed = True
             self.cond.notify_all()

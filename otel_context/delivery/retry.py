@@ -52,6 +52,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+_AGAIN = (Verdict.RETRY, Verdict.UNKNOWN)
+
+
 class RetryingSender:
     """The retry layer: items tried together until each is delivered, refused for good, out of time, or
     told to stop.
@@ -77,7 +80,8 @@ class RetryingSender:
         settle: Callable[[list[tuple[QueueItem, SendOutcome]]], None],
     ) -> None:
         """`settle([(item, outcome), ...])` for the items of a try whose outcome is final, as soon as it is:
-        DELIVERED, REJECTED, or RETRY when retrying stopped (time ran out). Each item is settled once.
+        DELIVERED, REJECTED, or RETRY / UNKNOWN when retrying stopped (time ran out). Each item is settled
+        once. An UNKNOWN outcome marks its item `unconfirmed` (the read-back layer looks for it first).
 
         `wait(seconds)` sleeps and returns True when the wait was cut short by a shutdown; `deadline()`
         is the instant past which no new try starts (a shutdown moves it to now). The wait is the
@@ -91,7 +95,9 @@ class RetryingSender:
             again: list[tuple[QueueItem, SendOutcome]] = []
             final: list[tuple[QueueItem, SendOutcome]] = []
             for item, outcome in zip(pending, self.send_batch(pending), strict=True):
-                (again if outcome.verdict is Verdict.RETRY else final).append((item, outcome))
+                if outcome.verdict is Verdict.UNKNOWN:
+                    item.unconfirmed = True  # may be stored: read back before it is sent again
+                (again if outcome.verdict in _AGAIN else final).append((item, outcome))
             if final:
                 settle(final)
             if not again:

@@ -1,34 +1,45 @@
 """The persistent queue's storage: threads fsync'd to SQLite before they count as accepted, removed after a 2xx.
 
 Several processes may share one spool directory (gunicorn workers, a forked child, `serve --workers`):
-each process owns the rows it wrote, under a token whose lock file it holds with `flock` for as long
-as it lives. A lock that can be taken belongs to a dead process (kill -9 included: the kernel drops
-the lock), and its rows are claimed by whoever takes it, so nothing accepted waits for a restart of
-the very process that died, and no row is ever sent by two live processes.
+each owns the rows it wrote, and the rows of a dead one are claimed by a live one (`owners.py`), so
+nothing accepted waits for a restart of the very process that died, and no row is ever sent by two
+live processes.
 
-Thread ids are stable, so a thread delivered but not yet removed when its process died is sent again
-and lands on the same Context thread: at least once on the wire, exactly once in Context.
+Context appends (a POST sent twice stores its messages twice), so the spool is a transactional outbox:
+- a row is marked *attempted* before its upload is written (not fsync'd: it survives a killed process);
+  a row loaded with the mark may have been stored, and is read back before it is sent
+  (`QueueItem.unconfirmed`); a row never attempted is sent as it is;
+- a delivered row is removed and its segment key written to the `delivered` ledger in one transaction;
+- a row offered again (the sidecar's write-ahead log replays a trace whose run is spooled or delivered)
+  is recognised by its segment key, in the rows or the ledger, and not stored twice (`KNOWN`).
+The ledger keeps keys for `LEDGER_KEEP_S`, longer than any replay can come.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..owners import OwnerLock
 from ..private_files import private_directory
 from ..shared_sqlite import connect_shared
 
 SPOOL_FILE = "otel-context-spool.db"
 OWNERS_DIR = "owners"
+LEDGER_KEEP_S = 7 * 86_400.0  # delivered segment keys, for replays of the write-ahead log (at the next start)
+KNOWN = 0  # what `add` answers for a row it holds already or delivered (sequence numbers start at 1)
 _SEQS_PER_QUERY = 500  # bound parameters per statement: well under SQLite's oldest limit (999)
 _INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
+
+
+_KNOWN_SEGMENT = (
+    "SELECT EXISTS (SELECT 1 FROM items WHERE segment = ?) OR EXISTS (SELECT 1 FROM delivered WHERE segment = ?)"
+)
 
 
 def backlog(directory: str | os.PathLike[str]) -> tuple[int, int]:
@@ -45,16 +56,14 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILE
-        private_directory(private_directory(self.directory) / OWNERS_DIR)  # NotPrivate: not ours, or open to others
+        private_directory(self.directory)  # NotPrivate: not ours, or open to others
         self.max_bytes = max_bytes
         self._open()
 
     def _open(self) -> None:
         self._lock = threading.Lock()
-        self.owner = secrets.token_hex(8)
-        self._lock_file = self.directory / OWNERS_DIR / f"{self.owner}.lock"
-        self._lock_fd = os.open(self._lock_file, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held until this process ends, however it ends
+        self._owner = OwnerLock(self.directory / OWNERS_DIR)
+        self.owner = self._owner.token
         self._db = connect_shared(self.path)
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
         self._db.execute("BEGIN IMMEDIATE")
@@ -67,7 +76,15 @@ class Spool:
             if "owner" not in columns:  # a spool written before owners existed: anyone may claim its rows
                 self._db.execute("ALTER TABLE items ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
                 self._db.execute("ALTER TABLE items ADD COLUMN parked_until REAL NOT NULL DEFAULT 0")
+            if "segment" not in columns:  # written before appends: its rows may have been sent (attempted)
+                self._db.execute("ALTER TABLE items ADD COLUMN segment TEXT NOT NULL DEFAULT ''")
+                self._db.execute("ALTER TABLE items ADD COLUMN attempted INTEGER NOT NULL DEFAULT 1")
             self._db.execute("CREATE INDEX IF NOT EXISTS items_owner ON items (owner, seq)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS items_segment ON items (segment)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS delivered (segment TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
+            )
+            self._db.execute("DELETE FROM delivered WHERE at < ?", (time.time() - LEDGER_KEEP_S,))
             self._db.execute("CREATE TABLE IF NOT EXISTS size (bytes INTEGER NOT NULL)")
             if self._db.execute("SELECT COUNT(*) FROM size").fetchone()[0] == 0:
                 self._db.execute("INSERT INTO size SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items")
@@ -81,32 +98,13 @@ class Spool:
 
     def reopen_in_child(self) -> None:
         """After `fork()`: a new owner with its own connection; the parent's rows stay the parent's."""
-        _INHERITED.extend((self._db, self._lock_fd))  # neither closed nor used again in this process
+        _INHERITED.extend((self._db, self._owner))  # neither closed nor used again in this process
         self._open()
 
     # -- the rows of dead owners -------------------------------------------------------------------
     def claim(self) -> int:
         """Take over the rows of owners that are gone (crashed or killed); returns how many were claimed."""
-        claimed = 0
-        for lock_file in (self.directory / OWNERS_DIR).glob("*.lock"):
-            owner = lock_file.stem
-            if owner == self.owner:
-                continue
-            try:
-                fd = os.open(lock_file, os.O_RDWR | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # alive: its owner holds the lock
-                continue
-            try:
-                claimed += self._take_rows(owner)
-                with contextlib.suppress(FileNotFoundError):
-                    lock_file.unlink()
-            finally:
-                os.close(fd)
+        claimed = self._owner.claim_dead(self._take_rows)
         return claimed + self._take_rows("")
 
     def _take_rows(self, owner: str) -> int:
@@ -139,21 +137,26 @@ class Spool:
         """This owner's rows (kept in memory: read by gauges, and still right after `close`)."""
         return self._count
 
-    def add(self, items: Iterable[tuple[str, str, bytes]]) -> list[int | None]:
-        """Store items in one transaction (one fsync); each gets its sequence number, or None when full."""
+    def add(self, items: Iterable[tuple[str, str, bytes, str]]) -> list[int | None]:
+        """Store items (thread id, kind, body, segment key) in one transaction (one fsync); each gets its
+        sequence number, None when full, or `KNOWN` when its segment is spooled or delivered already."""
         out: list[int | None] = []
         with self._lock:
             added = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 used = self._db.execute("SELECT bytes FROM size").fetchone()[0]
-                for thread_id, kind, body in items:
+                for thread_id, kind, body, segment in items:
+                    if segment and self._db.execute(_KNOWN_SEGMENT, (segment, segment)).fetchone()[0]:
+                        out.append(KNOWN)
+                        continue
                     if used + added + len(body) > self.max_bytes:
                         out.append(None)
                         continue
                     cursor = self._db.execute(
-                        "INSERT INTO items (thread_id, kind, body, owner) VALUES (?, ?, ?, ?)",
-                        (thread_id, kind, body, self.owner),
+                        "INSERT INTO items (thread_id, kind, body, owner, segment, attempted)"
+                        " VALUES (?, ?, ?, ?, ?, 0)",
+                        (thread_id, kind, body, self.owner, segment),
                     )
                     added += len(body)
                     out.append(cursor.lastrowid)
@@ -163,20 +166,48 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 raise
             self._bytes += added
-            self._count += sum(seq is not None for seq in out)
+            self._count += sum(seq is not None and seq != KNOWN for seq in out)
         return out
 
+    def mark_attempted(self, seqs: list[int]) -> None:
+        """Before their uploads are written: these rows may be stored from now on (see the module docstring).
+        Not fsync'd: WAL mode keeps the commit through a killed process (a power cut could lose it)."""
+        if not seqs:
+            return
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(seqs), _SEQS_PER_QUERY):
+                    chunk = seqs[start : start + _SEQS_PER_QUERY]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(
+                        f"UPDATE items SET attempted = 1 WHERE owner = ? AND seq IN ({marks})", (self.owner, *chunk)
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
     def remove(self, seq: int) -> None:
-        """Delete a delivered row. Not fsync'd: a removal a crash forgets means one idempotent resend."""
+        """Delete a row refused for good (or delivered: `remove_all` with its segment)."""
         self.remove_all([seq])
 
-    def remove_all(self, seqs: list[int]) -> None:
-        """Delete delivered rows in one transaction (a worker's batch: one commit, not one per row)."""
+    def remove_all(self, seqs: list[int], delivered: Iterable[str] = ()) -> None:
+        """Delete rows in one transaction (a worker's batch: one commit, not one per row), and write the
+        segment keys of the delivered ones to the ledger in the same transaction. Not fsync'd (as
+        `mark_attempted`): a removal a power cut forgets is read back before it is sent again."""
         removed = freed = 0
         with self._lock:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                now = time.time()
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO delivered VALUES (?, ?)", [(key, now) for key in delivered if key]
+                )
                 for start in range(0, len(seqs), _SEQS_PER_QUERY):
                     chunk = seqs[start : start + _SEQS_PER_QUERY]
                     marks = ",".join("?" * len(chunk))
@@ -202,11 +233,18 @@ class Spool:
         with self._lock:
             self._db.execute("UPDATE items SET parked_until = ? WHERE seq = ? AND owner = ?", (until, seq, self.owner))
 
-    def read_after(self, seq: int, limit: int) -> list[tuple[int, str, str, bytes]]:
-        """This owner's rows after `seq` that are not parked, in arrival order (replay, refill, slow retry)."""
+    def unpark(self) -> None:
+        """Offer this owner's parked rows again now."""
+        with self._lock:
+            self._db.execute("UPDATE items SET parked_until = 0 WHERE owner = ? AND parked_until > 0", (self.owner,))
+
+    def read_after(self, seq: int, limit: int) -> list[tuple[int, str, str, bytes, str, int]]:
+        """This owner's rows after `seq` that are not parked, in arrival order (replay, refill, slow retry):
+        sequence number, thread id, kind, body, segment key, and whether it was attempted."""
         with self._lock:
             return self._db.execute(
-                "SELECT seq, thread_id, kind, body FROM items WHERE owner = ? AND seq > ? AND parked_until <= ?"
+                "SELECT seq, thread_id, kind, body, segment, attempted FROM items"
+                " WHERE owner = ? AND seq > ? AND parked_until <= ?"
                 " ORDER BY seq LIMIT ?",
                 (self.owner, seq, time.time(), limit),
             ).fetchall()
@@ -214,8 +252,4 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-        # The lock file stays while rows remain, so that another process (or the next start) claims them.
-        if self._count == 0:
-            with contextlib.suppress(FileNotFoundError):
-                self._lock_file.unlink()
-        os.close(self._lock_fd)
+        self._owner.release(keep_file=self._count > 0)

@@ -1,10 +1,12 @@
-"""Delivery: queue -> retry -> send, as the Collector's exporterhelper stacks them, run by background workers.
+"""Delivery: queue -> retry -> read-back -> send, as the Collector's exporterhelper stacks them, run by
+background workers.
 
 `submit` never waits on the network: it appends to memory (and, with a spool, to disk) and returns.
-Workers take items from the `SendingQueue` (up to `pipelining` at once, sent pipelined on one
+Workers take items from the `SendingQueue` (up to `batch` at once, sent one after another on one
 connection), hand them to the `RetryingSender`, and settle each: removed when delivered or refused
 for good, parked in the spool for a slow retry (or dropped and counted without a spool) when retries
-ran out. Every drop is counted in `threads_dropped`.
+ran out. Every drop is counted in `threads_dropped`; an upload given up while it may have been stored
+(never sent again blindly: `readback.py`) in `threads_unconfirmed`.
 
 Fork-safe (the pipeline calls `reset_after_fork`): a forked child (gunicorn `--preload`, Celery prefork,
 multiprocessing) starts with an empty queue, fresh locks and no workers until its first thread; the
@@ -27,6 +29,7 @@ from ..model import ConversationThread
 from .item import ItemKind, QueueItem, rating_item, thread_items
 from .outcome import SendOutcome, Verdict
 from .queue import SendingQueue
+from .readback import ReadBackSender, Sender
 from .retry import Backoff, RetryingSender
 from .spool import Spool
 
@@ -47,25 +50,27 @@ def count_drops(counters: Counters, logged: set[str], count: int, why: str, logg
 class DeliveryQueue:
     """The sending queue, its workers, retries and counters; one per exporter or sidecar."""
 
-    def __init__(
-        self,
-        send_batch: Callable[[list[QueueItem]], list[SendOutcome]],
-        settings: ExporterSettings,
-        counters: Counters,
-        *,
-        abort: Callable[[], None] | None = None,
-    ) -> None:
-        """`send_batch(items)`: one try of each item (pipelined where it can), an outcome each, in order.
-        `abort()` cuts uploads in flight short when a shutdown reaches its deadline."""
+    def __init__(self, sender: Sender, settings: ExporterSettings, counters: Counters) -> None:
+        """`sender.send_batch(items)`: one try of each item, an outcome each, in order; `sender.abort()` cuts
+        uploads in flight short when a shutdown reaches its deadline."""
         self.settings = settings
         self.counters = counters
-        self._abort = abort
-        self.retry = RetryingSender(
-            send_batch, Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s), settings.max_elapsed_s
-        )
+        self._abort = sender.abort
         spool = Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
         self.queue = SendingQueue(
-            settings.queue_size, spool, rescan_s=settings.spool_retry_s, per_take=settings.pipelining
+            settings.queue_size, spool, rescan_s=settings.spool_retry_s / 4, per_take=settings.batch_size
+        )
+        self.read_back = ReadBackSender(
+            sender.send_batch,
+            sender.stored_messages,
+            counters,
+            at_least_once=settings.at_least_once,
+            before_send=self.queue.mark_attempted,
+        )
+        self.retry = RetryingSender(
+            self.read_back.send_batch,
+            Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s),
+            settings.max_elapsed_s,
         )
         self._reset_state()
         counters.gauge("threads_queued", self.pending)
@@ -79,6 +84,7 @@ class DeliveryQueue:
         self._stopping = False
         self._deadline = float("inf")  # no new try starts past this instant (a shutdown sets it)
         self._logged: set[str] = set()
+        self._parked = False  # rows were parked since the last delivered upload
 
     @property
     def spool(self) -> Spool | None:
@@ -92,20 +98,13 @@ class DeliveryQueue:
             self._start()
 
     # -- producer side ----------------------------------------------------------------------------
-    def submit(
-        self,
-        threads: Iterable[ConversationThread],
-        *,
-        admitted: bool = False,
-        book_versions: Iterable[int | None] | None = None,
-    ) -> int:
+    def submit(self, threads: Iterable[ConversationThread], *, admitted: bool = False) -> int:
         """Queue threads for upload; returns how many were accepted (the rest are counted as dropped).
 
         `admitted=True` is for callers that push back before accepting work (the sidecar answers 503
         when `backlog_full()`): their threads may pass the bound by one request's worth, never dropped.
-        `book_versions`, one per thread: see `QueueItem.book_version`.
         """
-        return self._offer(thread_items(threads, book_versions), admitted=admitted)
+        return self._offer(thread_items(threads), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         """Queue a PATCH that sets `rating` on message `index` of a thread (after its pending upload)."""
@@ -184,7 +183,7 @@ class DeliveryQueue:
         return left
 
     def _stop(self) -> int:
-        dropped_before = self.counters.get("threads_dropped")
+        before = self._given_up()
         with self.queue.cond:
             self._stopping = True
             self._deadline = min(self._deadline, time.monotonic())
@@ -203,8 +202,13 @@ class DeliveryQueue:
             remaining = spool.count()
             spool.close()
             return remaining
-        self.counters.add("threads_dropped", len(left))
-        return self.counters.get("threads_dropped") - dropped_before  # cut short by workers, or left queued
+        unconfirmed = sum(item.unconfirmed for item in left)  # may be stored: not a drop
+        self.counters.add("threads_unconfirmed", unconfirmed)
+        self.counters.add("threads_dropped", len(left) - unconfirmed)
+        return self._given_up() - before  # cut short by workers, or left queued
+
+    def _given_up(self) -> int:
+        return self.counters.get("threads_dropped") + self.counters.get("threads_unconfirmed")
 
     def _start(self) -> None:
         if self._workers or self._stopping:
@@ -221,7 +225,7 @@ class DeliveryQueue:
     def _work(self) -> None:
         # The exporter's own HTTP calls must not be traced (requests/urllib3 instrumentations would loop).
         with suppress_instrumentation():
-            while items := self.queue.take(lambda: self._stopping, self.settings.pipelining):
+            while items := self.queue.take(lambda: self._stopping, self.settings.batch_size):
                 self.retry.deliver(items, self._sleep, self._on_retry, lambda: self._deadline, self._settle_all)
 
     def _sleep(self, seconds: float) -> bool:
@@ -237,12 +241,8 @@ class DeliveryQueue:
         """Settle the items of one try; the spool rows that go, in one transaction."""
         if self.queue.spool is not None:
             self.queue.remove_rows(
-                [
-                    item
-                    for item, outcome in settled
-                    if outcome.verdict is Verdict.DELIVERED
-                    or (outcome.verdict is Verdict.REJECTED and not item.abandoned)
-                ]
+                [item for item, outcome in settled if outcome.verdict is Verdict.REJECTED and not item.abandoned],
+                [item for item, outcome in settled if outcome.verdict is Verdict.DELIVERED],
             )
         for item, outcome in settled:
             self._settle(item, outcome)
@@ -260,6 +260,8 @@ class DeliveryQueue:
                 settle(item, keep_in_spool=True)
             else:
                 settle(item, park_until=time.time() + self.settings.spool_retry_s, account=lambda: self._park(outcome))
+        elif item.unconfirmed:
+            settle(item, account=lambda: self._unconfirmed(outcome))
         elif self._stopping:
             settle(item, account=lambda: self.counters.add("threads_dropped"))  # the shutdown line reports it
         else:
@@ -268,12 +270,26 @@ class DeliveryQueue:
     def _uploaded(self, item: QueueItem) -> None:
         if item.kind is ItemKind.THREAD:  # a rating PATCH is not a thread
             self.counters.add("threads_uploaded")
+        if self._parked:  # the API answers again: what waits in the spool goes now, not at its parked time
+            self._parked = False
+            self.queue.unpark()
+
+    def _unconfirmed(self, outcome: SendOutcome) -> None:
+        """Given up while it may be stored: never sent again blindly, so counted apart from drops."""
+        self.counters.add("threads_unconfirmed")
+        self._log_once(
+            "unconfirmed",
+            "otel-context: gave up on a thread whose earlier upload may have been stored (%s); it is not sent again "
+            "(threads_unconfirmed counts these; a spool keeps them for a later read-back)",
+            outcome.reason,
+        )
 
     def _reject(self, outcome: SendOutcome) -> None:
         self.counters.add("threads_rejected")
         self._log_rejection(outcome)
 
     def _park(self, outcome: SendOutcome) -> None:
+        self._parked = True
         self._log_once(
             "parked",
             "otel-context: retries ran out (%s); the thread stays in the spool and is tried again every %.0f s",

@@ -1,10 +1,11 @@
 """Durable acknowledgement: with a spool, the sidecar acknowledges only requests its write-ahead log holds.
 
-A request's record stays until every trace it has spans of is *finished*: the trace buffer holds
-nothing of it any more, so its threads were submitted to the spool (durable) or dropped and counted
-(evicted, late, filtered). After a crash, `replay` feeds what is left to the pipeline before the
-listeners open. Replays cannot duplicate: thread ids derive from trace and root span, the buffer
-drops duplicate spans, and the session store replaces a turn with the same id.
+A request's record stays until every trace it has spans of is *finished*: the pipeline holds nothing
+of it any more (the trace buffer, or runs waiting for a failing session book), so its threads were
+submitted to the spool (durable) or dropped and counted (evicted, late, filtered). After a crash,
+`replay` feeds what is left to the pipeline before the listeners open. Replays append nothing twice:
+the buffer drops duplicate spans, the session book places a known turn where it was, and the spool
+recognises a run it holds or delivered by its segment key (`delivery/spool.py`).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class DurableIntake:
         pins: list[tuple[int, int]] = []
         emptied: list[int] = []
         for trace in traces:
-            if trace not in self._pinned or self.pipeline.buffer.holds(trace):
+            if trace not in self._pinned or self.pipeline.holds(trace):
                 continue
             for seq in self._pinned.pop(trace):
                 pins.append((seq, trace))

@@ -84,7 +84,7 @@ class OtlpIntake:
         try:
             if self.pipeline.backlog_full() or (self.durable is not None and self.durable.full()):
                 self.pipeline.counters.add("requests_pushed_back")
-                raise Rejected(503, "otel-context's delivery queue is full; retry later")
+                raise Rejected(503, f"otel-context {self.pipeline.backlog_reason()}; retry later")
             decoded = self._decode_inline(body, json, gzipped)
             if decoded is None:
                 decoded = await self._decode_off_loop(body, json=json, gzipped=gzipped)

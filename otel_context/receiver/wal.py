@@ -17,9 +17,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..owners import OwnerLock
 from ..shared_sqlite import connect_shared
 
 WAL_FILE = "otel-context-receiver-wal.db"
+OWNERS_DIR = "wal-owners"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (seq INTEGER NOT NULL, trace BLOB NOT NULL, PRIMARY KEY (seq, trace)) WITHOUT ROWID;
@@ -48,7 +50,12 @@ def _trace_key(trace_id: int) -> bytes:
 
 
 class WriteAheadLog:
-    """Requests fsync'd before their answer, kept until every trace they pin is released."""
+    """Requests fsync'd before their answer, kept until every trace they pin is released.
+
+    The workers of `serve --workers` share the file; each owns the records it wrote (`owners.py`), and
+    replays at start only its own and those of workers that died: a restarted worker never replays a
+    live worker's records (their traces are that worker's to finish).
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory) / WAL_FILE
@@ -56,6 +63,9 @@ class WriteAheadLog:
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: acknowledged means on disk
         self._sync = "FULL"
         self._db.executescript(SCHEMA)
+        if "owner" not in {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}:
+            self._db.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")  # an older log
+        self._owner = OwnerLock(Path(directory) / OWNERS_DIR)
         self._db_lock = threading.Lock()  # the writer's transactions vs. reads
         self._ops: list[_Append | _Release] = []
         self._cond = threading.Condition()
@@ -77,13 +87,26 @@ class WriteAheadLog:
             self._push(op)
 
     def records(self) -> list[tuple[int, bytes, set[int]]]:
-        """Every stored request in arrival order, with the traces still pinned: the replay at start."""
+        """This process's stored requests (its own, and those it claimed from dead owners) in arrival order,
+        with the traces still pinned: the replay at start."""
+        self._owner.claim_dead(self._take)
+        self._take("")  # written before owners existed
         with self._db_lock:
             pins: dict[int, set[int]] = {}
-            for seq, trace in self._db.execute("SELECT seq, trace FROM pins"):
+            query = "SELECT p.seq, p.trace FROM pins p JOIN requests r ON r.seq = p.seq WHERE r.owner = ?"
+            for seq, trace in self._db.execute(query, (self._owner.token,)):
                 pins.setdefault(seq, set()).add(int.from_bytes(trace, "big"))
-            rows = self._db.execute("SELECT seq, body FROM requests ORDER BY seq").fetchall()
+            rows = self._db.execute(
+                "SELECT seq, body FROM requests WHERE owner = ? ORDER BY seq", (self._owner.token,)
+            ).fetchall()
         return [(seq, body, pins.get(seq, set())) for seq, body in rows]
+
+    def _take(self, owner: str) -> int:
+        """Make `owner`'s records this process's (a dead worker's, claimed)."""
+        with self._db_lock:
+            return self._db.execute(
+                "UPDATE requests SET owner = ? WHERE owner = ?", (self._owner.token, owner)
+            ).rowcount
 
     def count(self) -> int:
         with self._db_lock:
@@ -95,7 +118,9 @@ class WriteAheadLog:
             self._closing = True
             self._cond.notify()
         self._writer.join()
+        left = self._db.execute("SELECT COUNT(*) FROM requests WHERE owner = ?", (self._owner.token,)).fetchone()[0]
         self._db.close()
+        self._owner.release(keep_file=left > 0)
 
     def _push(self, op: _Append | _Release) -> None:
         with self._cond:
@@ -135,7 +160,9 @@ class WriteAheadLog:
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 if isinstance(op, _Append):
-                    seq = db.execute("INSERT INTO requests (body) VALUES (?)", (op.body,)).lastrowid
+                    seq = db.execute(
+                        "INSERT INTO requests (body, owner) VALUES (?, ?)", (op.body, self._owner.token)
+                    ).lastrowid
                     assert seq is not None
                     db.executemany("INSERT INTO pins VALUES (?, ?)", [(seq, _trace_key(t)) for t in op.traces])
                     appended.append((op, seq))

@@ -44,7 +44,7 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client):
     config = {"metadata": {"session_id": "s-1", "user_id": "u-1"}}
     for n in range(3):
         chain(f"answer {n}").invoke({"question": f"question {n}"}, config=config)
-        pipeline.flush()  # each turn is uploaded, and re-uploaded whole with the next one
+        pipeline.flush()  # each turn is appended on its own
     (thread,) = read_threads(client)
     # the sidecar's book is shared (SQLite): the id anyone can compute; in process, the book in memory
     # is this process's own, and so is the thread (a second process continues in a thread of its own)
@@ -52,7 +52,9 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client):
     assert [m.message for m in thread.messages] == [
         "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2",
     ]  # fmt: skip
-    assert thread.metadata["turns"] == "3" and thread.metadata["user_id"] == "u-1"
+    assert thread.metadata["user_id"] == "u-1" and "trace_id" not in thread.metadata  # the same on every POST
+    answers = [m.metadata for m in thread.messages[1::2]]
+    assert len({a["trace_id"] for a in answers}) == 3 and all("latency_ms" in a for a in answers)  # run facts
 
 
 def test_a_bare_agent_loop_lands_in_one_thread(make_pipeline, client):

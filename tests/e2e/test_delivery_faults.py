@@ -75,13 +75,15 @@ def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, loc
     if "latency_s" not in fault:
         assert stats["threads_retried"] > 0
     # Each attempt is at most one request: azure-core's own retry policy is off, so retries never multiply.
-    # (At most: requests pipelined behind one the server reset never reach it, and are tried again.)
     posts = local_api.stats()["requests"]["POST /api/v1/log/conversation/thread"]
     assert stats["threads_uploaded"] <= posts <= stats["threads_uploaded"] + stats["threads_retried"]
-    if "status" in fault or "latency_s" in fault:  # every request is answered
-        assert posts == stats["threads_uploaded"] + stats["threads_retried"]
-    if "lose_ack_s" in fault:  # writes that worked were sent again: the stable id kept them one thread each
-        assert max(local_api.stats()["writes"].values()) >= 2
+    if "latency_s" in fault:  # every request is answered in time: one POST each
+        assert posts == stats["threads_uploaded"]
+    if "lose_ack_s" in fault or ("status" in fault and fault["status"] >= 500):  # may have been stored: read back
+        assert stats["readbacks"] > 0
+    if "lose_ack_s" in fault:  # stored, answer lost: found by the read-back, never sent again
+        assert stats["readbacks_found"] > 0
+    assert set(local_api.stats()["writes"].values()) == {1}  # one POST per thread: appends never repeated
     local_api.clear_faults()
     assert_each_arrived_once(client, range(40))
 
@@ -99,13 +101,13 @@ def test_429_retry_after_is_honoured(make_app, local_api, client):
 
 
 def test_queue_full_drops_are_counted_and_memory_stays_bounded(make_app, local_api):
-    app = make_app(queue_size=5, concurrency=1, pipelining=3, **FAST_RETRY)
+    app = make_app(queue_size=5, concurrency=1, batch_size=3, **FAST_RETRY)
     local_api.set_faults(latency_s=1)
     run_calls(app, 0, 100)
     app.processor.force_flush(100)
     stats = app.exporter.stats()
     assert stats["threads_converted"] == 100
-    assert stats["threads_queued"] <= 5 + 3  # the bound, plus the ones in flight (one worker, 3 pipelined)
+    assert stats["threads_queued"] <= 5 + 3  # the bound, plus the ones in flight (one worker taking 3 at once)
     assert stats["threads_dropped"] >= 100 - 8
     local_api.clear_faults()
     assert wait_for(lambda: app.exporter.stats()["threads_queued"] == 0, timeout=20)
@@ -120,7 +122,8 @@ def test_shutdown_reports_what_it_could_not_deliver(make_app, local_api):
     started = time.monotonic()
     app.exporter.shutdown(timeout_millis=1000)
     assert time.monotonic() - started < 8
-    assert app.exporter.stats()["threads_dropped"] == 5
+    stats = app.exporter.stats()  # connections reset after the write: each may have been stored
+    assert stats["threads_dropped"] + stats["threads_unconfirmed"] == 5 and stats["threads_uploaded"] == 0
 
 
 def test_counters_are_readable_through_the_otel_metrics_api(make_app, client):

@@ -60,8 +60,7 @@ def test_a_checkpointed_agent_in_process_and_through_the_sidecar(make_pipeline, 
     expected = langgraph_apps.checkpointer_conversation()
     pipeline.flush()
     (thread,) = read_threads(client)
-    assert dialogue(thread) == turns(expected)
-    assert thread.metadata["turns"] == "3"
+    assert dialogue(thread) == turns(expected)  # each turn appended once, in order
 
 
 def test_an_agent_under_an_http_span(make_app, client):

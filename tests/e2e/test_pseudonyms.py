@@ -34,7 +34,7 @@ def test_users_and_sessions_still_group_under_pseudonyms(make_pipeline, client):
     pipeline.flush()
     session, other = sorted(read_threads(client), key=lambda t: len(t.messages), reverse=True)
     assert [m.message for m in session.messages] == [f"My mail is {pseudonym(EMAIL)}", "Noted.", "Thanks", "Sure."]
-    assert session.metadata["session_id"] == pseudonym("s-42") and session.metadata["turns"] == "2"
+    assert session.metadata["session_id"] == pseudonym("s-42")
     assert session.metadata["user_id"] == other.metadata["user_id"] == pseudonym(EMAIL)  # joins across sources
     sent = json.dumps([[m.message for m in t.messages] + list(t.metadata.values()) for t in (session, other)])
     assert EMAIL not in sent and "s-42" not in sent

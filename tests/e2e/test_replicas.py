@@ -195,22 +195,29 @@ def every_label() -> list[str]:
 
 def one_thread_per_session(client) -> bool:
     threads = read_threads(client)
-    return len(threads) == SESSIONS and all(t.metadata.get("turns") == str(ROUNDS * AT_ONCE) for t in threads)
+    return len(threads) == SESSIONS and all(len(t.messages) >= 2 * ROUNDS * AT_ONCE for t in threads)
 
 
-def check_one_thread_per_session(client) -> None:
+def check_one_thread_per_session(client, *, ordered: bool = True) -> None:
     threads = read_threads(client)
-    assert len(threads) == SESSIONS, sorted((t.metadata["session_id"], t.metadata["turns"]) for t in threads)
+    assert len(threads) == SESSIONS, sorted((t.metadata["session_id"], len(t.messages)) for t in threads)
     for thread in threads:
         session = int(thread.metadata["session_id"][1:])
         assert thread.id == session_thread_id(f"s{session}")
         texts = [m.message for m in thread.messages]
         assert sorted(labels_of(texts, session)) == every_label()  # every turn, none twice
-        check_in_order(texts, session)
+        if ordered:
+            check_in_order(texts, session)
+        for i, text in enumerate(texts):  # each turn whole: its answer right after its question
+            if text.startswith("question "):
+                assert texts[i + 1] == text.replace("question", "answer", 1), texts
 
 
 def test_three_replicas_behind_the_collector_make_one_thread_per_session_with_every_turn(gateway, client, tracing):
-    run_app(tracing, gateway["grpc"])
+    # Rounds a second apart, as a person's turns are: turns of one session that complete within the
+    # Collector's batching and the replicas' settle time of each other may be appended in either order
+    # (each replica appends in the order it converts; see preparation/sessions.py).
+    run_app(tracing, gateway["grpc"], pause_s=1.0)
     wait_for(lambda: one_thread_per_session(client), timeout=60, interval=0.5)
     check_one_thread_per_session(client)
     received = [serve_counters(replica.http_port)["spans_received"] for replica in gateway["replicas"]]
@@ -235,7 +242,7 @@ def test_a_replica_killed_mid_run_and_restarted_loses_nothing_acknowledged(gatew
 
     run_app(tracing, gateway["grpc"], kill_and_restart, pause_s=0.3)
     wait_for(lambda: one_thread_per_session(client), timeout=20, interval=0.5)
-    check_one_thread_per_session(client)
+    check_one_thread_per_session(client, ordered=False)  # replayed turns are appended when they are replayed
 
 
 def test_redis_restarted_mid_run_sessions_continue_with_a_clear_line_and_nothing_lost(gateway, client, tracing):
@@ -272,14 +279,17 @@ def test_redis_restarted_mid_run_sessions_continue_with_a_clear_line_and_nothing
         labels = [label for t in mine for label in labels_of([m.message for m in t.messages], s)]
         assert sorted(labels) == every_label(), (
             s,
-            [(t.id, t.metadata["turns"]) for t in mine],
+            [(t.id, len(t.messages)) for t in mine],
         )  # none lost, none twice
         shared = [t for t in mine if t.id == session_thread_id(f"s{s}")]
         assert len(shared) == 1  # the session's own thread went on after Redis came back
         shared_labels = labels_of([m.message for m in shared[0].messages], s)
         assert any(label.startswith(f"r{ROUNDS - 1}") for label in shared_labels), shared_labels
-        for thread in mine:
-            check_in_order([m.message for m in thread.messages], s)
+        assert len(mine) == 1  # the sidecar's turns waited for Redis (pushed back): none went elsewhere
+        texts = [m.message for m in mine[0].messages]
+        for i, text in enumerate(texts):  # turns that waited for Redis land after later ones: each stays whole
+            if text.startswith("question "):
+                assert texts[i + 1] == text.replace("question", "answer", 1), texts
     logs = "\n".join(replica.stop() for replica in gateway["replicas"])
-    assert f"session store {redis.url} unreachable" in logs, logs[-3000:]
-    assert "reachable again" in logs
+    assert f"session store {redis.url} failed" in logs, logs[-3000:]
+    assert "answers again" in logs

@@ -1,4 +1,4 @@
-"""A session continued by another process: never overwritten; with a shared book, one thread in order."""
+"""A session continued by another process: never lost or appended twice; with a shared book, one thread."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_default_book_a_restarted_process_continues_in_a_thread_of_its_own(local
         result = run_app("sessions", "s-restart", *labels, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
     threads = read_threads(client)
-    assert sorted(turns_of(t) for t in threads) == [pairs("1", "2"), pairs("3", "4")]  # none lost, none overwritten
+    assert sorted(turns_of(t) for t in threads) == [pairs("1", "2"), pairs("3", "4")]  # none lost, none twice
     assert {t.metadata["session_id"] for t in threads} == {"s-restart"}
 
 
@@ -36,7 +36,6 @@ def test_shared_book_two_successive_processes_make_one_thread(local_api, client,
         assert result.returncode == 0, result.stderr[-3000:]
     (thread,) = read_threads(client)
     assert turns_of(thread) == pairs("1", "2", "3", "4")
-    assert thread.metadata["turns"] == "4"
 
 
 def turns_taken_at_once(local_api, client, tmp_path, session: str, session_db: str):
@@ -56,8 +55,7 @@ def turns_taken_at_once(local_api, client, tmp_path, session: str, session_db: s
         assert app.returncode == 0, err[-3000:]
     (thread,) = read_threads(client)
     texts = turns_of(thread)
-    assert sorted(texts) == sorted(pairs(*odd, *even))  # every turn of both processes
-    assert thread.metadata["turns"] == "12"
+    assert sorted(texts) == sorted(pairs(*odd, *even))  # every turn of both processes, each once
     for labels in (odd, even):
         positions = [texts.index(f"question {label}") for label in labels]
         assert positions == sorted(positions)

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
@@ -19,15 +17,9 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from otel_context.config import resolve_settings
-from otel_context.delivery.item import QueueItem, encode_thread
-from otel_context.delivery.outcome import SendOutcome, Verdict
+from otel_context.delivery.item import QueueItem
 from otel_context.delivery.queue import SendingQueue
 from otel_context.delivery.spool import Spool
-from otel_context.model import ConversationThread, Message
-from otel_context.pipeline import Pipeline
-from otel_context.preparation.session_sqlite import SqliteSessions
-from otel_context.preparation.sessions import Turn
 from otel_context.receiver.intake import encode_varint as varint
 from otel_context.spans import otlp_limits
 from otel_context.spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge
@@ -155,82 +147,16 @@ def test_work_limit_shortcut_at_and_just_past_the_limits(body):
     assert check_verdict(body, RequestLimits(max_spans=spans, max_attributes=attributes)) == "ok"
 
 
-def test_session_turns_folded_in_one_transaction_as_one_at_a_time(tmp_path: Path):
-    rng = random.Random(15)
-    batched = SqliteSessions(tmp_path / "batched.db", max_turns=3)
-    single = SqliteSessions(tmp_path / "single.db", max_turns=3)
-    for round_no in range(60):
-        batch = []
-        for n in range(rng.randrange(1, 6)):
-            session = f"s{rng.randrange(4)}"
-            message = {"role": "user", "message": f"{round_no}.{n}", "type": "message"}
-            batch.append(
-                (session, Turn(f"t{rng.randrange(10)}", rng.randrange(100), [message], {"session_id": session}))
-            )
-        together = batched.fold_all(batch)
-        alone = [single.fold(session, turn) for session, turn in batch]
-        assert [encode_thread(t) for t, _ in together] == [encode_thread(t) for t in alone]
-        for thread, version in dict((thread.id, (thread, version)) for thread, version in together).values():
-            now = batched.current(thread.id)  # the book's own reading of the part: the same thread, version
-            assert now is not None and now[0] == version and encode_thread(now[1]) == encode_thread(thread)
-        for session, _ in batch:  # a session's turns expire together: each turn touches them all
-            touched = "SELECT COUNT(DISTINCT touched) FROM turns WHERE session = ?"
-            assert batched._db.execute(touched, (session,)).fetchone() == (1,)
-    query = "SELECT session, part, turn_id, start_ns, payload FROM turns ORDER BY 1, 2, 3"
-    assert batched._db.execute(query).fetchall() == single._db.execute(query).fetchall()
-    parts = "SELECT * FROM parts ORDER BY 1"
-    assert batched._db.execute(parts).fetchall() == single._db.execute(parts).fetchall()
-
-
-def test_two_versions_of_a_thread_in_one_batch_coalesce(tmp_path: Path):
+def test_a_run_offered_again_is_known_to_the_spool_and_queued_once(tmp_path: Path):
     queue = SendingQueue(100, Spool(str(tmp_path / "spool"), 10 * 1024 * 1024))
-    offered = queue.offer([QueueItem("t-1", b"old"), QueueItem("t-2", b"other"), QueueItem("t-1", b"new")])
-    assert (offered.accepted, offered.refused) == (3, 0)
-    (first,) = queue.take(lambda: False)
-    assert (first.thread_id, first.body) == ("t-1", b"new")
-    assert queue.spool is not None and queue.spool.count() == 2  # the older version's row is gone
-
-
-def session_thread(turn: str, start_ns: int) -> ConversationThread:
-    return ConversationThread(
-        id=f"turn-{turn}",
-        messages=[Message("user", f"question {turn}"), Message("assistant", f"answer {turn}")],
-        metadata={"session_id": "s-1", "trace_id": f"trace-{turn}"},
-        trace_id=f"trace-{turn}",
-        start_ns=start_ns,
-    )
-
-
-def test_a_session_upload_is_rebuilt_only_when_the_book_moved(tmp_path: Path):
-    settings = resolve_settings(endpoint="http://127.0.0.1:9", token="t", session_db=str(tmp_path / "book.db"))
-    pipeline = Pipeline(settings, push_back=True)
-    sent: list[bytes] = []
-    pipeline._sender.send_batch = lambda items: [  # type: ignore[method-assign]
-        sent.append(item.body) or SendOutcome(Verdict.DELIVERED, 201) for item in items
-    ]
-    try:
-        (thread,), (version,) = pipeline._prepare([session_thread("1", 1)])
-        assert version == 1
-        book = pipeline.sessions
-        assert book is not None
-        current = book.current
-
-        def not_read(thread_id: str):
-            raise AssertionError("the book's thread was read although the body was current")
-
-        book.current = not_read  # type: ignore[method-assign]
-        item = QueueItem(thread.id, encode_thread(thread), book_version=version)
-        assert pipeline._send_batch([item])[0].verdict is Verdict.DELIVERED
-        assert sent == [encode_thread(thread)]
-
-        other = SqliteSessions(tmp_path / "book.db")  # another process adds the next turn meanwhile
-        other.fold("s-1", Turn.of(session_thread("2", 2)))
-        other.close()
-        book.current = current  # type: ignore[method-assign]
-        item = QueueItem(thread.id, encode_thread(thread), book_version=version)
-        assert pipeline._send_batch([item])[0].verdict is Verdict.DELIVERED
-        messages = json.loads(sent[-1])["conversation"]["messages"]
-        assert [m["message"] for m in messages] == ["question 1", "answer 1", "question 2", "answer 2"]
-        assert item.book_version == 2
-    finally:
-        pipeline.shutdown(1)
+    first = queue.offer([QueueItem("t-1", b"run", segment="a/1"), QueueItem("t-1", b"next", segment="a/2")])
+    again = queue.offer([QueueItem("t-1", b"run", segment="a/1")])  # a write-ahead-log replay of the same run
+    assert (first.accepted, again.accepted, again.refused) == (2, 1, 0)
+    assert queue.spool is not None and queue.spool.count() == 2
+    taken = queue.take(lambda: False, limit=10)
+    assert [item.body for item in taken] == [b"run"]  # one upload per thread at a time, in order
+    queue.remove_rows([], delivered=taken)
+    queue.settle(taken[0])
+    assert queue.offer([QueueItem("t-1", b"run", segment="a/1")]).accepted == 1  # delivered: in the ledger
+    assert [item.body for item in queue.take(lambda: False, limit=10)] == [b"next"]
+    assert queue.spool.count() == 1

@@ -19,6 +19,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "counters": set(),
     "private_files": set(),
     "shared_sqlite": {"private_files"},
+    "owners": {"private_files"},
     "serving": set(),
     "extras": set(),
     # settings are checked with the parser of the stage that uses them (model aliases, rating rules, patterns)
@@ -28,14 +29,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "conversion": FOUNDATION | {"conventions"},
     "assembly": FOUNDATION | {"conventions", "conversion", "counters"},
     "preparation": FOUNDATION | {"conversion", "config", "shared_sqlite"},
-    "delivery": FOUNDATION | {"config", "counters", "shared_sqlite", "private_files"},
+    "delivery": FOUNDATION | {"config", "counters", "shared_sqlite", "private_files", "owners"},
     "pipeline": FOUNDATION
     | {"spans", "conventions", "assembly", "conversion", "preparation", "delivery", "config", "counters"}
     | {"private_files"},
     "exporter": FOUNDATION | {"spans", "assembly", "delivery", "pipeline", "config", "counters"},
     "helper_process": FOUNDATION | {"delivery", "pipeline", "config", "counters"},
     "autoconfig": {"startup", "environment_variables"},
-    "receiver": FOUNDATION | {"spans", "pipeline", "config", "counters", "serving", "shared_sqlite"},
+    "receiver": FOUNDATION | {"spans", "pipeline", "config", "counters", "serving", "shared_sqlite", "owners"},
     "local_api": FOUNDATION | {"config", "serving", "extras", "private_files"},
     "demo": FOUNDATION | {"config", "exporter", "local_api", "extras"},
 }
