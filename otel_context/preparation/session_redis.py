@@ -135,7 +135,7 @@ class RedisSessions:
                     "otel-context: session store %s failed (%s: %s); %s until it answers again",
                     redact_url(self.url),
                     type(error).__name__,
-                    error,
+                    _reason(error),
                     then,
                 )
         return SessionStoreUnavailable(f"session store {redact_url(self.url)} failed: {type(error).__name__}")
@@ -209,6 +209,12 @@ class RedisSessions:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _reason(error: Exception) -> str:
+    """What Redis said, without the command that failed (a pipeline error quotes it, with session ids)."""
+    text = str(error)
+    return text.rsplit("caused error: ", 1)[-1].split(". script:", 1)[0][:200]
 
 
 def _placement(turn: Turn, answer: list) -> Placement:
