@@ -39,10 +39,10 @@ def shout(text: str) -> str:
     return text.upper()
 
 
-def test_session_turns_become_one_thread_in_order(make_pipeline, client):
+def test_session_turns_become_one_thread_in_order(make_pipeline, client, local_api):
     pipeline = make_pipeline()
     config = {"metadata": {"session_id": "s-1", "user_id": "u-1"}}
-    for n in range(3):
+    for n in range(4):
         chain(f"answer {n}").invoke({"question": f"question {n}"}, config=config)
         pipeline.flush()  # each turn is appended on its own
     (thread,) = read_threads(client)
@@ -50,11 +50,13 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client):
     # is this process's own, and so is the thread (a second process continues in a thread of its own)
     assert thread.id == session_thread_id("s-1", scope=pipeline.pipeline.sessions.scope)
     assert [m.message for m in thread.messages] == [
-        "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2",
-    ]  # fmt: skip
-    assert thread.metadata["user_id"] == "u-1" and "trace_id" not in thread.metadata  # the same on every POST
+        "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2", "question 3", "answer 3",
+    ]  # fmt: skip: each turn appended once, by one POST of its own two messages
+    assert local_api.store.write_count(thread.id) == 4
+    assert thread.metadata["user_id"] == "u-1" and "trace_id" not in thread.metadata
+    assert local_api.store.metadata_changes() == {}  # the same thread metadata on every POST
     answers = [m.metadata for m in thread.messages[1::2]]
-    assert len({a["trace_id"] for a in answers}) == 3 and all("latency_ms" in a for a in answers)  # run facts
+    assert len({a["trace_id"] for a in answers}) == 4 and all("latency_ms" in a for a in answers)  # run facts
 
 
 def test_a_bare_agent_loop_lands_in_one_thread(make_pipeline, client):
@@ -193,6 +195,7 @@ def test_sidecar_sessions_survive_a_restart(local_api, client, tracing, tmp_path
     (thread,) = read_threads(client)
     assert [m.message for m in thread.messages] == ["question 0", "answer 0", "question 1", "answer 1"]
     assert (tmp_path / "sessions.db").exists()
+    assert local_api.store.metadata_changes() == {}  # the second life kept the metadata the first fixed
 
 
 class ProviderInstrumentedModel(FakeListChatModel):
