@@ -41,6 +41,9 @@ SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
 # run's metadata (trace, latency, model, usage, cost, ...) goes on its messages.
 THREAD_KEYS = (*SESSION_KEYS, "user_id", "service_name", "source")
 INHERITED_HANDLES: list[object] = []  # handles a forked child keeps but never uses
+# Turn ids the in-memory book remembers per session, to place a run converted twice where it went: in a
+# process, that is a retried export of the last few runs (nothing replays older ones).
+RECENT_TURNS = 16
 
 
 def session_of(thread: ConversationThread) -> str | None:
@@ -128,8 +131,8 @@ class _Session:
 
 
 class MemorySessions:
-    """Sessions in memory, bounded in sessions, turns remembered per session, and idle time: a few hundred
-    bytes per session whatever its length (`max_sessions` x `max_turns` turn ids at most)."""
+    """Sessions in memory, bounded in sessions and idle time: about 5 KB per session whatever its length
+    (its counters, fixed metadata and `RECENT_TURNS` turn ids), so about 5 MB at the default bounds."""
 
     shared = False
 
@@ -171,7 +174,7 @@ class MemorySessions:
         if turn.answer >= 0:
             state.answer = placement.offset + turn.answer
         state.placed[turn.turn_id] = placement
-        if len(state.placed) > self.max_turns:
+        if len(state.placed) > RECENT_TURNS:
             state.placed.popitem(last=False)
         while len(self._sessions) > self.max_sessions:
             self._forget(*self._sessions.popitem(last=False))
