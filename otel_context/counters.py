@@ -24,6 +24,11 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "duplicates": ("Roots delivered twice (e.g. a Collector retry) and converted once", False),
     "conversion_errors": ("Roots that could not be converted", False),
     "roots_empty": ("Wrapper spans with no content and nothing below them: no thread of their own", False),
+    "spans_twinned": (
+        "GenAI spans of a run another LangChain instrumentation described too (the official one beside"
+        " OpenLLMetry's): dropped, that one's kept",
+        False,
+    ),
     "requests_pushed_back": (
         "OTLP requests the sidecar refused with 503: its queue was full, or its session store failing",
         False,

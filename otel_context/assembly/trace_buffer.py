@@ -17,6 +17,10 @@ A trace holds at most `max_spans_per_trace` spans waiting for their root (a Lang
 observations already crashes its ingestion); beyond, the oldest are evicted and counted. Children end,
 and so arrive, before their parents: the newest spans are those nearest the root, so what is kept
 still hangs from the root when it comes. The root itself is never held, so it is always used.
+
+Two LangChain instrumentations at once (OpenLLMetry's and the official GenAI one) describe every run
+twice: the GenAI span of a run that an OpenLLMetry (or OpenInference) span describes too is dropped and
+counted (`spans_twinned`), its children re-homed under the span kept (see `twins`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ..conversion.threads import (
 from ..counters import Counters
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_MAX_SPANS_PER_TRACE
 from ..model import ConversationThread, SpanRecord
+from .twins import Described, TwinIndex, described, family
 
 _logger = logging.getLogger(__name__)
 # Tuples, not sets: membership by identity, without `Enum.__hash__` (Python code) on every span.
@@ -50,6 +55,7 @@ ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
 CANDIDATE_CLASSES = (SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL)
 SAME_PROCESS_KEYS = (SERVICE_INSTANCE_ID, SERVICE_NAME)  # resource keys two spans of one process share
 Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
+TWIN_MEMORY = 20_000  # spans remembered for twin matching, per index (about 4 MB at the bound)
 
 
 @dataclass(slots=True)
@@ -146,6 +152,12 @@ class TraceBuffer:
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self._evicted = _Recent(remember_roots)  # traces that lost held spans: a root built later is incomplete
         self._crowded: set[int] = set()  # traces past max_spans_per_trace in the batch being added
+        # Twins arrive close together (one export batch apart at most): the most recent spans are enough.
+        self._langchain_runs = TwinIndex(TWIN_MEMORY)  # recent spans of LangChain instrumentations' conventions
+        self._genai_waiting = TwinIndex(TWIN_MEMORY)  # recent GenAI spans, dropped if a twin comes while held
+        self._genai_homes: dict[Key, int] = {}  # a re-homed GenAI span's trace (a provider call's host)
+        self._twins: OrderedDict[Key, Key] = OrderedDict()  # a dropped GenAI span -> the twin kept
+        self._last_run: dict[tuple[object, ...], Described] = {}  # per process: the last LangChain-run span seen
         self._warned_crowded = False
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
@@ -158,6 +170,8 @@ class TraceBuffer:
                 received += 1
                 key = (span.trace_id, span.span_id)
                 found = convention_for(span.attributes, self.conventions)
+                if found is not None and self._is_twin(span, *found, now):
+                    continue
                 self._resolve_waiters(key, is_genai=found is not None, now=now)
                 if found is None:
                     ignored += 1
@@ -221,8 +235,104 @@ class TraceBuffer:
                 return True
             return False
 
+    # -- twins: one run described by two LangChain instrumentations --------------------------------
+    def _is_twin(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> bool:
+        """Index a span for twin matching; True when it is a GenAI span whose twin is kept instead (dropped).
+
+        A LangChain instrumentation's span drops the GenAI twins already waiting here; a GenAI span is
+        dropped when such a twin came before it.
+        """
+        key = (span.trace_id, span.span_id)
+        process = _process(span)
+        kind = family(span_class)
+        this = described(span)
+        if convention.records_langchain_runs:
+            self._langchain_runs.add(process, kind, this)
+            self._last_run[process] = this
+            if len(self._last_run) > 1_024:
+                del self._last_run[next(iter(self._last_run))]
+            if len(self._genai_waiting):
+                for twin in self._genai_waiting.twins(process, kind, this):
+                    self._retract(twin.key, key, now)
+            return False
+        if key in self._twins:
+            self.counters.add("duplicates")
+            return True
+        kept = self._langchain_runs.twins(process, kind, this) if len(self._langchain_runs) else []
+        if not kept:
+            self._genai_waiting.add(process, kind, this)
+            return False
+        self._twins[key] = kept[0].key
+        if len(self._twins) > self.max_traces:
+            self._twins.popitem(last=False)
+        self.counters.add("spans_twinned")
+        self._rehome_children(key, kept[0].key, now)
+        return True
+
+    def _retract(self, key: Key, kept: Key, now: float) -> None:
+        """A GenAI span waiting here turned out to be a twin: take it out, its children under the span kept."""
+        self._genai_waiting.discard(key)
+        if key in self._candidates:
+            self._forget_candidate(key)
+        elif key in self._pending:
+            self._pending.pop(key)
+        else:
+            home = self._genai_homes.pop(key, key[0])
+            entry = self._traces.get(home)
+            if entry is None or key[1] not in entry.span_ids:
+                return  # already part of a thread
+            entry.items = [item for item in entry.items if item.span_id != key[1]]
+            entry.span_ids.discard(key[1])  # type: ignore[arg-type]
+            self._held -= 1
+        self._twins[key] = kept
+        if len(self._twins) > self.max_traces:
+            self._twins.popitem(last=False)
+        self.counters.add("spans_twinned")
+        self._rehome_children(key, kept, now)
+
+    def _rehome_children(self, key: Key, kept: Key, now: float) -> None:
+        """Spans under a dropped twin (waiting for it, or held under it) go under the span kept."""
+        for child in self._waiting_on.pop(key, ()):
+            self._providers.discard(child)
+            waiting = self._candidates.pop(child, None)
+            if waiting is not None:
+                span, convention, span_class = waiting.span, waiting.convention, waiting.span_class
+                self._hold(span, convention, span_class, now, parent_id=kept[1], trace_id=kept[0])
+        entry = self._traces.get(key[0])
+        moved = [item for item in entry.items if item.parent_id == key[1]] if entry is not None else []
+        if not moved or entry is None:
+            return
+        entry.items = [item for item in entry.items if item.parent_id != key[1]]
+        entry.span_ids.difference_update(item.span_id for item in moved)
+        target = self._traces.get(kept[0])
+        if target is None:
+            target = self._traces[kept[0]] = _TraceEntry(now)
+        for item in moved:
+            item.parent_id = kept[1]
+            target.items.append(item)
+            target.span_ids.add(item.span_id)
+        if not entry.items:
+            del self._traces[key[0]]
+
+    def _awaits_twin(self, span: SpanRecord, convention: Convention) -> bool:
+        """Whether a GenAI root may still get a twin: a LangChain instrumentation of its process described,
+        last, a span of another trace inside its time (the children of the twin to come)."""
+        if convention.records_langchain_runs or not self._last_run:
+            return False
+        last = self._last_run.get(_process(span))
+        return (
+            last is not None
+            and last.key[0] != span.trace_id
+            and span.start_ns <= last.start_ns
+            and last.end_ns <= span.end_ns
+        )
+
     # -- placing spans ----------------------------------------------------------------------------
     def _place(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> None:
+        twin = self._twins.get((span.trace_id, span.parent_id)) if self._twins else None
+        if twin is not None:  # under a dropped twin: under the span kept
+            self._hold(span, convention, span_class, now, parent_id=twin[1], trace_id=twin[0])
+            return
         if span_class is SpanClass.LLM and convention.describes_provider_calls:
             self._place_provider_call(span, convention, now)
             return
@@ -335,7 +445,11 @@ class TraceBuffer:
                 self._make_root(waiting.span, waiting.span_class, waiting.convention, now)
 
     def _make_root(self, span: SpanRecord, span_class: SpanClass, convention: Convention, now: float) -> None:
-        self._pending[(span.trace_id, span.span_id)] = _Waiting(now + self.settle_s, span, span_class, convention)
+        key = (span.trace_id, span.span_id)
+        if self._awaits_twin(span, convention) and key not in self._candidates:
+            self._candidates[key] = _Waiting(now + self.root_wait_s, span, span_class, convention)
+            return
+        self._pending[key] = _Waiting(now + self.settle_s, span, span_class, convention)
 
     def _hold(
         self,
@@ -360,6 +474,10 @@ class TraceBuffer:
             self.counters.add("duplicates")
             return
         entry.span_ids.add(span.span_id)
+        if trace_id != span.trace_id and not convention.records_langchain_runs:
+            self._genai_homes[(span.trace_id, span.span_id)] = trace_id
+            if len(self._genai_homes) > TWIN_MEMORY:
+                del self._genai_homes[next(iter(self._genai_homes))]
         if trace_id != span.trace_id:
             self._guests[span.trace_id] = trace_id
             if len(self._guests) > 10 * self.max_traces:  # bounded: forget the oldest re-homings
@@ -396,8 +514,9 @@ class TraceBuffer:
     # -- releasing roots --------------------------------------------------------------------------
     def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution], str | None]]:
         for key in [k for k, c in self._candidates.items() if c.due <= now]:
-            waiting = self._forget_candidate(key)  # no parent came in time: a root after all
-            self._make_root(waiting.span, waiting.span_class, waiting.convention, min(now, waiting.due))
+            waiting = self._forget_candidate(key)  # no parent (or twin) came in time: a root after all
+            due = min(now, waiting.due) + self.settle_s
+            self._pending[key] = _Waiting(due, waiting.span, waiting.span_class, waiting.convention)
         if not self._pending:
             return []
         ready = []
@@ -481,6 +600,12 @@ class TraceBuffer:
             threads.append(thread)
         self.counters.add("threads_converted", len(threads))
         return threads
+
+
+def _process(span: SpanRecord) -> tuple[object, ...]:
+    """What tells a span's process apart from another's (the resource keys two spans of one process share)."""
+    resource = span.resource
+    return tuple(resource.get(k) for k in SAME_PROCESS_KEYS)
 
 
 def _contains(host: SpanRecord, inner: SpanRecord) -> bool:

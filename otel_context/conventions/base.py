@@ -132,6 +132,10 @@ class Convention(Protocol):
     # Whether the convention's model spans are provider calls (OpenAI, Anthropic, ... instrumentations),
     # which may duplicate a LangChain model span they run inside: assembly matches them by time.
     describes_provider_calls: bool
+    # Whether the convention is a LangChain instrumentation's own (OpenLLMetry, OpenInference): when a
+    # GenAI-semconv span describes the same LangChain run as one of its spans (the official
+    # `opentelemetry-instrumentation-genai-langchain` beside OpenLLMetry's), assembly keeps this one.
+    records_langchain_runs: bool
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
         """The span's class, or None when this convention does not describe the span."""

@@ -256,6 +256,7 @@ class GenAISemconv:
     # (as a sibling, or in a trace of its own): assembly matches such spans by time before making
     # them roots.
     describes_provider_calls = True
+    records_langchain_runs = False
 
     def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
         # Traceloop's provider instrumentations write OpenLLMetry's association properties too.
@@ -317,11 +318,21 @@ class GenAISemconv:
         return len(builder.messages) if split is None else split
 
     def chain_io(self, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
-        """An agent span's question and answer: its last user and last assistant message, if recorded."""
+        """An agent or workflow span's question and answer: its last user and last assistant message.
+
+        A run's input that is no list of messages (a chain's `{"product": "socks"}`, a graph state) is
+        recorded as one user message whose text is that input as JSON (the official LangChain
+        instrumentation does so): it is given back parsed, so it renders as the other conventions' inputs
+        (a lone key as its value, several keys as compact JSON).
+        """
         inputs, outputs = self.llm_messages(attributes)
         asked = [m.text for m in inputs if m.type == "message" and m.role == "user"]
         answered = [m.text for m in outputs if m.type == "message" and m.role == "assistant"]
-        return (asked[-1] if asked else None), (answered[-1] if answered else None)
+        question: Any = asked[-1] if asked else None
+        if len(inputs) == 1 and isinstance(question, str) and question[:1] == "{":
+            parsed = parse_json(question)
+            question = parsed if isinstance(parsed, Mapping) else question
+        return question, (answered[-1] if answered else None)
 
     def run_name(self, attributes: Mapping[str, Any]) -> str | None:
         return self.workflow_name(attributes)

@@ -161,6 +161,7 @@ class OpenInference:
 
     name = "openinference"
     describes_provider_calls = False
+    records_langchain_runs = True
 
     def classify(self, attributes: Mapping[str, Any]) -> SpanClass | None:
         kind = attributes.get(OPENINFERENCE_SPAN_KIND)

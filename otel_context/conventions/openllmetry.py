@@ -74,6 +74,7 @@ class OpenLLMetry:
 
     name = "openllmetry"
     describes_provider_calls = False
+    records_langchain_runs = True
 
     def __init__(self, association_prefix: str = ASSOCIATION_PREFIX) -> None:
         self.association_prefix = association_prefix
