@@ -236,6 +236,11 @@ class Pipeline:
         except SessionStoreUnavailable:
             with self._lock:
                 self._unplaced[:0] = [thread for thread, session in kept if session is not None]
+                over = len(self._unplaced) - self.settings.max_pending_traces  # a book that never comes back
+                if over > 0:
+                    del self._unplaced[:over]
+            if over > 0:
+                self.counters.add("threads_dropped", over)
             kept = [(thread, None) for thread, session in kept if session is None]
             placements = iter(())
         out: list[ConversationThread] = []

@@ -4,12 +4,20 @@ surviving restarts. A batch of turns is placed in one transaction (one commit: m
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from ..shared_sqlite import connect_shared
-from .sessions import INHERITED_HANDLES, Placement, Turn, part_metadata, session_thread_id
+from .sessions import (
+    INHERITED_HANDLES,
+    Placement,
+    SessionStoreUnavailable,
+    Turn,
+    part_metadata,
+    session_thread_id,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS session_parts (session TEXT PRIMARY KEY, part INTEGER NOT NULL, turns INTEGER NOT NULL,
@@ -48,18 +56,26 @@ class SqliteSessions:
         if not turns:
             return []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
-                if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
-                    self._db.execute("DELETE FROM session_turns WHERE touched < ?", (now - self.ttl_s,))
-                    self._db.execute("DELETE FROM session_parts WHERE touched < ?", (now - self.ttl_s * _KEEP_FACTOR,))
-                    self._expired_at = now
-                placed = [self._place(turn, now) for turn in turns]
-                self._db.execute("COMMIT")
-            except BaseException:
+                return self._place_all(turns)
+            except sqlite3.Error as error:  # locked past the busy timeout, disk full, I/O: the turns wait
+                raise SessionStoreUnavailable(f"session book {self.path} failed: {error}") from error
+
+    def _place_all(self, turns: list[Turn]) -> list[Placement]:
+        """All turns in one transaction; under `_lock`."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
+                self._db.execute("DELETE FROM session_turns WHERE touched < ?", (now - self.ttl_s,))
+                self._db.execute("DELETE FROM session_parts WHERE touched < ?", (now - self.ttl_s * _KEEP_FACTOR,))
+                self._expired_at = now
+            placed = [self._place(turn, now) for turn in turns]
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-                raise
+            raise
         return placed
 
     def _place(self, turn: Turn, now: float) -> Placement:
