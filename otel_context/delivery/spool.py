@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..owners import OwnerLock
 from ..private_files import private_directory
-from ..shared_sqlite import connect_shared
+from ..shared_sqlite import connect_shared, transaction
 
 SPOOL_FILE = "otel-context-spool.db"
 OWNERS_DIR = "owners"
@@ -66,32 +66,27 @@ class Spool:
         self.owner = self._owner.token
         self._db = connect_shared(self.path)
         self._db.execute("PRAGMA synchronous=FULL")  # fsync at every commit: accepted means on disk
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(
+        with transaction(self._db) as db:
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " thread_id TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'thread', body BLOB NOT NULL)"
             )
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
             if "owner" not in columns:  # a spool written before owners existed: anyone may claim its rows
-                self._db.execute("ALTER TABLE items ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
-                self._db.execute("ALTER TABLE items ADD COLUMN parked_until REAL NOT NULL DEFAULT 0")
+                db.execute("ALTER TABLE items ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+                db.execute("ALTER TABLE items ADD COLUMN parked_until REAL NOT NULL DEFAULT 0")
             if "segment" not in columns:  # written before appends: its rows may have been sent (attempted)
-                self._db.execute("ALTER TABLE items ADD COLUMN segment TEXT NOT NULL DEFAULT ''")
-                self._db.execute("ALTER TABLE items ADD COLUMN attempted INTEGER NOT NULL DEFAULT 1")
-            self._db.execute("CREATE INDEX IF NOT EXISTS items_owner ON items (owner, seq)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS items_segment ON items (segment)")
-            self._db.execute(
+                db.execute("ALTER TABLE items ADD COLUMN segment TEXT NOT NULL DEFAULT ''")
+                db.execute("ALTER TABLE items ADD COLUMN attempted INTEGER NOT NULL DEFAULT 1")
+            db.execute("CREATE INDEX IF NOT EXISTS items_owner ON items (owner, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS items_segment ON items (segment)")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS delivered (segment TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
             )
-            self._db.execute("DELETE FROM delivered WHERE at < ?", (time.time() - LEDGER_KEEP_S,))
-            self._db.execute("CREATE TABLE IF NOT EXISTS size (bytes INTEGER NOT NULL)")
-            if self._db.execute("SELECT COUNT(*) FROM size").fetchone()[0] == 0:
-                self._db.execute("INSERT INTO size SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            db.execute("DELETE FROM delivered WHERE at < ?", (time.time() - LEDGER_KEEP_S,))
+            db.execute("CREATE TABLE IF NOT EXISTS size (bytes INTEGER NOT NULL)")
+            if db.execute("SELECT COUNT(*) FROM size").fetchone()[0] == 0:
+                db.execute("INSERT INTO size SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items")
         self._count = 0
         self._bytes = 0
         self.claim()
@@ -108,20 +103,13 @@ class Spool:
         return claimed + self._take_rows("")
 
     def _take_rows(self, owner: str) -> int:
+        with self._lock, transaction(self._db) as db:
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items WHERE owner = ?", (owner,)
+            ).fetchone()
+            if count:
+                db.execute("UPDATE items SET owner = ?, parked_until = 0 WHERE owner = ?", (self.owner, owner))
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                count, size = self._db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM items WHERE owner = ?", (owner,)
-                ).fetchone()
-                if count:
-                    self._db.execute(
-                        "UPDATE items SET owner = ?, parked_until = 0 WHERE owner = ?", (self.owner, owner)
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._count += count
             self._bytes += size
         return count
@@ -143,28 +131,23 @@ class Spool:
         out: list[int | None] = []
         with self._lock:
             added = 0
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                used = self._db.execute("SELECT bytes FROM size").fetchone()[0]
+            with transaction(self._db) as db:
+                used = db.execute("SELECT bytes FROM size").fetchone()[0]
                 for thread_id, kind, body, segment in items:
-                    if segment and self._db.execute(_KNOWN_SEGMENT, (segment, segment)).fetchone()[0]:
+                    if segment and db.execute(_KNOWN_SEGMENT, (segment, segment)).fetchone()[0]:
                         out.append(KNOWN)
                         continue
                     if used + added + len(body) > self.max_bytes:
                         out.append(None)
                         continue
-                    cursor = self._db.execute(
+                    cursor = db.execute(
                         "INSERT INTO items (thread_id, kind, body, owner, segment, attempted)"
                         " VALUES (?, ?, ?, ?, ?, 0)",
                         (thread_id, kind, body, self.owner, segment),
                     )
                     added += len(body)
                     out.append(cursor.lastrowid)
-                self._db.execute("UPDATE size SET bytes = bytes + ?", (added,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                db.execute("UPDATE size SET bytes = bytes + ?", (added,))
             self._bytes += added
             self._count += sum(seq is not None and seq != KNOWN for seq in out)
         return out
@@ -174,22 +157,11 @@ class Spool:
         Not fsync'd: WAL mode keeps the commit through a killed process (a power cut could lose it)."""
         if not seqs:
             return
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(seqs), _SEQS_PER_QUERY):
-                    chunk = seqs[start : start + _SEQS_PER_QUERY]
-                    marks = ",".join("?" * len(chunk))
-                    self._db.execute(
-                        f"UPDATE items SET attempted = 1 WHERE owner = ? AND seq IN ({marks})", (self.owner, *chunk)
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock, transaction(self._db, synchronous="NORMAL") as db:
+            for start in range(0, len(seqs), _SEQS_PER_QUERY):
+                chunk = seqs[start : start + _SEQS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE items SET attempted = 1 WHERE owner = ? AND seq IN ({marks})", (self.owner, *chunk))
 
     def remove(self, seq: int) -> None:
         """Delete a row refused for good (or delivered: `remove_all` with its segment)."""
@@ -201,30 +173,20 @@ class Spool:
         `mark_attempted`): a removal a power cut forgets is read back before it is sent again."""
         removed = freed = 0
         with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._db, synchronous="NORMAL") as db:
                 now = time.time()
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO delivered VALUES (?, ?)", [(key, now) for key in delivered if key]
-                )
+                db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?)", [(k, now) for k in delivered if k])
                 for start in range(0, len(seqs), _SEQS_PER_QUERY):
                     chunk = seqs[start : start + _SEQS_PER_QUERY]
                     marks = ",".join("?" * len(chunk))
-                    for (size,) in self._db.execute(
+                    for (size,) in db.execute(
                         f"DELETE FROM items WHERE owner = ? AND seq IN ({marks}) RETURNING LENGTH(body)",
                         (self.owner, *chunk),
                     ).fetchall():
                         removed += 1
                         freed += size
                 if removed:
-                    self._db.execute("UPDATE size SET bytes = bytes - ?", (freed,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+                    db.execute("UPDATE size SET bytes = bytes - ?", (freed,))
             self._bytes -= freed
             self._count -= removed
 

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..shared_sqlite import connect_shared
+from ..shared_sqlite import connect_shared, transaction
 from .sessions import (
     INHERITED_HANDLES,
     Placement,
@@ -63,20 +63,13 @@ class SqliteSessions:
 
     def _place_all(self, turns: list[Turn]) -> list[Placement]:
         """All turns in one transaction; under `_lock`."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db) as db:
             now = time.time()
             if now - self._expired_at > 60:  # forgetting idle sessions is a scan: once a minute is plenty
-                self._db.execute("DELETE FROM session_turns WHERE touched < ?", (now - self.ttl_s,))
-                self._db.execute("DELETE FROM session_parts WHERE touched < ?", (now - self.ttl_s * _KEEP_FACTOR,))
+                db.execute("DELETE FROM session_turns WHERE touched < ?", (now - self.ttl_s,))
+                db.execute("DELETE FROM session_parts WHERE touched < ?", (now - self.ttl_s * _KEEP_FACTOR,))
                 self._expired_at = now
-            placed = [self._place(turn, now) for turn in turns]
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        return placed
+            return [self._place(turn, now) for turn in turns]
 
     def _place(self, turn: Turn, now: float) -> Placement:
         db = self._db
