@@ -4,12 +4,8 @@ is answered 503 with `Retry-After`, and every turn lands once in its session's t
 
 from __future__ import annotations
 
-import http.client
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -17,45 +13,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otel_context.preparation.sessions import session_thread_id
 
 from ..support.redis import RedisServer
-from ..support.threads import TOKEN
 from ..support.waiting import wait_for
 from .test_sidecar_durability import Sidecar, company_chain, one_trace, product
-from .test_sidecar_rotel import clean_env
 
 SESSIONS = 4
 SESSION_KEY = "traceloop.association.properties.session_id"
-
-
-class RedisSidecar(Sidecar):
-    """`otel-context serve` with a spool and a Redis session book."""
-
-    def __init__(self, tmp_path: Path, endpoint: str, redis_url: str) -> None:
-        command = [sys.executable, "-m", "otel_context.cli", "serve", "--port", "0", "--grpc-port", "-1"]
-        command += ["--settle-ms", "200", "--endpoint", endpoint, "--spool-dir", str(tmp_path / "spool")]
-        env = clean_env(
-            OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
-            OTEL_EXPORTER_CONTEXT_SESSION_DB=redis_url,
-            OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF="100",
-            OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF="500",
-        )
-        self.log = tmp_path / "serve.log"
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=log, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "OTLP/HTTP on " in line, line + self.log.read_text()
-        self.url = line.split("OTLP/HTTP on ", 1)[1].split("/v1/traces", 1)[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def send(self, body: bytes) -> tuple[int, str | None]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
-            response = connection.getresponse()
-            response.read()
-            return response.status, response.getheader("Retry-After")
-        finally:
-            connection.close()
 
 
 def session_request(template: ExportTraceServiceRequest, number: int) -> bytes:
@@ -75,7 +37,7 @@ def test_redis_refusing_writes_loses_nothing_acknowledged_and_stores_nothing_twi
     template = encode_spans(capture(company_chain))
     redis_server = RedisServer(tmp_path / "redis")
     admin = redis_server.client()
-    sidecar = RedisSidecar(tmp_path, local_api.url, redis_server.url)
+    sidecar = Sidecar(tmp_path, local_api.url, settle_ms=200, OTEL_EXPORTER_CONTEXT_SESSION_DB=redis_server.url)
     acknowledged: list[int] = []
     pushed_back: list[int] = []
     try:

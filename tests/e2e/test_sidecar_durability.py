@@ -78,14 +78,15 @@ def make_requests(template: ExportTraceServiceRequest, count: int) -> list[tuple
 class Sidecar:
     """`otel-context serve` as a process with a spool; `kill()` is SIGKILL, `stop()` SIGTERM."""
 
-    def __init__(self, tmp_path: Path, endpoint: str) -> None:
+    def __init__(self, tmp_path: Path, endpoint: str, *, settle_ms: int = 1000, **env_vars: str) -> None:
         command = [sys.executable, "-m", "otel_context.cli", "serve", "--port", "0", "--grpc-port", "-1"]
-        command += ["--settle-ms", "1000", "--endpoint", endpoint]
+        command += ["--settle-ms", str(settle_ms), "--endpoint", endpoint]
         command += ["--spool-dir", str(tmp_path / "spool"), "--state-dir", str(tmp_path / "state")]
         env = clean_env(
             OTEL_EXPORTER_CONTEXT_TOKEN=TOKEN,
             OTEL_EXPORTER_CONTEXT_RETRY_INITIAL_BACKOFF="100",
             OTEL_EXPORTER_CONTEXT_RETRY_MAX_BACKOFF="500",
+            **env_vars,
         )
         self.log = tmp_path / "serve.log"
         with self.log.open("a") as log:
@@ -95,6 +96,17 @@ class Sidecar:
         assert "OTLP/HTTP on " in line, line + self.log.read_text()
         self.url = line.split("OTLP/HTTP on ", 1)[1].split("/v1/traces", 1)[0]
         self.port = int(self.url.rsplit(":", 1)[1])
+
+    def send(self, body: bytes) -> tuple[int, str | None]:
+        """POST one OTLP body: the status and `Retry-After`, whatever the status."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            response = connection.getresponse()
+            response.read()
+            return response.status, response.getheader("Retry-After")
+        finally:
+            connection.close()
 
     def post(self, body: bytes) -> int:
         request = urllib.request.Request(
