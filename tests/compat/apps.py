@@ -190,12 +190,28 @@ APPS: dict[str, Callable[[], None]] = {
 }
 
 
+def name_fake_chat_models() -> None:
+    """Give LangChain's fake chat models a model name (in their invocation parameters), as real ones have:
+    OpenTelemetry's own instrumentation records no model call without one."""
+    from langchain_core.language_models import fake_chat_models
+
+    for model in (fake_chat_models.FakeListChatModel, fake_chat_models.GenericFakeChatModel):
+        original = model._get_invocation_params
+
+        def named(self, stop=None, _original=original, **kwargs):
+            return {**_original(self, stop=stop, **kwargs), "model_name": "fake-chat-model"}
+
+        model._get_invocation_params = named
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory for <app>.json span dumps")
     parser.add_argument("--endpoint", required=True, help="the Context API the real exporter delivers to")
     parser.add_argument("--token", required=True)
-    parser.add_argument("--instrumentation", choices=["openllmetry", "openinference"], default="openllmetry")
+    parser.add_argument(
+        "--instrumentation", choices=["openllmetry", "openinference", "official", "both"], default="openllmetry"
+    )
     args = parser.parse_args(argv)
 
     from opentelemetry.sdk.resources import Resource
@@ -214,7 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         from openinference.instrumentation.langchain import LangChainInstrumentor
 
         LangChainInstrumentor().instrument(tracer_provider=provider)
-    else:
+    if args.instrumentation in ("official", "both"):
+        import os
+
+        from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor as Official
+
+        os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+        name_fake_chat_models()
+        Official().instrument(tracer_provider=provider)
+    if args.instrumentation in ("openllmetry", "both"):
         from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 
         LangchainInstrumentor().instrument(tracer_provider=provider)
