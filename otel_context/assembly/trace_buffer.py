@@ -158,6 +158,7 @@ class TraceBuffer:
         self._genai_homes: dict[Key, int] = {}  # a re-homed GenAI span's trace (a provider call's host)
         self._twins: OrderedDict[Key, Key] = OrderedDict()  # a dropped GenAI span -> the twin kept
         self._last_run: dict[tuple[object, ...], Described] = {}  # per process: the last LangChain-run span seen
+        self._run_parents = _Recent(TWIN_MEMORY)  # parents of LangChain-run spans: GenAI wrappers, never twins
         self._warned_crowded = False
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
@@ -247,6 +248,10 @@ class TraceBuffer:
         kind = family(span_class)
         this = described(span)
         if convention.records_langchain_runs:
+            # A GenAI span with a LangChain instrumentation's span under it wraps that run (OpenLLMetry's
+            # `invoke_agent LangGraph`); a second instrumentation's spans never parent the first one's.
+            self._run_parents.add((span.trace_id, span.parent_id))
+            self._genai_waiting.discard((span.trace_id, span.parent_id))
             self._langchain_runs.add(process, kind, this)
             self._last_run[process] = this
             if len(self._last_run) > 1_024:
@@ -258,6 +263,8 @@ class TraceBuffer:
         if key in self._twins:
             self.counters.add("duplicates")
             return True
+        if key in self._run_parents:
+            return False
         kept = self._langchain_runs.twins(process, kind, this) if len(self._langchain_runs) else []
         if not kept:
             self._genai_waiting.add(process, kind, this)

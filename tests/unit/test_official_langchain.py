@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -126,4 +127,16 @@ def test_a_genai_span_alone_is_never_taken_for_a_twin():
     # OpenLLMetry's own GenAI wrapper (`invoke_agent LangGraph`) around its LangGraph run stays the root
     threads, buffer = replay(load_json_file(paths.FIXTURES / "langgraph" / "agent_invoke.json"))
     assert [t.name for t in threads] == ["LangGraph"]
+    assert buffer.counters.get("spans_twinned") == 0
+
+
+def test_a_wrapper_of_one_run_is_no_twin_of_another_run_beside_it():
+    # two LangGraph runs at the same moment in one process (OpenLLMetry alone): each keeps its wrapper,
+    # however close the other run's spans start and end
+    spans = load_json_file(paths.FIXTURES / "langgraph" / "agent_invoke.json")
+    twin = [replace(s, trace_id=s.trace_id + 1, span_id=s.span_id + 1, parent_id=s.parent_id and s.parent_id + 1,
+                    start_ns=s.start_ns + 2_000_000, end_ns=s.end_ns + 2_000_000) for s in spans]  # fmt: skip
+    ordered = sorted([*spans, *twin], key=lambda s: s.end_ns)
+    threads, buffer = replay(ordered, settle_s=60.0)
+    assert [t.name for t in threads] == ["LangGraph", "LangGraph"]
     assert buffer.counters.get("spans_twinned") == 0
