@@ -13,7 +13,17 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-ADMIN_KEYS = ("latency_s", "status", "duration_s", "retry_after", "reset_s", "down_s", "lose_ack_s")
+ADMIN_KEYS = (
+    "latency_s",
+    "status",
+    "duration_s",
+    "retry_after",
+    "reset_s",
+    "down_s",
+    "lose_ack_s",
+    "stored_status",
+    "stored_latency_s",
+)
 RETRY_AFTER_STATUSES = (429, 503)
 
 
@@ -32,6 +42,11 @@ class FaultPlan:
     reset_connections_until: float | None = None
     down_until: float | None = None
     lose_ack_until: float | None = None  # store the write, then reset: the client never learns it worked
+    # Store the write, then answer this status (a gateway's 502/504 after its upstream stored it), while
+    # `duration_s` lasts (None: until cleared).
+    stored_status: int | None = None
+    stored_status_until: float | None = None
+    stored_latency_s: float = 0.0  # store the write, then wait before answering (past a client's timeout)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
@@ -51,6 +66,9 @@ class FaultPlan:
             reset_connections_until=_deadline(now, _seconds(spec, "reset_s")),
             down_until=_deadline(now, _seconds(spec, "down_s")),
             lose_ack_until=_deadline(now, _seconds(spec, "lose_ack_s")),
+            stored_status=_status(spec.get("stored_status")),
+            stored_status_until=_deadline(now, duration) if spec.get("stored_status") is not None else None,
+            stored_latency_s=_seconds(spec, "stored_latency_s") or 0.0,
         )
 
     def assign(self, other: FaultPlan) -> None:
@@ -83,6 +101,12 @@ class FaultPlan:
             return None
         return self.status
 
+    def status_after_store(self, now: float) -> int | None:
+        """The status to answer a write with once it is stored, while the window lasts."""
+        if self.stored_status is None or (self.stored_status_until is not None and now >= self.stored_status_until):
+            return None
+        return self.stored_status
+
     def retry_after_header(self, status: int) -> str | None:
         if self.retry_after is None or status not in RETRY_AFTER_STATUSES:
             return None
@@ -100,6 +124,8 @@ class FaultPlan:
             "reset_remaining_s": _remaining(plan.reset_connections_until, now),
             "down_remaining_s": _remaining(plan.down_until, now),
             "lose_ack_remaining_s": _remaining(plan.lose_ack_until, now),
+            "stored_status": plan.status_after_store(now),
+            "stored_latency_s": plan.stored_latency_s,
         }
 
 

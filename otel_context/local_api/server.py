@@ -171,7 +171,15 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
     if plan.loses_ack(time.monotonic()) and request.method in WRITE_METHODS:
         await handler(request)  # the write is stored...
         drop_connection(request)  # ...and its answer lost, so the client retries a write that worked
-    return await handler(request)
+    if request.method not in WRITE_METHODS:
+        return await handler(request)
+    answer = await handler(request)
+    if plan.stored_latency_s > 0:  # stored, answered too late for a client's timeout
+        await asyncio.sleep(plan.stored_latency_s)
+    stored_status = plan.status_after_store(time.monotonic())
+    if stored_status is not None:  # stored, then a gateway's error: the client cannot tell it worked
+        return json_error(stored_status, f"injected fault after the write was stored: HTTP {stored_status}")
+    return answer
 
 
 @web.middleware

@@ -49,9 +49,10 @@ def test_session_turns_become_one_thread_in_order(make_pipeline, client, local_a
     # the sidecar's book is shared (SQLite): the id anyone can compute; in process, the book in memory
     # is this process's own, and so is the thread (a second process continues in a thread of its own)
     assert thread.id == session_thread_id("s-1", scope=pipeline.pipeline.sessions.scope)
+    # each turn appended once, by one POST of its own two messages
     assert [m.message for m in thread.messages] == [
         "question 0", "answer 0", "question 1", "answer 1", "question 2", "answer 2", "question 3", "answer 3",
-    ]  # fmt: skip: each turn appended once, by one POST of its own two messages
+    ]  # fmt: skip
     assert local_api.store.write_count(thread.id) == 4
     assert thread.metadata["user_id"] == "u-1" and "trace_id" not in thread.metadata
     assert local_api.store.metadata_changes() == {}  # the same thread metadata on every POST

@@ -88,6 +88,44 @@ def test_every_thread_arrives_exactly_once_and_the_app_never_waits(make_app, loc
     assert_each_arrived_once(client, range(40))
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"lose_ack_s": 3}, id="reset-after-the-append"),
+        pytest.param({"stored_status": 502, "duration_s": 3}, id="502-after-the-append"),
+        pytest.param({"stored_status": 504, "duration_s": 3}, id="504-after-the-append"),
+        pytest.param({"stored_latency_s": 1.5}, id="answer-slower-than-the-timeout"),
+    ],
+)
+def test_an_append_whose_answer_is_lost_is_read_back_not_sent_again(make_app, local_api, client, fault):
+    """The API stored each upload, then the client could not learn it: each is found by a read-back."""
+    app = make_app(retry_initial_s=0.2, retry_max_s=1.0, timeout=1.0)
+    local_api.set_faults(**fault)
+    run_calls(app, 0, 5)
+    app.processor.force_flush(100)
+    stats = app.exporter.stats
+    assert wait_for(lambda: stats()["threads_uploaded"] == 5, timeout=30), stats()
+    local_api.clear_faults()
+    assert stats()["readbacks_found"] >= 1 and stats()["threads_unconfirmed"] == 0, stats()
+    assert set(local_api.stats()["writes"].values()) == {1}  # never a second POST of a stored append
+    assert_each_arrived_once(client, range(5))
+
+
+def test_a_read_back_that_fails_never_sends_twice_and_is_counted(make_app, local_api, client):
+    app = make_app(retry_initial_s=1.0, retry_max_s=1.0, max_elapsed_s=4.0)
+    local_api.set_faults(lose_ack_s=10)  # every write is stored, its answer lost...
+    run_calls(app, 0, 1)
+    app.processor.force_flush(100)
+    assert wait_for(lambda: local_api.store.count() == 1, timeout=10, interval=0.01)
+    local_api.set_faults(down_s=10)  # ...and now nothing can be read back (the first read-back waits 0.5 s+)
+    stats = app.exporter.stats
+    assert wait_for(lambda: stats()["threads_unconfirmed"] == 1, timeout=20), stats()
+    local_api.clear_faults()
+    assert (stats()["threads_uploaded"], stats()["threads_dropped"]) == (0, 0)
+    assert set(local_api.stats()["writes"].values()) == {1}
+    assert_each_arrived_once(client, range(1))
+
+
 def test_429_retry_after_is_honoured(make_app, local_api, client):
     app = make_app(retry_initial_s=0.05, retry_max_s=0.1)
     local_api.set_faults(status=429, duration_s=0.5, retry_after=1)
