@@ -256,9 +256,9 @@ def convert_root(
                 metadata[key] = str(getattr(usage, key))
     if options.pricing is not None:
         metadata.update(_cost_metadata(options.pricing.thread_cost(per_model, root.start_ns)))
-    service = root.resource.get(SERVICE_NAME)
-    if service:
-        metadata["service_name"] = as_text(service)
+    service = as_text(root.resource.get(SERVICE_NAME))
+    if service and not service.startswith("unknown_service"):  # the SDK's placeholder names no service
+        metadata["service_name"] = service
     tags = list(run.tags) if run is not None else convention.tags(attributes)
     if tags:
         metadata["tags"] = ",".join(tags)

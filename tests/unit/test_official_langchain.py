@@ -140,3 +140,13 @@ def test_a_wrapper_of_one_run_is_no_twin_of_another_run_beside_it():
     threads, buffer = replay(ordered, settle_s=60.0)
     assert [t.name for t in threads] == ["LangGraph", "LangGraph"]
     assert buffer.counters.get("spans_twinned") == 0
+
+
+def test_no_service_name_when_the_app_set_none():
+    # the SDK's placeholder `unknown_service:python` names no service: no `service_name` metadata
+    (span,) = [s for s in spans_of("alone", "chat")]
+    anonymous = replace(span, resource={**span.resource, "service.name": "unknown_service:python"})
+    (thread,), _ = replay([anonymous])
+    assert "service_name" not in thread.metadata
+    (named,), _ = replay([span])
+    assert named.metadata["service_name"] == "official-app"
