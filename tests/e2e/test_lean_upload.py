@@ -1,46 +1,47 @@
-"""The lean upload path speaks exactly the HTTP `context-python` speaks, and is classified the same way.
+"""Uploads speak the HTTP `context-python` speaks, one request at a time, and every answer is classified by
+what it proves (delivered, worth another try, refused, or maybe stored: Context appends).
 
-A scripted HTTP server records the raw requests and answers what each test asks; the same thread is
-sent once through the client itself (`send` of a rating-free item with the lean path switched off) and
-once through `PreparedPost`.
+A scripted HTTP server on a real socket records the raw requests and answers what each test asks, including
+what a broken server or proxy does: answers nobody asked for, endless or trickling bodies, closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
+from getcontext import ContextAPI
+from getcontext.token import Credential
 
 from otel_context.config import resolve_settings
-from otel_context.delivery.item import QueueItem
-from otel_context.delivery.outcome import Verdict
+from otel_context.delivery import sender as sender_module
+from otel_context.delivery import transport
+from otel_context.delivery.item import ItemKind, QueueItem, rating_item
+from otel_context.delivery.outcome import SendOutcome, Verdict
 from otel_context.delivery.sender import ContextSender
 
-from ..support.paths import REPO
 from ..support.threads import TOKEN as API_TOKEN
-from ..support.threads import dialogue, read_threads, turns
 
 TOKEN = "lean-secret-token"
 BODY = '{"conversation":{"id":"t-1","messages":[{"role":"user","text":"héllo"}]}}'.encode()
 
+# A script entry: the raw answer to send, None to close without answering, or a callable given the connection
+# that answers as it likes (it returns True when the connection is to be closed).
+Action = bytes | None | Callable[[socket.socket], bool | None]
+
 
 class ScriptedServer:
-    """Answers each request with the next scripted raw response (bytes, or None to close at once).
-
-    Reads requests one after another off the connection, as an HTTP/1.1 server does, so pipelined requests
-    are answered in order; closes after an answer that says `Connection: close`.
-    """
+    """Answers each request with the next scripted action (by default a 201), one request after another."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.script: list[bytes | None] = []
+        self.script: list[Action] = []
         self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
         self.connections = 0
         self.ahead = 0  # requests that had arrived before the answer to the one before them was sent
@@ -58,48 +59,46 @@ class ScriptedServer:
     def _handle(self, conn: socket.socket) -> None:
         buffer = b""
         with conn:
-            while True:
-                if b"\r\n\r\n" in buffer:
-                    self.ahead += 1
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
+            try:
+                while True:
+                    if b"\r\n\r\n" in buffer:
+                        self.ahead += 1
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, buffer = buffer.split(b"\r\n\r\n", 1)
+                    line, *lines = head.split(b"\r\n")
+                    headers = {k.decode().lower(): v.decode().strip() for k, _, v in (x.partition(b":") for x in lines)}
+                    length = int(headers.get("content-length", "0"))
+                    while len(buffer) < length:
+                        buffer += conn.recv(65536)
+                    body, buffer = buffer[:length], buffer[length:]
+                    self.requests.append((line, headers, body))
+                    action = self.script.pop(0) if self.script else answer(201, b'{"status":"success"}')
+                    if action is None:
                         return
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                line, *lines = head.split(b"\r\n")
-                headers = {k.decode().lower(): v.decode().strip() for k, _, v in (x.partition(b":") for x in lines)}
-                length = int(headers.get("content-length", "0"))
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                body, buffer = buffer[:length], buffer[length:]
-                self.requests.append((line, headers, body))
-                answer = self.script.pop(0) if self.script else _answer(201, b'{"id":"t-1"}')
-                if answer is None:
-                    return
-                conn.sendall(answer)
-                if b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0] + b"\r\n":
-                    return  # as a server does after saying so
+                    if callable(action):
+                        if action(conn):
+                            return
+                        continue
+                    conn.sendall(action)
+                    if b"\r\nConnection: close\r\n" in action.split(b"\r\n\r\n", 1)[0] + b"\r\n":
+                        return  # as a server does after saying so
+            except OSError:
+                return
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _answer(status: int, body: bytes = b"", *, headers: str = "", chunked: bool = False) -> bytes:
-    reason = {201: "Created", 401: "Unauthorized", 429: "Too Many Requests", 400: "Bad Request"}.get(status, "X")
+def answer(status: int, body: bytes = b"", *, headers: str = "", chunked: bool = False) -> bytes:
+    head = f"HTTP/1.1 {status} Status\r\nContent-Type: application/json\r\n{headers}"
     if chunked:
         framed = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:5], body[5:]) if part)
-        return (
-            (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{headers}"
-                "Transfer-Encoding: chunked\r\n\r\n"
-            ).encode()
-            + framed
-            + b"0\r\n\r\n"
-        )
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + framed + b"0\r\n\r\n"
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 @pytest.fixture
@@ -109,275 +108,482 @@ def server() -> Iterator[ScriptedServer]:
     scripted.close()
 
 
-def _sender(server: ScriptedServer, *, lean: bool = True) -> ContextSender:
-    sender = ContextSender(resolve_settings(endpoint=server.url, token=TOKEN, tenant_id="tenant-7", timeout=5.0))
-    if not lean:
-        sender._local.prepared = None  # the client does the sending
-    return sender
+def make_sender(url: str, timeout: float = 5.0) -> ContextSender:
+    return ContextSender(resolve_settings(endpoint=url, token=TOKEN, tenant_id="tenant-7", timeout=timeout))
 
 
-def test_the_lean_request_is_the_one_the_client_sends(server):
-    client_sender, lean_sender = _sender(server, lean=False), _sender(server)
-    assert client_sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    assert lean_sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    (line_c, headers_c, body_c), (line_l, headers_l, body_l) = server.requests
-    assert line_l == line_c == b"POST /api/v1/log/conversation/thread?tenant_id=tenant-7 HTTP/1.1"
-    assert headers_l == headers_c
-    assert headers_l["authorization"] == f"Bearer {TOKEN}"
-    assert headers_l["content-type"] == "application/json" and headers_l["user-agent"].startswith("otel-context ")
-    assert body_l == body_c == BODY
-    client_sender.close()
-    lean_sender.close()
+@pytest.fixture
+def sender(server: ScriptedServer) -> Iterator[ContextSender]:
+    made = make_sender(server.url)
+    yield made
+    made.close()
 
 
-def test_one_connection_is_kept_alive_and_an_idle_close_is_retried_once(server):
-    sender = _sender(server)
-    for _ in range(5):
-        assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    assert server.connections == 1
-    server.script.append(None)  # the server dropped the kept-alive connection: one fresh try, no error
-    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    assert server.connections == 2 and len(server.requests) == 7
-    sender.close()
-
-
-@pytest.mark.parametrize("lean", [True, False], ids=["lean", "client"])
-@pytest.mark.parametrize(
-    ("answer", "verdict", "status", "retry_after"),
-    [
-        (_answer(201, b'{"id":"t-1"}', chunked=True), Verdict.DELIVERED, 201, None),
-        (_answer(201, b""), Verdict.DELIVERED, 201, None),
-        (_answer(401, b'{"error":"bad token"}'), Verdict.REJECTED, 401, None),
-        (_answer(429, b"slow down", headers="Retry-After: 3\r\n"), Verdict.RETRY, 429, 3.0),
-        (_answer(400, b'{"error":"no messages"}'), Verdict.REJECTED, 400, None),
-        (_answer(200, b"{}"), Verdict.REJECTED, 200, None),
-        (_answer(201, b"not json"), Verdict.REJECTED, 201, None),  # the client's DecodeError
-        (
-            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
-            Verdict.RETRY,
-            None,
-            None,
-        ),
-        (_answer(201, b"[1, 2]"), Verdict.RETRY, None, None),
-        (_answer(201, b"{}"), Verdict.DELIVERED, 201, None),
-    ],
-    ids=[
-        "201-chunked",
-        "201-empty",
-        "401",
-        "429-retry-after",
-        "400",
-        "200-not-201",
-        "201-undecodable",
-        "201-text",
-        "201-list",
-        "201-empty-object",
-    ],
-)
-def test_answers_are_classified_as_the_client_classifies_them(server, lean, answer, verdict, status, retry_after):
-    sender = _sender(server, lean=lean)
-    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED  # connect first
-    server.script.append(answer)
-    outcome = sender.send(QueueItem("t-1", BODY))
-    assert (outcome.verdict, outcome.status, outcome.retry_after_s) == (verdict, status, retry_after)
-    assert TOKEN not in (outcome.reason or "")
-    if status in (401, 400):
-        assert "bad token" in outcome.reason or "no messages" in outcome.reason
-    sender.close()
-
-
-def test_a_reset_is_retried_by_the_queue_not_resent_on_the_spot(server):
-    sender = _sender(server)
-    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    server.script.append(b"HTTP/1.1 20")  # cut inside the status line
-    outcome = sender.send(QueueItem("t-1", BODY))
-    assert outcome.verdict is Verdict.RETRY and outcome.status is None
-    assert len(server.requests) == 2
-    sender.close()
-
-
-def test_abort_cuts_an_upload_in_flight_short_without_a_second_try(server):
-    sender = _sender(server)
-    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
-    hang = threading.Event()
-    server.script.append(b"")  # answer nothing: the upload waits on the socket
-    threading.Timer(0.3, lambda: (hang.set(), sender.abort())).start()  # set first: abort wakes the sender
-    outcome = sender.send(QueueItem("t-1", BODY))
-    assert hang.is_set() and outcome.verdict is Verdict.RETRY
-    assert server.connections == 1, "an aborted upload was sent again on a fresh connection"
-    sender.close()
-
-
-def _thread(n: int, size: int = 0) -> QueueItem:
-    message = {"role": "user", "text": f"question {n} " + "x" * size}
+def thread(n: int) -> QueueItem:
+    message = {"role": "user", "message": f"question {n}"}
     return QueueItem(f"t-{n}", json.dumps({"conversation": {"id": f"t-{n}", "messages": [message]}}).encode())
 
 
-def test_a_batch_goes_out_pipelined_on_one_connection_each_request_as_the_client_sends_it(server):
-    client_sender, lean_sender = _sender(server, lean=False), _sender(server)
-    assert client_sender.send(_thread(0)).verdict is Verdict.DELIVERED
-    items = [_thread(n) for n in range(1, 11)]
-    outcomes = lean_sender.send_batch(items)
-    assert [outcome.verdict for outcome in outcomes] == [Verdict.DELIVERED] * 10
-    assert server.connections == 2  # the client's and the lean path's
-    assert server.ahead >= 5, "the requests were not written before their answers were read"
-    (line_c, headers_c, _), *pipelined = server.requests
-    assert [body for _, _, body in pipelined] == [item.body for item in items]  # in order, each once
-    for (line, headers, _), item in zip(pipelined, items, strict=True):
-        assert line == line_c and headers == {**headers_c, "content-length": str(len(item.body))}
-    client_sender.close()
-    lean_sender.close()
+def outcome_of(outcome: SendOutcome) -> tuple[Verdict, int | None]:
+    return outcome.verdict, outcome.status
 
 
-def test_each_pipelined_answer_is_classified_on_its_own(server):
-    sender = _sender(server)
-    server.script += [
-        _answer(201, b'{"id":"t-1"}'),
-        _answer(429, b"slow down", headers="Retry-After: 3\r\n"),
-        _answer(400, b'{"error":"no messages"}', chunked=True),
-        _answer(201, b""),
+# --- what goes on the wire ---------------------------------------------------------------------------------
+
+
+def test_each_request_is_the_one_the_client_itself_sends(server, sender):
+    # The reference: context-python with its default transport (requests), sending on its own.
+    client = ContextAPI(credential=Credential(TOKEN), endpoint=server.url, retry_total=0)
+    options = {"enforce_https": False, "content_type": "application/json"}
+    client.log.conversation_thread(BODY, tenant_id="tenant-7", **options)
+    server.script.append(answer(200))
+    client.log.update_conversation_thread("t 1", b'[{"rating":1}]', **options)
+    server.script.append(answer(200, b'{"id":"t 1","messages":[]}'))
+    client.conversation("t 1", params={"tenant_id": "tenant-7"}, enforce_https=False)
+    client.close()
+    assert sender.send(QueueItem("t-1", BODY)).verdict is Verdict.DELIVERED
+    server.script.append(answer(200))
+    assert sender.send(QueueItem("t 1", b'[{"rating":1}]', ItemKind.RATING)).verdict is Verdict.DELIVERED
+    server.script.append(answer(200, b'{"id":"t 1","messages":[]}'))
+    assert sender.stored_messages("t 1") == []
+    reference, ours = server.requests[:3], server.requests[3:]
+    assert (
+        [line for line, _, _ in ours]
+        == [line for line, _, _ in reference]
+        == [
+            b"POST /api/v1/log/conversation/thread?tenant_id=tenant-7 HTTP/1.1",
+            b"PATCH /api/v1/log/conversation/thread/t%201 HTTP/1.1",
+            b"GET /api/v1/conversations/t%201?tenant_id=tenant-7 HTTP/1.1",
+        ]
+    )
+    for (_, mine, body), (_, theirs, their_body) in zip(ours, reference, strict=True):
+        assert body == their_body
+        assert mine["authorization"] == theirs["authorization"] == f"Bearer {TOKEN}"
+        assert mine.get("content-type") == theirs.get("content-type")
+        if theirs["accept"] != "*/*":  # requests' default where the client sets none
+            assert mine["accept"] == theirs["accept"]
+        assert mine["user-agent"].startswith("otel-context ")
+        assert mine.get("content-length") == theirs.get("content-length")
+    assert server.connections == 2  # the reference client's, and ours for all three
+
+
+def test_a_batch_goes_one_request_at_a_time_on_one_kept_alive_connection(server, sender):
+    items = [thread(n) for n in range(10)]
+    assert [o.verdict for o in sender.send_batch(items)] == [Verdict.DELIVERED] * 10
+    assert [body for _, _, body in server.requests] == [item.body for item in items]
+    assert server.connections == 1
+    assert server.ahead == 0, "a request was written before the answer to the one before it"
+
+
+# --- connections: when one is reused, and when a request is written again ----------------------------------
+
+
+def answer_then_close(conn: socket.socket) -> bool:
+    conn.sendall(answer(201, b"{}"))  # kept alive as far as the client can tell, then closed while idle
+    time.sleep(0.05)
+    return True
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_written_to(server, sender):
+    server.script.append(answer_then_close)
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    time.sleep(0.2)
+    assert sender.send(thread(1)).verdict is Verdict.DELIVERED
+    assert server.connections == 2 and len(server.requests) == 2  # seen closed before the write: no loss
+
+
+def test_a_post_is_never_written_twice_when_its_connection_closes_under_it(server, sender):
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    server.script.append(None)  # the server read the request and closed without a word: it may have stored it
+    outcome = sender.send(thread(1))
+    assert outcome_of(outcome) == (Verdict.UNKNOWN, None), outcome
+    assert len(server.requests) == 2 and server.connections == 1, "the POST was written again"
+    assert sender.send(thread(2)).verdict is Verdict.DELIVERED  # on a fresh connection
+    assert server.connections == 2
+
+
+def test_a_rating_patch_is_written_again_once_when_a_reused_connection_was_closed(server, sender):
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    server.script.append(None)
+    assert sender.send(rating_item("t-0", 0, 1)).verdict is Verdict.DELIVERED  # setting a rating twice is harmless
+    assert [line.split()[0] for line, _, _ in server.requests] == [b"POST", b"PATCH", b"PATCH"]
+    assert server.connections == 2
+
+
+def test_a_connection_idle_too_long_is_closed_not_reused(server, sender, monkeypatch):
+    monkeypatch.setattr(transport, "IDLE_REUSE_S", 0.2)
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    assert sender.send(thread(1)).verdict is Verdict.DELIVERED
+    assert server.connections == 1
+    time.sleep(0.3)  # the server may be closing it this instant: a POST must not race that
+    assert sender.send(thread(2)).verdict is Verdict.DELIVERED
+    assert server.connections == 2 and len(server.requests) == 3
+
+
+def stray_later(conn: socket.socket) -> None:
+    conn.sendall(answer(201, b"{}"))
+    time.sleep(0.1)
+    conn.sendall(answer(201, b'{"stray":true}'))  # an answer nobody asked for, on an idle connection
+
+
+def stray_behind(conn: socket.socket) -> None:
+    conn.sendall(answer(201, b"{}") + answer(201, b'{"stray":true}'))  # in the same write as the real answer
+
+
+@pytest.mark.parametrize("stray", [stray_later, stray_behind], ids=["while-idle", "behind-an-answer"])
+def test_an_answer_nobody_asked_for_is_never_taken_for_the_next_uploads(server, sender, stray):
+    # Regression: the hand-written pipelining reader credited a stray answer on an idle connection to the
+    # next upload, which the server then answered 400 (or never stored).
+    server.script += [stray, answer(400, b'{"error":"no messages"}')]
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    time.sleep(0.3)
+    outcome = sender.send(thread(1))
+    assert outcome_of(outcome) == (Verdict.REJECTED, 400), outcome
+    assert "no messages" in outcome.reason
+    assert len(server.requests) == 2
+    assert sender.send(thread(2)).verdict is Verdict.DELIVERED
+
+
+# --- bounded answers and the deadline ----------------------------------------------------------------------
+
+
+def huge_length(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{")
+    time.sleep(1)
+
+
+def endless(framing: str) -> Callable[[socket.socket], bool]:
+    def send(conn: socket.socket) -> bool:
+        if framing == "chunked":
+            conn.sendall(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            piece = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+        else:  # no length: the body ends when the server closes
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+            piece = b"x" * 65536
+        try:
+            for _ in range(4096):  # 256 MiB, were the client to read it all
+                conn.sendall(piece)
+        except OSError:
+            pass
+        return True
+
+    return send
+
+
+@pytest.mark.parametrize(
+    "action",
+    [huge_length, endless("chunked"), endless("close-delimited")],
+    ids=["content-length-1e12", "endless-chunks", "endless-until-close"],
+)
+def test_an_answer_too_large_is_an_unknown_outcome_and_its_connection_is_closed(server, sender, action):
+    # Regression: `Content-Length: 10**12` raised MemoryError and left the socket mid-answer; chunked and
+    # close-delimited bodies were read without bound.
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    server.script.append(action)
+    started = time.monotonic()
+    outcome = sender.send(thread(1))
+    assert outcome_of(outcome) == (Verdict.UNKNOWN, None), outcome  # a 201 head: it may well be stored
+    assert "too large" in outcome.reason and "1048576" in outcome.reason
+    assert time.monotonic() - started < 3
+    assert sender.send(thread(2)).verdict is Verdict.DELIVERED
+    assert server.connections == 2, "the connection was reused after an answer left unread"
+
+
+def trickle(head_only: bool) -> Callable[[socket.socket], bool]:
+    def send(conn: socket.socket) -> bool:
+        data = answer(201, b'{"status":"success","data":{"id":"t-1"}}')
+        if head_only:
+            data = data[: data.index(b"\r\n\r\n")] + b"\r\nX-Slow: " + b"y" * 1000
+        else:
+            conn.sendall(data[:-20])
+            data = data[-20:]
+        try:
+            for byte in data:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)  # each read waits far less than the timeout; all of them, far more
+        except OSError:
+            pass
+        return True
+
+    return send
+
+
+@pytest.mark.parametrize("head_only", [True, False], ids=["head", "body"])
+def test_an_answer_that_trickles_in_ends_at_the_attempts_deadline(server, head_only):
+    sender = make_sender(server.url, timeout=1.0)
+    server.script.append(trickle(head_only))
+    started = time.monotonic()
+    outcome = sender.send(thread(0))
+    elapsed = time.monotonic() - started
+    assert outcome_of(outcome) == (Verdict.UNKNOWN, None) and "TimeoutError" in outcome.reason, outcome
+    assert 0.9 < elapsed < 1.6, elapsed
+    sender.close()
+
+
+class TunnelProxy:
+    """An HTTP proxy that only tunnels (`CONNECT`), relaying bytes both ways; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connects: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(65536)
+            line = head.split(b"\r\n", 1)[0]
+            self.connects.append(line)
+            host, port = line.split()[1].decode().rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_proxy_from_the_environment_carries_every_request_through_its_tunnel(server, monkeypatch):
+    proxy = TunnelProxy()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = make_sender(server.url)
+    assert [o.verdict for o in sender.send_batch([thread(0), thread(1)])] == [Verdict.DELIVERED] * 2
+    server.script.append(answer(200, b'{"messages":[]}'))
+    assert sender.stored_messages("t-0") == []
+    host_port = server.url.removeprefix("http://").encode()
+    assert [line.split()[:2] for line in proxy.connects] == [[b"CONNECT", host_port]]  # one tunnel, kept alive
+    assert [line.split()[0] for line, _, _ in server.requests] == [b"POST", b"POST", b"GET"]
+    sender.close()
+    proxy.sock.close()
+
+
+# --- classification ----------------------------------------------------------------------------------------
+
+POST_TABLE = [
+    (answer(201, b'{"status":"success","data":{"id":"t-1"}}'), Verdict.DELIVERED, 201, None),
+    (answer(201, b'{"id":"t-1"}', chunked=True), Verdict.DELIVERED, 201, None),
+    (answer(201, b""), Verdict.DELIVERED, 201, None),
+    (answer(201, b"{}"), Verdict.DELIVERED, 201, None),
+    (answer(201, b"not json"), Verdict.UNKNOWN, 201, None),
+    (b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", Verdict.UNKNOWN, 201, None),
+    (answer(201, b"[1, 2]"), Verdict.UNKNOWN, 201, None),
+    (answer(200, b"{}"), Verdict.UNKNOWN, 200, None),
+    (answer(204), Verdict.UNKNOWN, 204, None),
+    (answer(301, headers="Location: http://elsewhere/\r\n"), Verdict.REJECTED, 301, None),
+    (answer(400, b'{"error":"no messages"}'), Verdict.REJECTED, 400, None),
+    (answer(401, b'{"error":"bad token"}'), Verdict.REJECTED, 401, None),
+    (answer(403), Verdict.REJECTED, 403, None),
+    (answer(404), Verdict.REJECTED, 404, None),
+    (answer(409), Verdict.REJECTED, 409, None),
+    (answer(413), Verdict.REJECTED, 413, None),
+    (answer(422), Verdict.REJECTED, 422, None),
+    (answer(408, headers="Connection: close\r\n"), Verdict.RETRY, 408, None),
+    (answer(429, b"slow down", headers="Retry-After: 3\r\n"), Verdict.RETRY, 429, 3.0),
+    (answer(503, headers="Retry-After: 7\r\n"), Verdict.RETRY, 503, 7.0),
+    (answer(500), Verdict.UNKNOWN, 500, None),
+    (answer(502), Verdict.UNKNOWN, 502, None),
+    (answer(504), Verdict.UNKNOWN, 504, None),
+    (answer(501), Verdict.UNKNOWN, 501, None),
+    (b"HTTP/1.1 20", Verdict.UNKNOWN, None, None),  # cut inside the status line
+    (b"HTTP/1.1 201 Created\r\nContent-Length: 50\r\n\r\n{}", Verdict.UNKNOWN, None, None),  # cut inside the body
+    (b"I am not HTTP\r\n\r\n", Verdict.UNKNOWN, None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "verdict", "status", "retry_after"),
+    POST_TABLE,
+    ids=[
+        "201",
+        "201-chunked",
+        "201-empty",
+        "201-empty-object",
+        "201-undecodable",
+        "201-text",
+        "201-list",
+        "200",
+        "204",
+        "301",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "413",
+        "422",
+        "408",
+        "429-retry-after",
+        "503-retry-after",
+        "500",
+        "502",
+        "504",
+        "501",
+        "cut-status-line",
+        "cut-body",
+        "not-http",
+    ],
+)
+def test_a_post_answer_is_classified_by_what_it_proves(server, sender, raw, verdict, status, retry_after):
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED  # connected first: answers come on a reused one
+    server.script.append(raw)
+    outcome = sender.send(thread(1))
+    assert (outcome.verdict, outcome.status, outcome.retry_after_s) == (verdict, status, retry_after), outcome
+    assert len(server.requests) == 2, "a POST was written twice"
+    if status in (400, 401):
+        assert "no messages" in outcome.reason or "bad token" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "verdict", "status"),
+    [
+        (answer(200), Verdict.DELIVERED, 200),
+        (answer(204), Verdict.DELIVERED, 204),
+        (answer(400, b'{"error":"no such message"}'), Verdict.REJECTED, 400),
+        (answer(404), Verdict.RETRY, 404),  # its thread may not be stored yet
+        (answer(500), Verdict.RETRY, 500),  # sent again, it sets the same rating
+        (answer(502), Verdict.RETRY, 502),
+        (answer(429, headers="Retry-After: 2\r\n"), Verdict.RETRY, 429),
+        (b"HTTP/1.1 20", Verdict.RETRY, None),
+    ],
+    ids=["200", "204", "400", "404", "500", "502", "429", "cut"],
+)
+def test_a_rating_patch_is_never_unknown(server, sender, raw, verdict, status):
+    server.script += [raw]
+    outcome = sender.send(rating_item("t-0", 2, 1))
+    assert outcome_of(outcome) == (verdict, status), outcome
+    (line, _, body), *_ = server.requests
+    assert line == b"PATCH /api/v1/log/conversation/thread/t-0 HTTP/1.1" and json.loads(body) == [{}, {}, {"rating": 1}]
+
+
+def test_nothing_sent_is_worth_another_try():
+    closed = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()  # connection refused
+    sender = make_sender(url)
+    for outcome in (*sender.send_batch([thread(0), rating_item("t-0", 0, 1)]), sender.stored_messages("t-0")):
+        assert outcome_of(outcome) == (Verdict.RETRY, None) and "not sent" in outcome.reason, outcome
+        assert "ConnectionRefusedError" in outcome.reason
+    sender.close()
+
+
+def test_a_failed_tls_handshake_is_worth_another_try():
+    plain = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = plain.accept()
+        with conn:
+            conn.recv(65536)  # the ClientHello
+            conn.sendall(answer(400))  # a plain-HTTP server's answer to it
+
+    threading.Thread(target=serve, daemon=True).start()
+    sender = make_sender(f"https://127.0.0.1:{plain.getsockname()[1]}")
+    outcome = sender.send(thread(0))
+    assert outcome_of(outcome) == (Verdict.RETRY, None) and "SSL" in outcome.reason, outcome
+    sender.close()
+    plain.close()
+
+
+def echo_request(conn: socket.socket) -> None:
+    conn.sendall(answer(400, f"bad request: Authorization: Bearer {TOKEN}".encode()))
+
+
+def test_the_token_never_reaches_an_outcome_even_when_an_answer_echoes_it(server, sender):
+    server.script += [echo_request, echo_request]
+    for outcome in (sender.send(thread(0)), sender.stored_messages("t-0")):
+        assert outcome.status == 400 and "bad request" in outcome.reason
+        assert TOKEN not in outcome.reason and "***" in outcome.reason
+
+
+def test_abort_cuts_an_upload_in_flight_and_the_rest_of_its_batch_short(server, sender):
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    server.script.append(lambda conn: time.sleep(5))  # read, then no answer: the upload waits on the socket
+    threading.Timer(0.3, sender.abort).start()
+    started = time.monotonic()
+    outcomes = sender.send_batch([thread(1), thread(2), thread(3)])
+    assert time.monotonic() - started < 2
+    assert outcome_of(outcomes[0]) == (Verdict.UNKNOWN, None)  # written: it may have been stored
+    assert [outcome_of(o) for o in outcomes[1:]] == [(Verdict.RETRY, None)] * 2  # never written
+    assert len(server.requests) == 2 and server.connections == 1
+
+
+# --- reading a thread back ---------------------------------------------------------------------------------
+
+
+def test_a_thread_is_read_back_as_stored(local_api):
+    sender = ContextSender(resolve_settings(endpoint=local_api.url, token=API_TOKEN))
+    messages = [
+        {"role": "user", "message": "hi", "type": "message", "event_timestamp": "2026-01-01T00:00:00.000Z"},
+        {
+            "role": "assistant",
+            "message": "yo",
+            "type": "message",
+            "event_timestamp": "2026-01-01T00:00:01.000Z",
+            "metadata": {"segment": "trace-1/span-1", "tokens": "12"},
+        },
     ]
-    outcomes = sender.send_batch([_thread(n) for n in range(4)])
-    assert [(o.verdict, o.status, o.retry_after_s) for o in outcomes] == [
-        (Verdict.DELIVERED, 201, None),
-        (Verdict.RETRY, 429, 3.0),
-        (Verdict.REJECTED, 400, None),
-        (Verdict.DELIVERED, 201, None),
+    body = {"conversation": {"id": "read-me", "messages": messages, "metadata": {"service": "demo"}}}
+    assert sender.send(QueueItem("read-me", json.dumps(body).encode())).verdict is Verdict.DELIVERED
+    stored = sender.stored_messages("read-me")
+    assert isinstance(stored, list), stored
+    fields = ("role", "message", "type", "metadata")
+    assert [{name: m[name] for name in fields} for m in stored] == [
+        {"role": "user", "message": "hi", "type": "message", "metadata": {}},
+        {
+            "role": "assistant",
+            "message": "yo",
+            "type": "message",
+            "metadata": {"segment": "trace-1/span-1", "tokens": "12"},
+        },
     ]
-    assert "no messages" in outcomes[2].reason
+    assert [m["event_timestamp"][:19] for m in stored] == ["2026-01-01T00:00:00", "2026-01-01T00:00:01"]
+    assert sender.stored_messages("never-sent") is None  # 404: nothing of it is stored
+    local_api.set_faults(reset_s=30)  # every connection dropped
+    failing = sender.stored_messages("read-me")
+    assert isinstance(failing, SendOutcome) and outcome_of(failing) == (Verdict.RETRY, None), failing
+    local_api.clear_faults()
     sender.close()
 
 
 @pytest.mark.parametrize(
-    "after_two",
-    [_answer(201, b"{}", headers="Connection: close\r\n"), None],
-    ids=["connection-close-header", "closed-without-a-word"],
+    ("raw", "status"),
+    [
+        (answer(401, b'{"error":"bad token"}'), 401),
+        (answer(500), 500),
+        (answer(200, b"not json"), 200),
+        (answer(200, b'{"id":"t-0"}'), 200),
+        (answer(200, b'{"messages":[1]}'), 200),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n", None),
+        (b"HTTP/1.1 20", None),
+    ],
+    ids=["401", "500", "not-json", "no-messages", "not-messages", "too-large", "cut"],
 )
-def test_a_server_that_stops_answering_a_pipeline_gets_the_rest_again_on_a_fresh_connection(server, after_two):
-    sender = _sender(server)
-    server.script += [_answer(201, b"{}"), after_two]
-    items = [_thread(n) for n in range(10)]
-    assert [o.verdict for o in sender.send_batch(items)] == [Verdict.DELIVERED] * 10
-    assert server.connections == 2
-    bodies = [body for _, _, body in server.requests]
-    assert set(bodies) == {item.body for item in items}
-    # The request the server read before closing, unanswered, was sent again (uploads are idempotent).
-    assert len(bodies) == (10 if after_two is not None else 11)
-    sender.close()
+def test_a_thread_that_cannot_be_read_back_is_worth_another_try(server, sender, raw, status):
+    server.script.append(raw)
+    outcome = sender.stored_messages("t-0")
+    assert isinstance(outcome, SendOutcome) and outcome_of(outcome) == (Verdict.RETRY, status), outcome
 
 
-def test_a_server_that_answers_one_request_per_connection_gets_them_all(server):
-    sender = _sender(server)
-    server.script += [_answer(201, b"{}", headers="Connection: close\r\n")] * 5
-    assert [o.verdict for o in sender.send_batch([_thread(n) for n in range(5)])] == [Verdict.DELIVERED] * 5
-    assert server.connections == 5 and len(server.requests) == 5
-    sender.close()
-
-
-def test_a_large_batch_goes_in_windows_the_socket_buffers_hold(server):
-    from otel_context.delivery.transport import PIPELINE_WINDOW_BYTES
-
-    sender = _sender(server)
-    items = [_thread(n, size=PIPELINE_WINDOW_BYTES // 3) for n in range(8)]
-    assert [o.verdict for o in sender.send_batch(items)] == [Verdict.DELIVERED] * 8
-    assert [body for _, _, body in server.requests] == [item.body for item in items]
-    assert server.connections == 1
-    sender.close()
-
-
-def test_a_pipeline_with_no_answer_at_all_fails_every_request_without_a_second_try(server):
-    sender = _sender(server)
-    server.script.append(b"HTTP/1.1 20")  # cut inside the first status line, then silence
-    server.script.append(None)
-    outcomes = sender.send_batch([_thread(n) for n in range(3)])
-    assert [(o.verdict, o.status) for o in outcomes] == [(Verdict.RETRY, None)] * 3
-    assert server.connections == 1
-    sender.close()
-
-
-PRIVATE = "azure.core.rest._http_response_impl.RestHttpClientTransportResponse"
-
-
-def test_the_private_azure_core_response_keeps_its_shape(server):
-    # `transport.rest_response` wraps each `http.client` answer of the client path in azure-core's private
-    # RestHttpClientTransportResponse (azure-core has no public concrete `HttpResponse` over http.client).
-    # When an azure-core release moves or reshapes it, this fails first and says what to look at.
-    import http.client
-    import importlib.metadata
-
-    from azure.core.exceptions import HttpResponseError
-    from azure.core.rest import HttpRequest, HttpResponse
-
-    from otel_context.delivery.transport import HttpClientTransport
-
-    changed = f"azure-core {importlib.metadata.version('azure-core')} changed {PRIVATE}, which otel_context.delivery"
-    changed += ".transport.rest_response uses (ratings and proxied uploads go through it)"
-    try:
-        from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
-    except ImportError as exc:
-        pytest.fail(f"{changed}: {exc}")
-    assert issubclass(RestHttpClientTransportResponse, HttpResponse), f"{changed}: no longer an azure.core.rest one"
-
-    server.script.append(_answer(429, b'{"error":"slow down"}', headers="Retry-After: 3\r\n"))
-    transport = HttpClientTransport(timeout_s=5.0, proxies={})
-    try:
-        response = transport.send(HttpRequest("POST", f"{server.url}/api/v1/x", content=b"{}"))
-        seen = {
-            "type": type(response),
-            "raw": type(response.internal_response),
-            "status": response.status_code,
-            "reason": response.reason,
-            "retry_after": response.headers["retry-after"],  # case-insensitive
-            "content_type": response.content_type,
-            "content": response.content,
-            "text": response.text(),
-            "json": response.json(),
-            "body": response.body(),  # the back-compat API older generated clients call
-            "error": HttpResponseError(response=response).status_code,
-        }
-    except Exception as exc:
-        pytest.fail(f"{changed}: {type(exc).__name__}: {exc}")
-    finally:
-        transport.close()
-    assert seen == {
-        "type": RestHttpClientTransportResponse,
-        "raw": http.client.HTTPResponse,
-        "status": 429,
-        "reason": "Too Many Requests",
-        "retry_after": "3",
-        "content_type": "application/json",
-        "content": b'{"error":"slow down"}',
-        "text": '{"error":"slow down"}',
-        "json": {"error": "slow down"},
-        "body": b'{"error":"slow down"}',
-        "error": 429,
-    }, changed
-
-
-WITHOUT_PRIVATE_RESPONSE = """
-import sys
-sys.modules["azure.core.rest._http_response_impl"] = None  # an azure-core release that moved the class
-from tests.apps.common import chain, setup
-provider, exporter = setup()
-chain("Paris").invoke({"question": "Capital of France?"})
-provider.shutdown()
-print(exporter.counters.get("threads_uploaded"))
-"""
-
-
-def test_without_the_private_azure_core_response_threads_are_still_delivered(local_api, client, tmp_path):
-    # Were the private class gone, importing the exporter must not fail (that would stop the SDK's whole
-    # set-up, every exporter with it): the lean thread uploads never build one and still deliver.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_"))}
-    env.update(OTEL_EXPORTER_CONTEXT_ENDPOINT=local_api.url, CONTEXT_API_TOKEN=API_TOKEN, PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PRIVATE_RESPONSE],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["1"], result.stderr
-    assert [dialogue(thread) for thread in read_threads(client)] == [turns([["Capital of France?", "Paris"]])]
+def test_a_read_back_is_bounded_whatever_its_framing(server, sender, monkeypatch):
+    monkeypatch.setattr(sender_module, "READ_BACK_LIMIT", 1 << 20)
+    messages = [{"role": "user", "message": "x" * 1000}] * 500  # 0.5 MB: within the bound
+    server.script.append(answer(200, json.dumps({"messages": messages}).encode(), chunked=True))
+    assert len(sender.stored_messages("t-0")) == 500
+    server.script.append(endless("chunked"))
+    outcome = sender.stored_messages("t-0")
+    assert outcome_of(outcome) == (Verdict.RETRY, None) and "too large" in outcome.reason, outcome
