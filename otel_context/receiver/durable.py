@@ -6,6 +6,11 @@ submitted to the spool (durable) or dropped and counted (evicted, late, filtered
 `replay` feeds what is left to the pipeline before the listeners open. Replays append nothing twice:
 the buffer drops duplicate spans, the session book places a known turn where it was, and the spool
 recognises a run it holds or delivered by its segment key (`delivery/spool.py`).
+
+Under `serve --workers` with trace routing, a worker's log holds the spans of the traces it owns: its
+part of each request it received, the parts other workers passed it (answered "taken" only once
+logged), and parts it took because their owner could not. The log's records belong to the process
+that wrote them (`owners.py`): a worker started in place of a killed one replays what that one held.
 """
 
 from __future__ import annotations
@@ -48,13 +53,20 @@ class DurableIntake:
         """Whether the log is at its bound (orphan traces pin their requests until evicted): push back."""
         return self.size_bytes >= self.max_bytes
 
-    async def accept(self, request: ExportTraceServiceRequest, records: list[SpanRecord]) -> None:
-        """Write the request ahead, then hand its spans to the pipeline; returns once both are done."""
+    async def accept(
+        self, request: ExportTraceServiceRequest, records: list[SpanRecord], *, body: bytes | None = None
+    ) -> None:
+        """Write the request ahead, then hand its spans to the pipeline; returns once both are done.
+
+        `body`: the request serialized, when the caller has it (a part another worker passed on).
+        """
         traces = {record.trace_id for record in records}
         if not traces:
             return
+        if body is None:
+            body = request.SerializeToString()
         # Shielded: a request written to the log is also accepted, even if its client hangs up meanwhile.
-        await asyncio.shield(self._log_and_accept(request.SerializeToString(), traces, records))
+        await asyncio.shield(self._log_and_accept(body, traces, records))
 
     async def _log_and_accept(self, body: bytes, traces: set[int], records: list[SpanRecord]) -> None:
         seq = await self.wal.append(body, traces)

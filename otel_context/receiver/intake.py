@@ -5,6 +5,10 @@ Pure of transport: each receiver authenticates, reads the body, calls `OtlpIntak
 within one request; a body over `INLINE_DECODE_BYTES` decodes in a thread pool, bounded by `max_in_progress`
 across requests, so the event loop keeps answering `/healthz` and other clients while a large request
 decodes (a small one decodes on the loop: the hand-off would cost more than the work).
+
+Under `serve --workers` with trace routing, a decoded request is split by the worker owning each trace
+(`routing.py`): this worker's part is ingested here, the others are passed to their owners, and the
+answer waits until every part is taken (with a spool: in a write-ahead log).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -27,6 +31,7 @@ from ..serving import ThrottledLog
 from ..spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
 from ..spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge, check_protobuf
 from .durable import DurableIntake
+from .routing import TraceRouter
 from .wal import WalUnavailable
 
 MAX_GZIP_MEMBERS = 64  # RFC 1952 allows several members; real senders write one
@@ -49,11 +54,16 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """A request decoded and validated: its valid spans as records, and one reason per invalid span."""
+    """A request decoded and validated: its valid spans as records, and one reason per invalid span.
+
+    With trace routing, `request` and `records` are this worker's part of it, and `elsewhere` holds
+    the other owners' parts as OTLP bytes (`problems` are the whole request's).
+    """
 
     request: ExportTraceServiceRequest
     records: list[SpanRecord]
     problems: list[str]
+    elsewhere: dict[int, bytes] = field(default_factory=dict)
 
 
 # Bodies up to this size are decoded on the event loop: a few hundred spans take 1-3 ms, less than the
@@ -68,14 +78,25 @@ class OtlpIntake:
 
     With `durable` (the sidecar runs with a spool), a request is in the write-ahead log, fsync'd,
     before the pipeline sees it and before the caller answers: only what is durable is acknowledged.
+    With `router` (a worker of `serve --workers`), the parts of other workers' traces are passed to
+    them, and the caller answers once each owner took its part (into its own write-ahead log, with a
+    spool) or, where an owner did not, once this worker took it instead.
     """
 
-    def __init__(self, pipeline: Pipeline, settings: ReceiverSettings, durable: DurableIntake | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: ReceiverSettings,
+        durable: DurableIntake | None = None,
+        router: TraceRouter | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.settings = settings
         self.durable = durable
+        self.router = router
         self.limits = RequestLimits(settings.max_spans, settings.max_attributes)
         self.rejections = ThrottledLog(_logger)
+        self._kept = ThrottledLog(_logger)
         self._executor = ThreadPoolExecutor(max(1, settings.max_in_progress), thread_name_prefix="otel-context-decode")
         self._in_progress = 0
 
@@ -88,16 +109,54 @@ class OtlpIntake:
             decoded = self._decode_inline(body, json, gzipped)
             if decoded is None:
                 decoded = await self._decode_off_loop(body, json=json, gzipped=gzipped)
-            if self.durable is None:
+            if self.durable is None and not decoded.elsewhere:
                 return ingest(self.pipeline, decoded)
             try:  # the write-ahead log, then the pipeline: the request is decoded and validated
-                await self.durable.accept(decoded.request, decoded.records)
+                # Shielded: what is written or passed on is also taken, even if the client hangs up meanwhile.
+                await asyncio.shield(self._take_parts(decoded))
             except WalUnavailable as error:
                 raise Rejected(503, f"otel-context cannot write its write-ahead log ({error}); retry later") from None
             return answer(self.pipeline, decoded)
         except Rejected as rejected:
             self.reject(rejected)
             raise
+
+    async def _take_parts(self, decoded: Decoded) -> None:
+        """This worker's part here, the others passed to their owners; returns once every part is taken
+        (with a spool: in this worker's write-ahead log or its owner's). A part its owner did not take
+        is taken here: assembled apart from the rest of its trace maybe, but never lost."""
+        passed: list[tuple[int, bytes, asyncio.Future[bool]]] = []
+        if self.router is not None:
+            passed = [(owner, body, self.router.send(owner, body)) for owner, body in decoded.elsewhere.items()]
+        await self._ingest(decoded.request, decoded.records)
+        for owner, body, taken in passed:
+            if not await taken:
+                self._kept.warning(
+                    f"kept {owner}", f"otel-context serve: worker {owner} did not take spans of its traces; taken here"
+                )
+                request = ExportTraceServiceRequest.FromString(body)
+                await self._ingest(request, records_from_request(request)[0], body)
+
+    async def take(self, body: bytes) -> bool:
+        """A part another worker passes on (an OTLP request of traces this worker owns): True once it is
+        taken, as a request is (with a spool: fsync'd in the write-ahead log, then in the pipeline)."""
+        try:
+            request = ExportTraceServiceRequest.FromString(body)  # serialized by a peer after validation
+            records, _ = records_from_request(request)  # invalid spans were left out by the sender
+            await self._ingest(request, records, body)
+            return True
+        except WalUnavailable as error:
+            self._kept.warning("wal", f"otel-context serve: spans from another worker not taken: {error}")
+        except Exception:
+            _logger.exception("otel-context serve: spans from another worker could not be taken")
+        return False
+
+    async def _ingest(self, request: ExportTraceServiceRequest, records: list[SpanRecord], body: bytes = b"") -> None:
+        """Into the pipeline, behind the write-ahead log when there is one (`body`: the request's bytes, if known)."""
+        if self.durable is None:
+            self.pipeline.accept(records)
+        else:
+            await self.durable.accept(request, records, body=body or None)
 
     def reject(self, rejected: Rejected) -> None:
         """Count a refusal in the log: one line per status per interval, never a traceback."""
@@ -133,8 +192,17 @@ class OtlpIntake:
         if gzipped:
             body = gunzip(body, self.settings.max_decompressed_bytes)
         request = decode(body, json=json, limits=self.limits)
-        records, problems = records_from_request(request)
-        return Decoded(request, records, problems)
+        if self.router is None:
+            records, problems = records_from_request(request)
+            return Decoded(request, records, problems)
+        # Split before building records: each worker converts only the spans of its own traces.
+        split = self.router.split(request)
+        mine = split.parts.pop(self.router.index, None)
+        if mine is None:
+            mine = ExportTraceServiceRequest()
+        records, _ = records_from_request(mine)  # its invalid spans are in `split.rejected`
+        elsewhere = {owner: part.SerializeToString() for owner, part in split.parts.items()}
+        return Decoded(mine, records, split.rejected, elsewhere)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

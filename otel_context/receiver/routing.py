@@ -1,48 +1,125 @@
-"""`serve --workers`: every span goes to the worker that owns its trace, so a trace is assembled in one process."""
+"""`serve --workers`: every span goes to the worker that owns its trace, so a trace is assembled in one process.
+
+The kernel hands connections, not traces, to workers, and a Collector may send a trace's spans in two
+requests over two connections. Each trace id has one owning worker (a hash). The worker that decodes a
+request splits it by owner (`split_request`: one OTLP request per owner, each span in exactly one,
+its resource and scope kept) and passes every other owner's part to that owner over a Unix socket (in
+a private directory of the supervisor) as OTLP bytes, which the owner takes exactly as it takes a
+request of its own (`OtlpIntake.take`): with a spool, into its write-ahead log, fsync'd, and only then
+does it answer "taken" (the Collector's rule, acknowledge only after the write, between workers).
+The receiving worker answers its client once every part is durable, in its own log or its owner's.
+A part its owner does not take (restarting, stopping, failing, or not answering within
+`ANSWER_TIMEOUT_S`) is taken by the receiving worker itself, so nothing acknowledged is lost; a part
+taken whose answer was lost is then held twice, and stored once (the buffer drops duplicate spans, the
+shared spool recognises a run it holds or delivered by its segment key).
+
+The protocol, on one connection per pair of workers: the sender writes a 4-byte big-endian length and
+an `ExportTraceServiceRequest` (the parts waiting for that owner, concatenated: two serialized
+messages concatenated parse as their merge, so their `resource_spans` add up); the owner answers one
+byte, `1` taken, `0` not. Nothing is unpickled: a peer's bytes are parsed as OTLP.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
-import io
-import logging
 import os
-import pickle
-import types
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from ..model import SpanRecord
-from ..pipeline import Pipeline
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-_logger = logging.getLogger(__name__)
+from ..spans.otlp import _id_problem, records_from_request
+
+CONNECT_TIMEOUT_S = 5.0
+ANSWER_TIMEOUT_S = 10.0  # a peer that has not taken a part by then: the sender takes it itself
+BATCH_BYTES = 4 * 1024 * 1024  # parts waiting for one owner go in one message up to about this size
+TAKEN, NOT_TAKEN = b"1", b"0"
+
+Take = Callable[[bytes], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A request divided by owner: each valid span in the part of its trace's owner, the invalid in none."""
+
+    parts: dict[int, ExportTraceServiceRequest]
+    rejected: list[str]  # one reason per invalid span, worded and placed as `records_from_request` does
+
+
+def split_request(request: ExportTraceServiceRequest, owner_of: Callable[[bytes], int]) -> Split:
+    """`request`'s spans by the owner of their trace id, each part keeping its spans' resource and scope.
+
+    A request whose valid spans all have one owner is that owner's part as it is (no copy).
+    """
+    owners: list[list[list[int]]] = []  # per resource, per scope, per span: its owner, 0 if invalid
+    seen: set[int] = set()
+    invalid = False
+    for resource_spans in request.resource_spans:
+        per_resource = []
+        for scope_spans in resource_spans.scope_spans:
+            row = []
+            for span in scope_spans.spans:
+                trace_id = span.trace_id
+                if _id_problem(trace_id, span.span_id, span.parent_span_id):
+                    invalid = True
+                    row.append(0)
+                else:
+                    owner = owner_of(trace_id)
+                    seen.add(owner)
+                    row.append(owner)
+            per_resource.append(row)
+        owners.append(per_resource)
+    if not invalid and len(seen) <= 1:
+        return Split({owner: request for owner in seen}, [])
+    rejected = records_from_request(request)[1] if invalid else []  # rare: the exact words, at the cost of a pass
+    parts: dict[int, ExportTraceServiceRequest] = {}
+    for resource_spans, per_resource in zip(request.resource_spans, owners, strict=True):
+        resources: dict[int, ResourceSpans] = {}  # owner -> this resource in its part
+        for scope_spans, row in zip(resource_spans.scope_spans, per_resource, strict=True):
+            scopes: dict[int, ScopeSpans] = {}  # owner -> this scope in its part
+            for span, owner in zip(scope_spans.spans, row, strict=True):
+                if not owner:
+                    continue
+                scope = scopes.get(owner)
+                if scope is None:
+                    resource = resources.get(owner)
+                    if resource is None:
+                        part = parts.get(owner)
+                        if part is None:
+                            part = parts[owner] = ExportTraceServiceRequest()
+                        resource = resources[owner] = part.resource_spans.add()
+                        resource.resource.CopyFrom(resource_spans.resource)
+                        resource.schema_url = resource_spans.schema_url
+                    scope = scopes[owner] = resource.scope_spans.add()
+                    scope.scope.CopyFrom(scope_spans.scope)
+                    scope.schema_url = scope_spans.schema_url
+                scope.spans.add().CopyFrom(span)  # faster than `extend` in upb
+    return Split(parts, rejected)
 
 
 class TraceRouter:
-    """In a worker of `serve --workers`: every span goes to the worker that owns its trace.
+    """In a worker of `serve --workers`: which worker owns a trace, and the socket between workers.
 
-    The kernel hands connections, not traces, to workers, and a Collector may send a trace's spans
-    in two requests over two connections. Each trace id has one owning worker (a hash); spans of
-    traces owned by another worker are passed to it over a Unix socket (in a private directory of the
-    supervisor), on the event loop (threads would fight the loop for the GIL), so a trace is
-    assembled whole. A peer that cannot take them (restarting, stopping) gets nothing: they are
-    assembled here instead, never lost. Like the buffer itself, spans on their way to a peer live in
-    memory until the sidecar's write-ahead log.
+    `send` passes a part to its owner and says whether the owner took it; `start(take)` listens for the
+    parts other workers pass here and hands each to `take`, answering what it returns. A peer that
+    cannot take parts (restarting, stopping) gets nothing: every part not taken is the sender's to take.
     """
 
-    def __init__(self, pipeline: Pipeline, index: int, count: int, directory: str) -> None:
-        self.pipeline, self.index, self.count, self.directory = pipeline, index, count, directory
-        self._accept_here = pipeline.accept
-        pipeline.accept = self.accept  # type: ignore[method-assign]
-        self._loop = asyncio.get_running_loop()
-        self._outboxes: dict[int, asyncio.Queue[list[SpanRecord]]] = {}
-        self._senders: list[asyncio.Task[None]] = []
+    def __init__(self, index: int, count: int, directory: str) -> None:
+        self.index, self.count, self.directory = index, count, directory
+        self._outboxes: dict[int, asyncio.Queue[tuple[bytes, asyncio.Future[bool]]]] = {}
+        self._senders: dict[int, asyncio.Task[None]] = {}
         self._peers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # connections from other workers
         self._server: asyncio.AbstractServer | None = None
+        self._take: Take | None = None
         self._closing = False
 
-    async def start(self) -> None:
+    async def start(self, take: Take) -> None:
+        """Listen for other workers' parts; `take(body)` is True once the part is taken (durable with a spool)."""
+        self._take = take
         path = self._path(self.index)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a socket left by this worker's previous life
@@ -52,85 +129,81 @@ class TraceRouter:
         return os.path.join(self.directory, f"{index}.sock")
 
     def owner(self, trace_id: int) -> int:
-        # a hash of every bit: some generators fix bits (odd ids, a timestamp in the high ones)
-        return zlib.crc32(trace_id.to_bytes(16, "big")) % self.count + 1
+        return self.owner_of(trace_id.to_bytes(16, "big"))
 
-    def accept(self, records: Iterable[SpanRecord], **kwargs: object) -> bool:
-        """The pipeline's `accept`: spans of this worker's traces here, the others queued for their owners."""
-        mine: list[SpanRecord] = []
-        theirs: dict[int, list[SpanRecord]] = {}
-        for record in records:
-            owner = self.owner(record.trace_id)
-            (mine if owner == self.index else theirs.setdefault(owner, [])).append(record)
-        for owner, batch in theirs.items():
-            if self._closing:
-                mine += batch
-            else:
-                self._loop.call_soon_threadsafe(self._enqueue, owner, batch)
-        return self._accept_here(mine, **kwargs) if mine else True  # type: ignore[arg-type]
+    def owner_of(self, trace_id: bytes) -> int:
+        """The worker owning a trace (16 bytes): a hash of every bit, since some generators fix bits
+        (odd ids, a timestamp in the high ones)."""
+        return zlib.crc32(trace_id) % self.count + 1
 
-    def _enqueue(self, owner: int, batch: list[SpanRecord]) -> None:
-        if self._closing:  # scheduled before close() began: kept here, like what close() finds waiting
-            self._keep(batch, owner)
-            return
+    def split(self, request: ExportTraceServiceRequest) -> Split:
+        return split_request(request, self.owner_of)
+
+    def send(self, owner: int, body: bytes) -> asyncio.Future[bool]:
+        """Pass a part (an OTLP request of `owner`'s traces) on; resolves True once `owner` took it, False
+        when the caller must take it itself. On the event loop."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        if self._closing:
+            answer.set_result(False)
+            return answer
         outbox = self._outboxes.get(owner)
         if outbox is None:
             outbox = self._outboxes[owner] = asyncio.Queue()
-            self._senders.append(self._loop.create_task(self._send_to(owner, outbox)))
-        outbox.put_nowait(batch)
+        sender = self._senders.get(owner)
+        if sender is None or sender.done():  # the first part for `owner`, or a sender a bug ended
+            self._senders[owner] = loop.create_task(self._send_to(owner, outbox))
+        outbox.put_nowait((body, answer))
+        return answer
 
-    async def _send_to(self, owner: int, outbox: asyncio.Queue[list[SpanRecord]]) -> None:
-        """Hand what waits to worker `owner`, in one message; what it cannot take is assembled here."""
+    async def _send_to(self, owner: int, outbox: asyncio.Queue[tuple[bytes, asyncio.Future[bool]]]) -> None:
+        """Pass what waits for worker `owner` in one message, and settle each part with its answer."""
         writer: asyncio.StreamWriter | None = None
         reader: asyncio.StreamReader | None = None
         # Until close(), whose cancel may be lost: Python 3.11's wait_for swallows a cancellation that
         # comes as the awaited read ends (as when the peer closes its end while stopping too).
         while not self._closing:
-            batch = await outbox.get()
-            while not outbox.empty():
-                batch += outbox.get_nowait()
+            batch = [await outbox.get()]
+            size = len(batch[0][0])
+            while size < BATCH_BYTES and not outbox.empty():
+                batch.append(outbox.get_nowait())
+                size += len(batch[-1][0])
             taken = False
             try:
                 for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
                     try:
                         if writer is None:
-                            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self._path(owner)), 5)
-                        payload = _dumps(batch)
-                        writer.write(len(payload).to_bytes(4, "big") + payload)
+                            connecting = asyncio.open_unix_connection(self._path(owner))
+                            reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+                        writer.write(size.to_bytes(4, "big"))
+                        writer.writelines([body for body, _ in batch])
                         await writer.drain()
                         assert reader is not None
-                        taken = await asyncio.wait_for(reader.readexactly(1), 10) == b"1"
+                        taken = await asyncio.wait_for(reader.readexactly(1), ANSWER_TIMEOUT_S) == TAKEN
                         break
-                    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                    except (OSError, asyncio.IncompleteReadError) as error:  # TimeoutError is an OSError
                         if writer is not None:
                             writer.close()
                         reader = writer = None
+                        if isinstance(error, TimeoutError):  # alive but slow: not again
+                            break
             finally:
-                if not taken:  # the owner is restarting or stopping: assembled here rather than lost
-                    self._keep(batch, owner)
-
-    def _keep(self, batch: list[SpanRecord], owner: int) -> None:
-        try:
-            self._accept_here(batch)
-        except Exception:
-            _logger.exception("otel-context serve: spans for worker %d could not be kept", owner)
+                for _, answer in batch:  # not taken (the owner is restarting or stopping): the sender's
+                    if not answer.done():
+                        answer.set_result(taken)
+        if writer is not None:
+            writer.close()
 
     async def _peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None and self._take is not None
         self._peers[task] = writer
         try:
             while not self._closing:  # a connection accepted as close() ran ends here
                 size = int.from_bytes(await reader.readexactly(4), "big")
-                batch = pickle.loads(await reader.readexactly(size))  # a peer of the same user, in a 0700 dir
-                answer = b"0"  # not taken: the sender keeps the spans itself
-                if not self._closing:
-                    try:
-                        self._accept_here(batch)
-                        answer = b"1"
-                    except Exception:
-                        _logger.exception("otel-context serve: spans from another worker could not be taken")
-                writer.write(answer)
+                body = await reader.readexactly(size)  # a peer of the same user, in a 0700 directory
+                taken = not self._closing and await self._take(body)
+                writer.write(TAKEN if taken else NOT_TAKEN)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -139,7 +212,8 @@ class TraceRouter:
             writer.close()
 
     async def close(self) -> None:
-        """Before the pipeline drains: what waits for a peer is assembled here, and peers keep theirs."""
+        """Before the pipeline drains: parts waiting for a peer are answered "not taken" (their senders
+        take them), and peers take back theirs."""
         self._closing = True
         if self._server is not None:
             self._server.close()
@@ -148,22 +222,11 @@ class TraceRouter:
         for writer in self._peers.values():
             writer.close()
         await asyncio.gather(*self._peers, return_exceptions=True)
-        for task in self._senders:
-            task.cancel()  # an unacknowledged batch in flight is kept here (the `finally` above)
-        await asyncio.gather(*self._senders, return_exceptions=True)
-        for owner, outbox in self._outboxes.items():
+        for task in self._senders.values():
+            task.cancel()  # a part in flight is answered "not taken" (the `finally` above)
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
+        for outbox in self._outboxes.values():
             while not outbox.empty():
-                self._keep(outbox.get_nowait(), owner)
-
-
-def _frozen(values: dict) -> types.MappingProxyType:
-    return types.MappingProxyType(values)
-
-
-def _dumps(records: list[SpanRecord]) -> bytes:
-    """Span records as bytes for a peer (their attribute maps are read-only proxies, which pickle refuses)."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, types.MappingProxyType: lambda m: (_frozen, (dict(m),))}
-    pickler.dump(records)
-    return buffer.getvalue()
+                _, answer = outbox.get_nowait()
+                if not answer.done():
+                    answer.set_result(False)

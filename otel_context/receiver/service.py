@@ -4,7 +4,8 @@ With `--workers N`, a small supervisor starts N worker processes that listen on 
 (SO_REUSEPORT: the kernel spreads connections over them), so one machine's cores are used; it restarts
 a worker that dies and passes SIGTERM on. The workers share the spool directory (each owns its rows; a
 dead worker's rows are claimed) and the session book (`<state-dir>/sessions.db`, or Redis), and pass
-each other the spans of the traces they own (`TraceRouter`), so a trace is assembled in one process.
+each other the spans of the traces they own (`TraceRouter`), so a trace is assembled in one process;
+with a spool, a worker answers a request only once each part is in its owner's write-ahead log.
 """
 
 from __future__ import annotations
@@ -39,16 +40,25 @@ TICK_S = 0.25
 class Sidecar:
     """The receivers and their pipeline, on the running asyncio loop."""
 
-    def __init__(self, receiver: ReceiverSettings, delivery: ExporterSettings, *, reuse_port: bool = False) -> None:
-        """`reuse_port`: a worker of `serve --workers`, sharing its ports with the other workers."""
+    def __init__(
+        self,
+        receiver: ReceiverSettings,
+        delivery: ExporterSettings,
+        *,
+        reuse_port: bool = False,
+        router: TraceRouter | None = None,
+    ) -> None:
+        """`reuse_port`: a worker of `serve --workers`, sharing its ports with the other workers;
+        `router`: its trace routing, passing other workers the spans of their traces."""
         self.receiver = receiver
         self.delivery = delivery
         self.reuse_port = reuse_port
+        self.router = router
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.pipeline = Pipeline(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         # With a spool, acknowledge only what is durable: requests go through a write-ahead log beside it.
         self.durable = DurableIntake(self.pipeline, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
-        self.intake = OtlpIntake(self.pipeline, receiver, self.durable)
+        self.intake = OtlpIntake(self.pipeline, receiver, self.durable, router)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -67,6 +77,8 @@ class Sidecar:
         # bomb); the receiver inflates them itself, stopping at max_decompressed_bytes.
         if self.durable is not None:
             self.durable.replay()  # what a crash left, before any new request is accepted
+        if self.router is not None:  # after the replay: until then, peers take what they would pass here
+            await self.router.start(self.intake.take)
         app = create_receiver_app(self.intake)
         self._runner = serving.runner(app, self.receiver.header_timeout_s, access_log=None, auto_decompress=False)
         await self._runner.setup()
@@ -89,6 +101,8 @@ class Sidecar:
     async def stop(self, timeout_s: float = 20.0) -> int:
         """Stop receiving, build pending roots, deliver within `timeout_s`; threads left undelivered."""
         self._stopping.set()
+        if self.router is not None:  # parts not yet taken by a peer are taken here; peers take theirs back
+            await self.router.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=2)
         if self._runner is not None:
@@ -117,14 +131,12 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
     """Serve until SIGTERM or SIGINT; returns the number of threads left undelivered."""
     worker = os.environ.pop(OTEL_CONTEXT_SERVE_WORKER, None)
     name = f"otel-context serve (worker {worker.split(':')[0]})" if worker else "otel-context serve"
-    sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None)
-    sidecar.pipeline.counters.register_metrics()
     router = None
-    if worker:
+    if worker and read_env(OTEL_CONTEXT_SERVE_TRACE_ROUTING, boolean, True):
         index, _, count, directory = worker.split(":", 3)
-        if read_env(OTEL_CONTEXT_SERVE_TRACE_ROUTING, boolean, True):
-            router = TraceRouter(sidecar.pipeline, int(index), int(count), directory)
-            await router.start()
+        router = TraceRouter(int(index), int(count), directory)
+    sidecar = Sidecar(receiver, delivery, reuse_port=worker is not None, router=router)
+    sidecar.pipeline.counters.register_metrics()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,8 +152,6 @@ async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown
         print(f"{name}: {sidecar.describe()}", flush=True)
     await stop.wait()
     print(f"{name}: stopping, delivering what is queued", flush=True)
-    if router is not None:
-        await router.close()
     left = await sidecar.stop(shutdown_timeout_s)
     where = " (kept in the spool)" if delivery.spool_dir and left else ""
     if worker:
