@@ -12,8 +12,6 @@ from email.utils import parsedate_to_datetime
 from .item import QueueItem
 from .outcome import SendOutcome, Verdict
 
-# As the OTel Collector's exporter helper and azure-core: transient statuses worth another try.
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 120.0
 
 

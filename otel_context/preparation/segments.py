@@ -5,9 +5,10 @@ thread metadata. So:
 - a standalone run is one POST to a thread of its own: its thread metadata keeps every run fact (Context's
   metadata filters find them), as it is sent once;
 - a session turn is one POST of only its messages to the session's thread, with the thread metadata its
-  part's first turn fixed (`sessions.THREAD_KEYS`); the run's own facts (trace, latency, model, usage,
-  cost, `io_source`, `incomplete`, evaluations, ...) go on the metadata of its last message, so that
-  summing them over a thread's messages counts each run once.
+  part's first turn fixed (all but `sessions.RUN_FACTS`); the run's own facts (trace, latency, model,
+  usage, cost, `io_source`, `incomplete`, evaluations, ...), and any session value that differs from
+  the fixed one, go on the metadata of its last message, so that summing them over a thread's messages
+  counts each run once.
 Every message of a run carries its segment key, `trace_id` and `span_id` of the run's root, in its
 metadata: an upload whose outcome is unknown is looked for in the thread read back before it is sent
 again (`delivery/readback.py`).
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..model import SEGMENT_KEYS, ConversationThread, Message
-from .sessions import THREAD_KEYS, Placement
+from .sessions import Placement, is_run_fact
 
 
 def segment_key(thread: ConversationThread) -> str:
@@ -35,7 +36,8 @@ def standalone(thread: ConversationThread) -> ConversationThread:
 def session_append(thread: ConversationThread, placement: Placement) -> ConversationThread:
     """A session turn as the append to its session's thread: only its messages, the part's fixed metadata."""
     mark = {key: thread.metadata[key] for key in SEGMENT_KEYS if key in thread.metadata}
-    facts = {key: value for key, value in thread.metadata.items() if key not in THREAD_KEYS}
+    fixed = placement.metadata
+    facts = {k: v for k, v in thread.metadata.items() if is_run_fact(k) or (k in fixed and fixed[k] != v)}
     messages = [_marked(m, mark) for m in thread.messages]
     if messages:
         messages[-1] = _marked(messages[-1], facts)

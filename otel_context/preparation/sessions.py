@@ -37,9 +37,26 @@ from ..conversion.threads import THREAD_NAMESPACE
 from ..model import ConversationThread
 
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
-# What a session thread's metadata may hold: the facts every turn of a session shares. The rest of a
-# run's metadata (trace, latency, model, usage, cost, ...) goes on its messages.
-THREAD_KEYS = (*SESSION_KEYS, "user_id", "service_name", "source")
+# What conversion writes about one run (conversion/threads.py, evaluations.py, cost.py, the trace buffer):
+# in a session thread these go on the run's messages. Everything else (session and user ids, the service,
+# the app's own metadata such as a plan or a tenant) is the session's: fixed by its part's first turn and
+# the same on every POST of the thread, as Context asks.
+RUN_FACTS = frozenset(
+    {
+        "trace_id", "span_id", "started_at", "latency_ms", "workflow", "operation", "model", "tags",
+        "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+        "reasoning_tokens", "cost_usd", "cost_source", "cost_unpriced_models", "io_source", "feedback_rating",
+        "eval_rating", "error", "error_type", "error_message", "incomplete", "incomplete_reason",
+    }
+)  # fmt: skip
+RUN_FACT_PREFIXES = ("eval.", "cost_usd.")
+
+
+def is_run_fact(key: str) -> bool:
+    """Whether a metadata key says something of one run rather than of its session."""
+    return key in RUN_FACTS or key.startswith(RUN_FACT_PREFIXES)
+
+
 INHERITED_HANDLES: list[object] = []  # handles a forked child keeps but never uses
 # Turn ids the in-memory book remembers per session, to place a run converted twice where it went: in a
 # process, that is a retried export of the last few runs (nothing replays older ones).
@@ -79,7 +96,7 @@ class Turn:
     @classmethod
     def of(cls, session: str, thread: ConversationThread) -> Turn:
         answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
-        fixed = {key: thread.metadata[key] for key in THREAD_KEYS if key in thread.metadata}
+        fixed = {key: value for key, value in thread.metadata.items() if not is_run_fact(key)}
         return cls(session, thread.id, fixed, len(thread.messages), answers[-1] if answers else -1)
 
 

@@ -102,12 +102,13 @@ def test_metadata_user_session_tags_model_and_usage(app, client):
     chain.invoke({"q": "When does my order ship?"}, config=config)
     app.flush()
     (thread,) = read_threads(client)
-    meta = thread.metadata
-    assert (meta["user_id"], meta["session_id"], meta["plan"], meta["tags"]) == ("u-123", "s-42", "pro", "support")
-    assert meta["model"] == "fake-gpt-4o"
-    assert (meta["input_tokens"], meta["output_tokens"], meta["total_tokens"]) == ("11", "5", "16")
-    assert float(meta["latency_ms"]) >= 0
-    assert all(isinstance(v, str) for v in meta.values())
+    meta = thread.metadata  # a session thread: what the session shares, the same on every POST
+    assert (meta["user_id"], meta["session_id"], meta["plan"]) == ("u-123", "s-42", "pro")
+    run = thread.messages[-1].metadata  # the run's own facts, on its last message
+    assert (run["tags"], run["model"]) == ("support", "fake-gpt-4o")
+    assert (run["input_tokens"], run["output_tokens"], run["total_tokens"]) == ("11", "5", "16")
+    assert float(run["latency_ms"]) >= 0 and "model" not in meta and "latency_ms" not in meta
+    assert all(isinstance(v, str) for v in (*meta.values(), *run.values()))
 
 
 def test_root_under_a_non_langchain_parent_span_is_still_a_root(app, client):
