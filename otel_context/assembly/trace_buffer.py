@@ -30,7 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..conventions import CONVENTIONS, Convention, SpanClass, convention_for
@@ -148,7 +148,7 @@ class TraceBuffer:
         self._providers: set[Key] = set()  # candidates that are provider model calls (matched by time)
         self._guests: dict[int, int] = {}  # a provider call's own trace -> the trace it was re-homed into
         self._done = _Recent(remember_roots)
-        self._done_llm_ends: OrderedDict[Key, int] = OrderedDict()  # built model-call roots: when they ended
+        self._ends: OrderedDict[Key, int] = OrderedDict()  # built roots and dropped twins: when they ended
         self._foreign = _Recent(remember_roots)  # recent non-GenAI spans: possible parents of candidates
         self._evicted = _Recent(remember_roots)  # traces that lost held spans: a root built later is incomplete
         self._crowded: set[int] = set()  # traces past max_spans_per_trace in the batch being added
@@ -171,9 +171,14 @@ class TraceBuffer:
                 received += 1
                 key = (span.trace_id, span.span_id)
                 found = convention_for(span.attributes, self.conventions)
-                if found is not None and self._is_twin(span, *found, now):
-                    continue
-                self._resolve_waiters(key, is_genai=found is not None, now=now)
+                if found is not None:
+                    if span.parent_id is not None and self._left_current(span):
+                        span = replace(span, parent_id=None)  # a parent that ended before it: no container
+                    kept = self._twin_check(span, *found, now)
+                    if kept is None:
+                        continue
+                    span = kept
+                self._resolve_waiters(key, is_genai=found is not None, now=now, end_ns=span.end_ns)
                 if found is None:
                     ignored += 1
                     self._foreign.add(key)
@@ -237,47 +242,67 @@ class TraceBuffer:
             return False
 
     # -- twins: one run described by two LangChain instrumentations --------------------------------
-    def _is_twin(self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float) -> bool:
-        """Index a span for twin matching; True when it is a GenAI span whose twin is kept instead (dropped).
+    def _twin_check(
+        self, span: SpanRecord, convention: Convention, span_class: SpanClass, now: float
+    ) -> SpanRecord | None:
+        """Index a span for twin matching; None when it is a GenAI span whose twin is kept instead (dropped).
 
-        A LangChain instrumentation's span drops the GenAI twins already waiting here; a GenAI span is
-        dropped when such a twin came before it.
+        A LangChain instrumentation's span drops the GenAI twins already waiting here (and takes the place
+        of a GenAI twin it runs under); a GenAI span is dropped when such a twin came before it (or is its
+        parent). The span returned is the one to place: its parent changed when it took a twin's place.
         """
         key = (span.trace_id, span.span_id)
         process = _process(span)
         kind = family(span_class)
         this = described(span)
+        parent = (span.trace_id, span.parent_id)
         if convention.records_langchain_runs:
-            # A GenAI span with a LangChain instrumentation's span under it wraps that run (OpenLLMetry's
-            # `invoke_agent LangGraph`); a second instrumentation's spans never parent the first one's.
-            self._run_parents.add((span.trace_id, span.parent_id))
-            self._genai_waiting.discard((span.trace_id, span.parent_id))
+            outer = self._genai_waiting.get(parent) if span.parent_id is not None else None
+            if outer is not None and outer[0] == kind and outer[1].twin_of_child(this):
+                # The GenAI span around it describes the same run (its handler made it current): this
+                # span takes its place, under its parent.
+                self._retract(outer[1], key, now)
+                span = replace(span, parent_id=outer[1].parent_id)
+                this = described(span)
+            else:
+                # A GenAI span with a LangChain instrumentation's span under it otherwise wraps that run
+                # (OpenLLMetry's `invoke_agent LangGraph`): never a twin.
+                self._run_parents.add(parent)
+                self._genai_waiting.discard(parent)
             self._langchain_runs.add(process, kind, this)
             self._last_run[process] = this
             if len(self._last_run) > 1_024:
                 del self._last_run[next(iter(self._last_run))]
             if len(self._genai_waiting):
                 for twin in self._genai_waiting.twins(process, kind, this):
-                    self._retract(twin.key, key, now)
-            return False
+                    self._retract(twin, key, now)
+            return span
         if key in self._twins:
             self.counters.add("duplicates")
-            return True
+            return None
         if key in self._run_parents:
-            return False
-        kept = self._langchain_runs.twins(process, kind, this) if len(self._langchain_runs) else []
+            return span
+        kept = []
+        if len(self._langchain_runs):
+            outer = self._langchain_runs.get(parent) if span.parent_id is not None else None
+            if outer is not None and outer[0] == kind and outer[1].twin_of_child(this):
+                kept = [outer[1]]  # the LangChain instrumentation's span of this run is its parent
+            else:
+                kept = self._langchain_runs.twins(process, kind, this)
         if not kept:
             self._genai_waiting.add(process, kind, this)
-            return False
+            return span
         self._twins[key] = kept[0].key
         if len(self._twins) > self.max_traces:
             self._twins.popitem(last=False)
+        self._remember_end(key, span.end_ns)
         self.counters.add("spans_twinned")
         self._rehome_children(key, kept[0].key, now)
-        return True
+        return None
 
-    def _retract(self, key: Key, kept: Key, now: float) -> None:
+    def _retract(self, twin: Described, kept: Key, now: float) -> None:
         """A GenAI span waiting here turned out to be a twin: take it out, its children under the span kept."""
+        key = twin.key
         self._genai_waiting.discard(key)
         if key in self._candidates:
             self._forget_candidate(key)
@@ -294,8 +319,30 @@ class TraceBuffer:
         self._twins[key] = kept
         if len(self._twins) > self.max_traces:
             self._twins.popitem(last=False)
+        self._remember_end(key, twin.end_ns)
         self.counters.add("spans_twinned")
         self._rehome_children(key, kept, now)
+
+    def _remember_end(self, key: Key, end_ns: int) -> None:
+        """When a span no longer held ended (a built root, a dropped twin): a later span naming it as its
+        parent was not run inside it (`_left_current`)."""
+        self._ends[key] = end_ns
+        if len(self._ends) > self.max_traces:
+            self._ends.popitem(last=False)
+
+    def _left_current(self, span: SpanRecord) -> bool:
+        """Whether the span's parent ended before it started: an instrumentation left that span current
+        after it ended (OpenLLMetry 0.44-0.58 a lone model call's; OpenTelemetry's up to 1.2b0, beside
+        OpenLLMetry's, every run's), so every later run of that thread of execution names it. A real parent
+        encloses its children. Only spans known without a search (built, dropped, waiting as roots) are asked."""
+        parent = (span.trace_id, span.parent_id)
+        end = self._ends.get(parent)
+        if end is None:
+            waiting = self._pending.get(parent) or self._candidates.get(parent)
+            if waiting is None:
+                return False
+            end = waiting.span.end_ns
+        return 0 < end <= span.start_ns
 
     def _rehome_children(self, key: Key, kept: Key, now: float) -> None:
         """Spans under a dropped twin (waiting for it, or held under it) go under the span kept."""
@@ -323,15 +370,19 @@ class TraceBuffer:
 
     def _awaits_twin(self, span: SpanRecord, convention: Convention) -> bool:
         """Whether a GenAI root may still get a twin: a LangChain instrumentation of its process described,
-        last, a span of another trace inside its time (the children of the twin to come)."""
+        last, a span inside its time (the children of the twin to come) of another trace, or of this one
+        under a span not seen yet (the twin, under this span when its handler made this one current)."""
         if convention.records_langchain_runs or not self._last_run:
             return False
         last = self._last_run.get(_process(span))
         return (
             last is not None
-            and last.key[0] != span.trace_id
             and span.start_ns <= last.start_ns
             and last.end_ns <= span.end_ns
+            and (
+                last.key[0] != span.trace_id
+                or (last.parent_id != span.span_id and not self._is_genai((span.trace_id, last.parent_id)))
+            )
         )
 
     # -- placing spans ----------------------------------------------------------------------------
@@ -421,23 +472,25 @@ class TraceBuffer:
         return entry is not None and key[1] in entry.span_ids
 
     def _ended_before(self, parent: Key, span: SpanRecord) -> bool:
-        """Whether the parent is a model call that ended before this span started: not its container.
+        """Whether the parent ended before this span started: not its container.
 
-        OpenLLMetry 0.44-0.58 leave a lone model call's span current after it ends, so every later
-        run of the process names it as its parent; a real parent always encloses its children.
+        OpenLLMetry 0.44-0.58 leave a lone model call's span current after it ends, and OpenTelemetry's
+        instrumentation up to 1.2b0 (beside OpenLLMetry's) every run's, so every later run of the process
+        names it as its parent; a real parent always encloses its children.
         """
         waiting = self._pending.get(parent) or self._candidates.get(parent)
         if waiting is not None:
-            return waiting.span_class.is_llm and 0 < waiting.span.end_ns <= span.start_ns
+            return 0 < waiting.span.end_ns <= span.start_ns
         entry = self._traces.get(parent[0])
         if entry is not None and parent[1] in entry.span_ids:
             for item in entry.items:
                 if item.span_id == parent[1]:
-                    return item.kind is ContributionKind.LLM and 0 < item.end_ns <= span.start_ns
-        return parent in self._done_llm_ends and 0 < self._done_llm_ends[parent] <= span.start_ns
+                    return 0 < item.end_ns <= span.start_ns
+        return parent in self._ends and 0 < self._ends[parent] <= span.start_ns
 
-    def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
-        """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span."""
+    def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float, end_ns: int = 0) -> None:
+        """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span
+        or one that ended before they started."""
         for key in self._waiting_on.pop(parent, ()):
             if key in self._providers:
                 if not is_genai:  # a provider call under an HTTP span: still maybe LangChain's own call
@@ -446,7 +499,7 @@ class TraceBuffer:
             waiting = self._candidates.pop(key, None)
             if waiting is None:
                 continue
-            if is_genai and not self._ended_before(parent, waiting.span):
+            if is_genai and not 0 < end_ns <= waiting.span.start_ns:
                 self._hold(waiting.span, waiting.convention, waiting.span_class, now)
             else:
                 self._make_root(waiting.span, waiting.span_class, waiting.convention, now)
@@ -532,10 +585,7 @@ class TraceBuffer:
             found = self._collect(pending.span)
             ready.append((pending, found, self._incomplete(pending.span)))
             self._done.add(key)
-            if pending.span_class.is_llm:
-                self._done_llm_ends[key] = pending.span.end_ns
-                if len(self._done_llm_ends) > 1_000:
-                    self._done_llm_ends.popitem(last=False)
+            self._remember_end(key, pending.span.end_ns)
         return ready
 
     def _collect(self, root: SpanRecord) -> list[Contribution]:

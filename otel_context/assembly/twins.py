@@ -12,7 +12,10 @@ are installed.
 Twins are of one family (model calls with model calls, tool runs with tool runs, chains and agents with
 chains, tasks and agents), overlap, and never nest: a span inside another is its descendant (OpenLLMetry's
 own `invoke_agent LangGraph` wrapper is a GenAI span around its `LangGraph.workflow`) or a provider's call
-(OpenAI, ...) inside a LangChain model call, which assembly matches to it by containment.
+(OpenAI, ...) inside a LangChain model call, which assembly matches to it by containment. A span right
+under another one is its twin only when it outlives it (`twin_of_child`): OpenTelemetry's instrumentation
+up to 1.2b0 makes its span current, so OpenLLMetry's span of the same run is its child (or the reverse),
+started and ended a moment after it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,22 @@ class Described:
             and not other.nests(self)
         )
 
+    def twin_of_child(self, child: Described) -> bool:
+        """Whether `child`, a span right under this one, is this span's twin.
+
+        A handler that makes its span current (OpenTelemetry's own LangChain instrumentation up to 1.2b0)
+        puts the other handler's span of the same run under its own: the child then starts within the
+        tolerance after this span and, the handler called second at a run's start being called second at
+        its end, ends after it, within the tolerance. A real child ends before its parent (OpenLLMetry's
+        `invoke_agent LangGraph` wrapper contains its `LangGraph.workflow`).
+        """
+        return (
+            child.key[0] == self.key[0]
+            and child.parent_id == self.key[1]
+            and 0 <= child.start_ns - self.start_ns <= TWIN_TOLERANCE_NS
+            and 0 < child.end_ns - self.end_ns <= TWIN_TOLERANCE_NS
+        )
+
     def nests(self, other: Described) -> bool:
         """Whether `other` ran within this span (at the same instant at one end, too)."""
         return (
@@ -107,6 +126,16 @@ class TwinIndex:
             self._buckets[bucket] = kept
         else:
             del self._buckets[bucket]
+
+    def get(self, key: Key) -> tuple[str, Described] | None:
+        """An indexed span by key, with its family."""
+        bucket = self._order.get(key)
+        if bucket is None:
+            return None
+        for found in self._buckets[bucket]:
+            if found.key == key:
+                return bucket[1], found
+        return None
 
     def twins(self, process: Process, kind: str, described: Described) -> list[Described]:
         """Indexed spans of this process and family that describe the same run as `described`, closest first."""

@@ -47,3 +47,18 @@ def test_the_declared_floor_is_the_oldest_release_the_matrix_runs():
     (declared,) = [d for d in dependencies if d.startswith("opentelemetry-instrumentation-langchain")]
     oldest = min((env for env in MATRIX if env.instrumentation == "openllmetry"), key=lambda e: e.version)
     assert declared == f"opentelemetry-instrumentation-langchain>={'.'.join(map(str, oldest.version[:2]))}"
+
+
+@pytest.mark.parametrize("env", CAPTURED, ids=lambda env: f"{env.instrumentation}-{env.name}")
+def test_one_span_per_batch(env):
+    """The hardest split: each span alone, as an exporter may see them. Under OpenTelemetry's instrumentation up to
+    1.2b0 beside OpenLLMetry's, a run's GenAI span is the parent of OpenLLMetry's span of the same run (its handler
+    makes it current) and stays current after the run: each run is still one thread, OpenLLMetry's."""
+    buffer = TraceBuffer(settle_s=0)
+    threads = []
+    for app in APPS:
+        for span in load_json_file(FIXTURES / env.instrumentation / env.name / f"{app}.json"):
+            threads += buffer.add([span])
+    threads += buffer.drain()
+    assert check(env, [thread.to_wire() for thread in threads]) == []
+    assert buffer.held_spans == 0
