@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import re
 import socket
 import threading
 import time
@@ -69,9 +70,16 @@ def test_exit_with_the_api_unreachable_ends_within_5_s_and_says_what_was_dropped
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ran"
     lines = [line for line in result.stderr.splitlines() if "not delivered at shutdown" in line]
-    assert lines == ["otel-context: 3 thread(s) not delivered at shutdown were dropped (threads_dropped=3)"], (
-        result.stderr
-    )
+    if api == "closed-port":  # nothing was ever written: dropped
+        assert lines == ["otel-context: 3 thread(s) not delivered at shutdown were dropped (threads_dropped=3)"], (
+            result.stderr
+        )
+    else:  # written, never answered: those in flight may have been stored, so are not counted as drops
+        (line,) = lines
+        found = re.fullmatch(r"otel-context: 3 thread\(s\) not delivered at shutdown \(threads_dropped=(\d); "
+                             r"threads_unconfirmed=(\d): an earlier try may have stored them, so they are not sent "
+                             r"again\)", line)  # fmt: skip
+        assert found and int(found[1]) + int(found[2]) == 3 and int(found[2]) >= 1, line
     assert "Traceback" not in result.stderr
     assert took < 5 + 4, f"exit took {took:.1f} s"  # the 5 s bound plus interpreter start and imports
 
