@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "ContextSpanExporter", "ExporterSettings", "__version__"]
+__all__ = ["ConfigError", "ContextSpanExporter", "ExporterSettings", "__version__", "instrument_langchain_core"]
 
 if TYPE_CHECKING:
+    from .autoconfig import instrument_langchain_core
     from .config import ConfigError, ExporterSettings
     from .exporter import ContextSpanExporter
 
@@ -32,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from .exporter import ContextSpanExporter
 
         return ContextSpanExporter
+    if name == "instrument_langchain_core":
+        from .autoconfig import instrument_langchain_core
+
+        return instrument_langchain_core
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ Two traps are handled here:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
@@ -20,6 +21,9 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISA
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 from .startup import apply_defaults
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 class ContextDistro(BaseDistro):
@@ -38,23 +42,31 @@ class ContextConfigurator(_OTelSDKConfigurator):
         super()._configure(**kwargs)
 
 
-def instrument_langchain_core() -> None:
-    """`opentelemetry_post_instrument` hook: instrument LangChain apps that have only `langchain-core`.
+def instrument_langchain_core(tracer_provider: TracerProvider | None = None) -> bool:
+    """Instrument LangChain apps that have only `langchain-core`; True when LangChain is instrumented now.
 
-    `opentelemetry-instrument` skips the LangChain instrumentation when the `langchain` package is
-    absent (its dist metadata lists `langchain` as the instrumented library), although the
-    instrumentation only needs `langchain-core`: LCEL-only apps would send nothing at all. This
-    applies whatever the exporter (`otlp` to a Collector and the sidecar, `console`, `context`):
-    installing otel-context is the opt-in.
+    The `opentelemetry_post_instrument` hook of `opentelemetry-instrument`, and the one line to add after
+    `Traceloop.init(exporter=ContextSpanExporter())`. Both `opentelemetry-instrument` and traceloop-sdk
+    skip OpenLLMetry's LangChain instrumentation when the `langchain` package is absent (its dist
+    metadata lists `langchain`; traceloop-sdk asks for `langchain` or `langgraph`), although it only
+    needs `langchain-core`: LCEL-only apps would send nothing at all. Under `opentelemetry-instrument`
+    this applies whatever the exporter (`otlp` to a Collector and the sidecar, `console`, `context`):
+    installing otel-context is the opt-in. An instrumentation already applied (traceloop-sdk's, with
+    `langchain` installed) is left as it is; `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=langchain` is
+    honoured. Spans go to `tracer_provider`, else to the global one (which `Traceloop.init` sets).
     """
     disabled = {name.strip() for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
     if "langchain" in disabled or "*" in disabled:
-        return
+        return False
     try:
         import langchain_core  # noqa: F401
         from opentelemetry.instrumentation.langchain import LangchainInstrumentor
     except ImportError:
-        return
+        return False
     instrumentor = LangchainInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(skip_dep_check=True)
+        if tracer_provider is None:
+            instrumentor.instrument(skip_dep_check=True)
+        else:
+            instrumentor.instrument(skip_dep_check=True, tracer_provider=tracer_provider)
+    return True
