@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(memory.section(memory.run(plan.memory_traces)))
         if "delivery" in only:
             log("5. end-to-end delivery")
-            sections.append(delivery.section(delivery.run(api, mix, list(plan.delivery), log=log)))
+            runs = delivery.run(api, mix, list(plan.delivery), log=log)
+            faults = delivery.run_faults(api, mix, plan.delivery[0][1] // 5, log=log)
+            sections.append(delivery.section(runs, faults))
         if "durability" in only:
             log("6. durable acknowledgement")
             measured = durability.run(

@@ -1,5 +1,6 @@
 """Benchmark 5: threads/s delivered to the local Context API (own process) through the exporter's
-delivery queue, retries on (the defaults), at each API latency.
+delivery queue, retries on (the defaults), at each API latency; and what exactly-once costs when answers
+are lost: read-backs per 1,000 uploads, and messages stored twice (none, or the bench says so).
 
 K threads converted from the realistic mix are submitted at once to `ContextSpanExporter`'s
 `DeliveryQueue`; the clock stops when nothing is left queued or in flight.
@@ -77,6 +78,71 @@ def run_once(api: LocalApiProcess, threads: list[ConversationThread], latency_s:
     )
 
 
+# Faults that leave an upload's outcome unknown, each for the first seconds of a run (the local API's plan).
+AMBIGUOUS = (
+    ("stored, answer lost (reset)", {"lose_ack_s": 1.0}),
+    ("stored, then 502", {"stored_status": 502, "duration_s": 1.0}),
+    ("reset before the write", {"reset_s": 1.0}),
+)
+
+
+@dataclass
+class FaultRun:
+    fault: str
+    threads: int
+    uploaded: int
+    readbacks: int
+    found: int
+    unconfirmed: int
+    posts: int
+    extra_messages: int  # messages stored beyond what was sent once: duplicates
+
+    @property
+    def per_thousand(self) -> float:
+        return 1000 * self.readbacks / max(1, self.uploaded)
+
+
+def run_fault(api: LocalApiProcess, threads: list[ConversationThread], name: str, fault: dict) -> FaultRun:
+    """Submit `threads` while `fault` lasts; count read-backs, and messages stored beyond one copy each."""
+    exporter = ContextSpanExporter(
+        endpoint=api.url, token=TOKEN, register_metrics=False, retry_initial_s=0.2, retry_max_s=1.0
+    )
+    before = api.admin_stats()
+    try:
+        api.set_faults(**fault)
+        exporter.delivery.submit(threads)
+        deadline = time.perf_counter() + 600
+        while exporter.delivery.pending() and time.perf_counter() < deadline:
+            time.sleep(0.01)
+    finally:
+        exporter.shutdown(60_000)
+        api.set_faults()
+    after = api.admin_stats()
+    stats = exporter.stats()
+    route = "POST /api/v1/log/conversation/thread"
+    posts = after["requests"].get(route, 0) - before["requests"].get(route, 0)  # type: ignore[union-attr]
+    sent = sum(len(t.messages) for t in threads)
+    return FaultRun(
+        name,
+        len(threads),
+        stats["threads_uploaded"],
+        stats["readbacks"],
+        stats["readbacks_found"],
+        stats["threads_unconfirmed"],
+        posts,
+        int(after["messages"]) - int(before["messages"]) - sent,  # type: ignore[call-overload]
+    )
+
+
+def run_faults(api: LocalApiProcess, mix: SpanMix, count: int, log: Callable[[str], None] = print) -> list[FaultRun]:
+    runs = []
+    for name, fault in AMBIGUOUS:
+        done = run_fault(api, make_threads(mix, count), name, fault)
+        log(f"  {name}: {done.readbacks} read-backs for {done.uploaded} uploads, {done.extra_messages} extra messages")
+        runs.append(done)
+    return runs
+
+
 def run(
     api: LocalApiProcess, mix: SpanMix, plan: list[tuple[float, int]], log: Callable[[str], None] = print
 ) -> list[DeliveryRun]:
@@ -89,7 +155,7 @@ def run(
     return runs
 
 
-def section(runs: list[DeliveryRun]) -> Section:
+def section(runs: list[DeliveryRun], faults: list[FaultRun] = ()) -> Section:  # type: ignore[assignment]
     rows = [
         (
             f"+{r.latency_s * 1000:g} ms",
@@ -115,4 +181,17 @@ def section(runs: list[DeliveryRun]) -> Section:
             table(header, rows),
         ]
     )
+    if faults:
+        fault_rows = [
+            (f.fault, f"{f.threads:,}", f"{f.uploaded:,}", f"{f.posts:,}", f"{f.readbacks:,}", num(f.per_thousand, 0),
+             f"{f.found:,}", f"{f.unconfirmed:,}", f"{f.extra_messages:,}")
+            for f in faults
+        ]  # fmt: skip
+        fault_header = ("fault (first second)", "threads", "uploaded", "POSTs", "read-backs", "per 1,000 uploads")
+        fault_header += ("found stored", "unconfirmed", "messages stored twice")
+        body += (
+            "\n\nExactly once when answers are lost: the same threads submitted while the local API (which appends, "
+            "as Context does) loses answers for the first second. Read-backs are the price; messages stored twice "
+            "must be 0.\n\n" + table(fault_header, fault_rows)
+        )
     return Section(DELIVERY, body)

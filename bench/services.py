@@ -70,6 +70,13 @@ class LocalApiProcess:
     def set_latency(self, latency_s: float) -> None:
         set_latency(self.url, latency_s, self.token)
 
+    def set_faults(self, **spec: object) -> None:
+        """The local API's fault plan (`otel_context/local_api/faults.py`); none clears it."""
+        http_json(f"{self.url}/_admin/faults", spec, self.token)
+
+    def admin_stats(self) -> dict[str, object]:
+        return http_json(f"{self.url}/_admin/stats", token=self.token)
+
     def stop(self) -> None:
         stop_process(self._process, grace_s=10)
         self._process = None
