@@ -100,6 +100,8 @@ _MEDIA_TYPES = {"blob", "uri", "file", "image", "audio", "video", "image_url", "
 def media_placeholder(block: Mapping[str, Any]) -> str | None:
     """A media part as a short `[image: image/png]`: Context gets what was sent, never its bytes or base64."""
     kind = block.get("type")
+    if kind == "generic":  # semantic-conventions-genai: a provider block no part type fits, its type beside
+        return f"[{as_text(block.get('generic_type')) or 'content'}]"
     if kind not in _MEDIA_TYPES:
         return None
     modality = block.get("modality") or {"image_url": "image", "input_image": "image", "input_audio": "audio"}.get(

@@ -18,8 +18,11 @@ from .keys import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
     GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
     GEN_AI_USAGE_COMPLETION_TOKENS,
     GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_MODALITY_INPUT_TOKENS,
+    GEN_AI_USAGE_MODALITY_OUTPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
     GEN_AI_USAGE_PROMPT_TOKENS,
     GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
@@ -35,9 +38,14 @@ from .keys import (
 
 # Model names that name no model.
 PLACEHOLDER_MODELS = frozenset({"", "unknown", "none", "null"})
-# Cache and reasoning counts: GenAI semconv 1.38+ first, then the keys OpenLLMetry wrote before it.
+# Cache and reasoning counts: the newest GenAI conventions first (`cache_write` since semantic-conventions-genai
+# renamed `cache_creation`), then semconv 1.38+, then the keys OpenLLMetry wrote before it.
 CACHE_READ_KEYS = (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, LLM_USAGE_CACHE_READ_INPUT_TOKENS)
-CACHE_WRITE_KEYS = (GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, LLM_USAGE_CACHE_CREATION_INPUT_TOKENS)
+CACHE_WRITE_KEYS = (
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    LLM_USAGE_CACHE_CREATION_INPUT_TOKENS,
+)
 REASONING_KEYS = (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, GEN_AI_USAGE_REASONING_TOKENS)
 # Every key `genai_usage` reads.
 USAGE_KEYS = frozenset(
@@ -51,6 +59,8 @@ USAGE_KEYS = frozenset(
         *CACHE_READ_KEYS,
         *CACHE_WRITE_KEYS,
         *REASONING_KEYS,
+        *GEN_AI_USAGE_MODALITY_INPUT_TOKENS,
+        *GEN_AI_USAGE_MODALITY_OUTPUT_TOKENS,
     }
 )
 # User properties under keys of their own, for readers of GenAI spans (association properties win).
@@ -187,6 +197,10 @@ def genai_usage(attributes: Mapping[str, Any]) -> Usage:
     get = attributes.get
     prompt = as_int(get(GEN_AI_USAGE_INPUT_TOKENS, get(GEN_AI_USAGE_PROMPT_TOKENS)))
     completion = as_int(get(GEN_AI_USAGE_OUTPUT_TOKENS, get(GEN_AI_USAGE_COMPLETION_TOKENS)))
+    if not prompt:  # only the per-modality counts (semantic-conventions-genai): their sum
+        prompt = sum(as_int(get(key)) for key in GEN_AI_USAGE_MODALITY_INPUT_TOKENS)
+    if not completion:
+        completion = sum(as_int(get(key)) for key in GEN_AI_USAGE_MODALITY_OUTPUT_TOKENS)
     total = as_int(get(LLM_USAGE_TOTAL_TOKENS, get(GEN_AI_USAGE_TOTAL_TOKENS))) or prompt + completion
     return Usage(
         prompt,

@@ -1,4 +1,7 @@
-"""The OpenTelemetry GenAI semantic conventions, as provider instrumentations write them.
+"""The OpenTelemetry GenAI semantic conventions, as provider instrumentations write them: the one reader of
+the GenAI conventions, up to the current `semantic-conventions-genai` (run spans `invoke_agent`,
+`invoke_workflow`, `handle_conversation_turn`; usage in `base.genai_usage`; evaluations, as span events or
+log records, in `conversion.evaluations`).
 
 `opentelemetry-instrumentation-openai-v2`, Traceloop's `opentelemetry-instrumentation-openai` and
 the like describe one model call per span (`gen_ai.operation.name` or `llm.request.type`) and say
@@ -65,6 +68,10 @@ OPERATIONS = {
     "execute_tool": SpanClass.TOOL,
     "invoke_agent": SpanClass.CHAIN,  # client (a remote agent) and internal (in process) alike
     "invoke_workflow": SpanClass.CHAIN,  # semconv 1.39: a workflow of agents
+    # semantic-conventions-genai: a framework runner's entry point (ADK, OpenAI Agents `Runner.run`), which was
+    # `invoke_workflow`; with `invoke_agent` and `invoke_workflow` an in-process `gen_ai.invocation.internal`
+    # span, whose `gen_ai.invocation.is_nested` the span's parent already says
+    "handle_conversation_turn": SpanClass.CHAIN,
 }
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 MESSAGE_EVENTS = {

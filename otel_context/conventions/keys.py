@@ -40,7 +40,13 @@ GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"  # 1.38, until renamed
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = "gen_ai.usage.cache_write.input_tokens"  # semantic-conventions-genai
+# Per-modality counts (semantic-conventions-genai, unreleased): parts of `input_tokens` / `output_tokens`.
+GEN_AI_USAGE_MODALITY_INPUT_TOKENS = tuple(
+    f"gen_ai.usage.{m}.input_tokens" for m in ("text", "image", "audio", "video")
+)
+GEN_AI_USAGE_MODALITY_OUTPUT_TOKENS = tuple(f"gen_ai.usage.{m}.output_tokens" for m in ("text", "audio"))
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_EVALUATION_NAME = "gen_ai.evaluation.name"
 GEN_AI_EVALUATION_SCORE_VALUE = "gen_ai.evaluation.score.value"
@@ -104,8 +110,11 @@ __all__ = [  # the package's keys re-exported, and ours
     "GEN_AI_TOOL_NAME",
     "GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS",
     "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
+    "GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS",
     "GEN_AI_USAGE_COMPLETION_TOKENS",
     "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_MODALITY_INPUT_TOKENS",
+    "GEN_AI_USAGE_MODALITY_OUTPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "GEN_AI_USAGE_PROMPT_TOKENS",
     "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS",

@@ -46,3 +46,36 @@ def test_an_operation_exception_event_marks_the_call_failed():
     assert thread.messages[-1].type == "event"
     assert thread.messages[-1].text == "openai.RateLimitError: Rate limit reached for gpt-4o"
     assert (thread.metadata["error"], thread.metadata["error_type"]) == ("true", "openai.RateLimitError")
+
+
+def test_a_conversation_turn_of_the_current_semantic_conventions_genai():
+    """`handle_conversation_turn` is the run; per-modality counts sum to the usage; `cache_write` is the cache
+    writes' new name; a `generic` part shows its type, never its fields."""
+    thread = thread_of("conversation_turn.json", include_tools=True)
+    assert [(m.type, m.role, m.text) for m in thread.messages] == [
+        ("message", "user", "Is the museum open?"),
+        ("tool", "assistant", '{"open":"10:00","close":"18:00"}'),
+        ("message", "assistant", "Yes, until 18:00 today."),
+    ]
+    meta = thread.metadata
+    assert meta["workflow"] == "handle_conversation_turn"
+    assert (meta["input_tokens"], meta["output_tokens"], meta["total_tokens"]) == ("1000", "40", "1040")
+    assert (meta["cache_read_tokens"], meta["cache_write_tokens"]) == ("600", "200")
+    assert "io_source" not in meta
+
+
+def test_a_generic_part_reads_as_its_type():
+    from otel_context.conventions.genai import GenAISemconv
+
+    question = [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "Answer from the result."},
+                {"type": "generic", "generic_type": "search_result", "content": [{"type": "text", "text": "x"}]},
+                {"type": "generic"},
+            ],
+        }
+    ]
+    inputs, _ = GenAISemconv().llm_messages({"gen_ai.input.messages": json.dumps(question)})
+    assert [m.text for m in inputs] == ["Answer from the result.\n[search_result]\n[content]"]
