@@ -122,8 +122,15 @@ class RunContent:
 
 def thread_id(trace_id: int, span_id: int) -> str:
     """A stable UUID-shaped id: retried uploads of one root update one thread."""
-    # `str(uuid.uuid5(THREAD_NAMESPACE, name))` without the UUID object: SHA-1, version 5, RFC 4122 variant.
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{trace_id:032x}/{span_id:016x}".encode()).digest()[:16])
+    return namespaced_id(f"{trace_id:032x}/{span_id:016x}")
+
+
+def namespaced_id(name: str) -> str:
+    """Every thread id otel-context makes (a run's, a session's): `str(uuid.uuid5(THREAD_NAMESPACE, name))`.
+
+    Without the UUID object (SHA-1, version 5, RFC 4122 variant): this is on the path of every run.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     text = digest.hex()

@@ -28,12 +28,11 @@ import functools
 import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..conversion.threads import THREAD_NAMESPACE
+from ..conversion.threads import namespaced_id
 from ..model import ConversationThread
 
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id")
@@ -80,7 +79,7 @@ def session_thread_id(session: str, part: int = 1, scope: str = "") -> str:
     suffix = "" if part == 1 else f"#{part}"
     if scope:
         suffix += f"@{scope}"
-    return str(uuid.uuid5(THREAD_NAMESPACE, f"session/{session}{suffix}"))
+    return namespaced_id(f"session/{session}{suffix}")
 
 
 @dataclass(frozen=True, slots=True)

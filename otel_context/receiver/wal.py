@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..owners import OwnerLock
-from ..shared_sqlite import connect_shared
+from ..shared_sqlite import connect_shared, transaction
 
 WAL_FILE = "otel-context-receiver-wal.db"
 OWNERS_DIR = "wal-owners"
@@ -152,28 +152,27 @@ class WriteAheadLog:
         db = self._db
         try:
             # Only appends need their fsync before the answer; a release lost in a crash only means a
-            # replay, so a batch of releases alone is committed without waiting for the disk.
+            # replay, so a batch of releases alone is committed without waiting for the disk. The setting
+            # is sticky (set only when it changes: one writer, runs of appends), so it is set here and not
+            # by `transaction(synchronous=...)`, which restores FULL after every transaction.
             sync = "FULL" if any(isinstance(op, _Append) for op in batch) else "NORMAL"
             if sync != self._sync:
                 db.execute(f"PRAGMA synchronous={sync}")
                 self._sync = sync
-            db.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                if isinstance(op, _Append):
-                    seq = db.execute(
-                        "INSERT INTO requests (body, owner) VALUES (?, ?)", (op.body, self._owner.token)
-                    ).lastrowid
-                    assert seq is not None
-                    db.executemany("INSERT INTO pins VALUES (?, ?)", [(seq, _trace_key(t)) for t in op.traces])
-                    appended.append((op, seq))
-                else:
-                    db.executemany("DELETE FROM pins WHERE seq = ? AND trace = ?", _pin_keys(op.pins))
-                    db.executemany("DELETE FROM requests WHERE seq = ?", [(seq,) for seq in op.requests])
-            db.execute("COMMIT")
+            with transaction(db):
+                for op in batch:
+                    if isinstance(op, _Append):
+                        seq = db.execute(
+                            "INSERT INTO requests (body, owner) VALUES (?, ?)", (op.body, self._owner.token)
+                        ).lastrowid
+                        assert seq is not None
+                        db.executemany("INSERT INTO pins VALUES (?, ?)", [(seq, _trace_key(t)) for t in op.traces])
+                        appended.append((op, seq))
+                    else:
+                        db.executemany("DELETE FROM pins WHERE seq = ? AND trace = ?", _pin_keys(op.pins))
+                        db.executemany("DELETE FROM requests WHERE seq = ?", [(seq,) for seq in op.requests])
             self.commits += 1
         except Exception as error:  # disk full, I/O error: every request of the batch is refused (503)
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             failure = WalUnavailable(str(error))
             return [(op, failure) for op in batch if isinstance(op, _Append)]
         return appended
