@@ -15,12 +15,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "ContextSpanExporter", "ExporterSettings", "__version__", "instrument_langchain_core"]
+__all__ = [
+    "ConfigError",
+    "ContextLogExporter",
+    "ContextSpanExporter",
+    "ExporterSettings",
+    "__version__",
+    "instrument_langchain_core",
+]
 
 if TYPE_CHECKING:
     from .autoconfig import instrument_langchain_core
     from .config import ConfigError, ExporterSettings
-    from .exporter import ContextSpanExporter
+    from .exporter import ContextLogExporter, ContextSpanExporter
 
 
 def __getattr__(name: str) -> Any:
@@ -29,10 +36,10 @@ def __getattr__(name: str) -> Any:
         from . import config
 
         return getattr(config, name)
-    if name == "ContextSpanExporter":
-        from .exporter import ContextSpanExporter
+    if name in ("ContextSpanExporter", "ContextLogExporter"):
+        from . import exporter
 
-        return ContextSpanExporter
+        return getattr(exporter, name)
     if name == "instrument_langchain_core":
         from .autoconfig import instrument_langchain_core
 

@@ -40,6 +40,16 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     "threads_sampled_out": ("Threads not sent because of OTEL_EXPORTER_CONTEXT_SAMPLE_RATIO", False),
     "ratings_sent": ("Feedback ratings queued as thread updates (PATCH)", False),
     "ratings_unmatched": ("Feedback that named a thread, session or trace this process does not know", False),
+    "evaluations_received": ("Evaluation results received as log records (gen_ai.evaluation.result)", False),
+    "evaluations_late": (
+        "Evaluation log records of a run whose thread was sent already: a rating PATCH of its answer at most",
+        False,
+    ),
+    "evaluations_unmatched": (
+        "Evaluation log records whose run never came in time, or that name no trace (emitted outside a span)",
+        False,
+    ),
+    "log_records_rejected": ("Log records the sidecar refused as invalid (OTLP partial success)", False),
     "threads_converted": ("Threads built from roots", False),
     "threads_incomplete": ("Threads built from a trace known to be incomplete (evicted or orphaned spans)", False),
     "spans_rejected": ("Spans the sidecar refused as invalid (OTLP partial success)", False),

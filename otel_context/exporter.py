@@ -32,6 +32,7 @@ from .delivery import DeliveryQueue
 from .delivery.helper import HelperDelivery
 from .pipeline import Pipeline
 from .spans.sdk import records_from_sdk
+from .spans.sdk_logs import events_from_sdk_logs
 
 _logger = logging.getLogger(__name__)
 # Spans are converted in slices of this many: a whole batch (512 spans by default) converted at once keeps
@@ -169,3 +170,40 @@ def _flush_deadline(frame: FrameType | None) -> float | None:
 
 
 __all__ = ["ConfigError", "ContextSpanExporter"]
+
+
+try:  # the SDK's logs API is still underscored; its exporter class was `LogExporter` before 1.39
+    from opentelemetry.sdk._logs.export import LogRecordExporter as _LogExporterBase
+    from opentelemetry.sdk._logs.export import LogRecordExportResult as _LogExportResult
+except ImportError:  # pragma: no cover - older SDKs
+    from opentelemetry.sdk._logs.export import LogExporter as _LogExporterBase  # type: ignore[no-redef]
+    from opentelemetry.sdk._logs.export import LogExportResult as _LogExportResult  # type: ignore[no-redef]
+
+
+class ContextLogExporter(_LogExporterBase):  # type: ignore[misc,valid-type]
+    """GenAI events the app emits through the Logs API (`gen_ai.evaluation.result`), into the pipeline of a
+    `ContextSpanExporter`: an evaluation joins its run's thread (metadata and rating) when the thread is not
+    built yet, else rates its answer with a PATCH. Other log records are ignored.
+
+        logs = LoggerProvider()
+        logs.add_log_record_processor(BatchLogRecordProcessor(ContextLogExporter(span_exporter)))
+    """
+
+    def __init__(self, spans: ContextSpanExporter) -> None:
+        self._spans = spans
+
+    def export(self, batch):  # type: ignore[no-untyped-def]
+        if self._spans._closed:
+            return _LogExportResult.FAILURE
+        try:
+            self._spans.pipeline.accept_events(events_from_sdk_logs(batch))
+        except Exception:  # never into the app
+            _logger.exception("otel-context could not read log records")
+            return _LogExportResult.FAILURE
+        return _LogExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """The span exporter's shutdown delivers what is left; nothing of its own to close."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True

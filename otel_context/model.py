@@ -40,6 +40,18 @@ class SpanEvent:
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class LogEvent:
+    """An event recorded as a log record through the Logs API (`gen_ai.evaluation.result`, now that span events
+    are deprecated), with the span context it was emitted in: the trace and span it is about, when known."""
+
+    name: str
+    timestamp_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    trace_id: int | None = None
+    span_id: int | None = None
+
+
 @dataclass(slots=True)
 class SpanRecord:
     """A finished span, reduced to what conversion reads: ids, timing, status, attributes, events."""

@@ -20,11 +20,12 @@ from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
 from .conventions.feedback import SESSION_TARGET, feedback_target, span_rating
 from .conversion.cost import Pricing
+from .conversion.evaluations import Evaluation, evaluation_rating, event_evaluation
 from .conversion.threads import ConversionOptions
 from .counters import Counters
 from .delivery import ContextSender, DeliveryQueue
 from .delivery.helper import HelperDelivery
-from .model import ConversationThread, SpanRecord
+from .model import ConversationThread, LogEvent, SpanRecord
 from .preparation.redaction import Pseudonyms, Redactor
 from .preparation.segments import session_append, standalone
 from .preparation.selection import ThreadSelection
@@ -89,7 +90,12 @@ class Pipeline:
         )
 
     def _reset_state(self) -> None:
-        self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace or thread id -> (thread, answer)
+        # trace, "trace/root span" or thread id -> (thread, answer index): for feedback and evaluations that come later
+        self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # answers whose rating is the user's (never overwritten by an evaluator), and the rating evaluations gave
+        # the others, with the evaluation records that came after the thread was sent
+        self._user_rated: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._judged: OrderedDict[tuple[str, int], tuple[int | None, list[Evaluation]]] = OrderedDict()
         # Runs converted but not placed in their session yet (the shared book failed): retried at each
         # tick; their traces count as held (the write-ahead log keeps their requests).
         self._unplaced: list[ConversationThread] = []
@@ -149,6 +155,51 @@ class Pipeline:
             if target is not None and rating is not None:
                 self._rate(*target, rating)
         return ok
+
+    def accept_events(self, events: Iterable[LogEvent]) -> None:
+        """Events recorded as log records (the sidecar's OTLP logs, or `ContextLogExporter` in process):
+        evaluation results join their run's thread when it is not built yet (metadata and rating), else
+        rate its answer with a PATCH, as later feedback does. Other log records are ignored."""
+        logged = []
+        for event in events:
+            evaluation = event_evaluation(event)
+            if evaluation is None:
+                continue
+            if event.trace_id is None:  # emitted outside any span: nothing names its run
+                self.counters.add("evaluations_unmatched")
+                continue
+            logged.append((event.trace_id, event.span_id, evaluation))
+        if logged:
+            for trace_id, root_id, evaluation in self.buffer.add_evaluations(logged):
+                self._rate_late(trace_id, root_id, evaluation)
+
+    def _rate_late(self, trace_id: int, root_id: int | None, evaluation: Evaluation) -> None:
+        """An evaluation of a run whose thread was sent: with rating rules, a PATCH of the answer's rating
+        (the lowest of the evaluators' ratings; never over the user's own). Thread metadata is fixed once sent."""
+        self.counters.add("evaluations_late")
+        rules = self.settings.eval_ratings
+        if not rules:
+            return
+        trace = format(trace_id, "032x")
+        with self._lock:
+            found = self._recent.get(f"{trace}/{root_id:016x}") if root_id is not None else None
+            found = found or self._recent.get(trace)
+            if found is None or found in self._user_rated:
+                if found is None:
+                    self.counters.add("evaluations_unmatched")
+                return
+            judged, later = self._judged.pop(found, (None, []))
+            later.append(evaluation)
+            self._judged[found] = (judged, later)
+            if len(self._judged) > 10_000:
+                self._judged.popitem(last=False)
+            rating = evaluation_rating(later, rules)
+            if rating is None or (judged is not None and judged <= rating):
+                return
+            self._judged[found] = (rating, later)
+        if self.can_send:
+            self.delivery.submit_rating(found[0], found[1], rating)
+            self.counters.add("ratings_sent")
 
     def tick(self) -> bool:
         """Queue the roots whose settle time has passed (the sidecar calls this on a timer), and the runs
@@ -255,6 +306,7 @@ class Pipeline:
                     self.counters.add("turns_repeated")
                 sent = session_append(thread, placement)
                 self._remember(thread.trace_id, sent.id, placement.offset + _last_answer(sent))
+            self._remember_run(thread, sent)
             out.append(sent)
         return out
 
@@ -264,8 +316,26 @@ class Pipeline:
             return
         with self._lock:
             self._recent[key] = (thread_id, index)
-            if len(self._recent) > 10_000:
+            if len(self._recent) > 30_000:
                 self._recent.popitem(last=False)
+
+    def _remember_run(self, thread: ConversationThread, sent: ConversationThread) -> None:
+        """Where a run's answer went, by its root span too (evaluation records name spans), and whether its
+        rating is the user's or the evaluators'."""
+        key = f"{thread.trace_id}/{thread.metadata.get('span_id', '')}"
+        with self._lock:
+            found = self._recent.get(thread.trace_id)
+            if found is None:
+                return
+            self._recent[key] = found
+            if "feedback_rating" in thread.metadata:
+                self._user_rated[found] = None
+                if len(self._user_rated) > 10_000:
+                    self._user_rated.popitem(last=False)
+            elif "eval_rating" in thread.metadata:
+                self._judged[found] = (int(thread.metadata["eval_rating"]), [])
+                if len(self._judged) > 10_000:
+                    self._judged.popitem(last=False)
 
     def _rate(self, key: str, value: str, rating: int) -> None:
         """Feedback from a later trace: PATCH the rating onto the answer it names, at its index in the
@@ -285,6 +355,10 @@ class Pipeline:
             _logger.info("otel-context: feedback for %s=%s matches no recent thread", key, value)
             return
         thread_id, index = found
+        with self._lock:  # the user's word: never overwritten by an evaluator's later
+            self._user_rated[found] = None
+            if len(self._user_rated) > 10_000:
+                self._user_rated.popitem(last=False)
         self.delivery.submit_rating(thread_id, index, rating)
         self.counters.add("ratings_sent")
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..conventions import CONVENTIONS, Convention, SpanClass, convention_for
 from ..conventions.keys import SERVICE_INSTANCE_ID, SERVICE_NAME
+from ..conversion.evaluations import Evaluation
 from ..conversion.threads import (
     DEFAULT_OPTIONS,
     Contribution,
@@ -56,6 +57,17 @@ CANDIDATE_CLASSES = (SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL)
 SAME_PROCESS_KEYS = (SERVICE_INSTANCE_ID, SERVICE_NAME)  # resource keys two spans of one process share
 Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
 TWIN_MEMORY = 20_000  # spans remembered for twin matching, per index (about 4 MB at the bound)
+BUILT_MEMORY = 50_000  # spans of built runs remembered, once evaluations come as log records (about 8 MB)
+LOGGED_PER_TRACE = 1_000  # evaluation records held per trace while its run is awaited
+Logged = tuple[int, int | None, Evaluation]  # an evaluation log record: trace id, span id (or None), evaluation
+
+
+@dataclass(slots=True)
+class _LoggedEntry:
+    """Evaluations recorded as log records for a trace whose run is not built yet."""
+
+    first_seen: float
+    items: list[tuple[int | None, Evaluation]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -73,6 +85,9 @@ class _Waiting:
     span: SpanRecord
     span_class: SpanClass
     convention: Convention
+
+
+_Ready = tuple[_Waiting, list[Contribution], str | None, list[Evaluation]]  # a root to build, and what it needs
 
 
 class _ByTrace(dict[Key, _Waiting]):
@@ -160,6 +175,11 @@ class TraceBuffer:
         self._last_run: dict[tuple[object, ...], Described] = {}  # per process: the last LangChain-run span seen
         self._run_parents = _Recent(TWIN_MEMORY)  # parents of LangChain-run spans: GenAI wrappers, never twins
         self._warned_crowded = False
+        # Evaluations recorded as log records (`add_evaluations`): those awaiting their run, and, once any
+        # came, which built run each recent span was part of, so a late one rates the right answer.
+        self._logged: OrderedDict[int, _LoggedEntry] = OrderedDict()
+        self._built: OrderedDict[Key, int] | None = None  # (trace, span) -> root span id; None until one came
+        self._built_traces: OrderedDict[int, int] = OrderedDict()  # trace -> its last built root's span id
         self.counters.gauge("spans_held", lambda: self._held + len(self._candidates))
 
     def add(self, spans: Iterable[SpanRecord]) -> list[ConversationThread]:
@@ -240,6 +260,75 @@ class TraceBuffer:
                 self._guests[trace_id] = host
                 return True
             return False
+
+    def add_evaluations(self, logged: Iterable[Logged]) -> list[Logged]:
+        """Evaluations recorded as log records, each with the trace and span (None: unknown) it is about.
+
+        One of a run not built yet (its spans held here, or not come yet) waits and joins the run's thread
+        (metadata and rating) when it is built. Returned: those of a run already built, as (trace id, the
+        run's root span id, evaluation), for a rating of its answer. One that names no span, or a span of no
+        run (an HTTP span), or a span not remembered, belongs to the trace: to its run still held (or to come,
+        when none was built yet), else to its last run built.
+        """
+        now = self._clock()
+        late: list[Logged] = []
+        with self._lock:
+            if self._built is None:
+                self._built = OrderedDict()
+            for trace_id, span_id, evaluation in logged:
+                self.counters.add("evaluations_received")
+                if span_id is not None:
+                    root = self._built.get((trace_id, span_id))
+                    if root is not None:
+                        late.append((trace_id, root, evaluation))
+                        continue
+                    if (trace_id, span_id) in self._foreign:
+                        span_id = None
+                if trace_id in self._built_traces and not self._holds_trace(trace_id):
+                    # no span of the trace waits: a span of no run, or of a run built before such records came
+                    # (its spans not remembered): the trace's last run built
+                    late.append((trace_id, self._built_traces[trace_id], evaluation))
+                    continue
+                entry = self._logged.get(trace_id)
+                if entry is None:
+                    entry = self._logged[trace_id] = _LoggedEntry(now)
+                if len(entry.items) < LOGGED_PER_TRACE:
+                    entry.items.append((span_id, evaluation))
+                else:
+                    self.counters.add("evaluations_unmatched")
+            self._evict(now)
+        return late
+
+    def _holds_trace(self, trace_id: int) -> bool:
+        return trace_id in self._traces or trace_id in self._pending.traces or trace_id in self._candidates.traces
+
+    def _logged_for(self, root: SpanRecord, found: list[Contribution]) -> list[Evaluation]:
+        """The evaluation records waiting for this run: those naming one of its spans, or only its trace."""
+        entry = self._logged.get(root.trace_id)
+        if entry is None:
+            return []
+        spans = {root.span_id, *(item.span_id for item in found)}
+        taken = [evaluation for span_id, evaluation in entry.items if span_id is None or span_id in spans]
+        if taken:
+            entry.items = [(s, e) for s, e in entry.items if s is not None and s not in spans]
+            if not entry.items:
+                del self._logged[root.trace_id]
+        return taken
+
+    def _remember_built(self, root: SpanRecord, found: list[Contribution]) -> None:
+        """Which run the spans of a built one belonged to (kept once evaluations come as log records)."""
+        self._built_traces[root.trace_id] = root.span_id
+        self._built_traces.move_to_end(root.trace_id)
+        if len(self._built_traces) > 10 * self.max_traces:
+            self._built_traces.popitem(last=False)
+        built = self._built
+        if built is None:
+            return
+        built[(root.trace_id, root.span_id)] = root.span_id
+        for item in found:
+            built[(root.trace_id, item.span_id)] = root.span_id
+        while len(built) > BUILT_MEMORY:
+            built.popitem(last=False)
 
     # -- twins: one run described by two LangChain instrumentations --------------------------------
     def _twin_check(
@@ -572,7 +661,7 @@ class TraceBuffer:
         self._crowded.clear()
 
     # -- releasing roots --------------------------------------------------------------------------
-    def _take_due(self, now: float) -> list[tuple[_Waiting, list[Contribution], str | None]]:
+    def _take_due(self, now: float) -> list[_Ready]:
         for key in [k for k, c in self._candidates.items() if c.due <= now]:
             waiting = self._forget_candidate(key)  # no parent (or twin) came in time: a root after all
             due = min(now, waiting.due) + self.settle_s
@@ -583,7 +672,9 @@ class TraceBuffer:
         for key in [k for k, p in self._pending.items() if p.due <= now]:
             pending = self._pending.pop(key)
             found = self._collect(pending.span)
-            ready.append((pending, found, self._incomplete(pending.span)))
+            logged = self._logged_for(pending.span, found) if self._logged else []
+            ready.append((pending, found, self._incomplete(pending.span), logged))
+            self._remember_built(pending.span, found)
             self._done.add(key)
             self._remember_end(key, pending.span.end_ns)
         return ready
@@ -635,12 +726,21 @@ class TraceBuffer:
             self._held -= len(entry.items)
             self.counters.add("traces_evicted")
             self.counters.add("spans_evicted", len(entry.items))
+        logged = self._logged
+        while logged:  # evaluation records whose run never came (in time, or at all)
+            trace_id, waiting = next(iter(logged.items()))
+            if len(logged) <= self.max_traces and now - waiting.first_seen <= self.max_age_s:
+                break
+            del logged[trace_id]
+            self.counters.add("evaluations_unmatched", len(waiting.items))
 
-    def _convert(self, ready: list[tuple[_Waiting, list[Contribution], str | None]]) -> list[ConversationThread]:
+    def _convert(self, ready: list[_Ready]) -> list[ConversationThread]:
         threads = []
-        for pending, descendants, incomplete in ready:
+        for pending, descendants, incomplete, logged in ready:
             try:
-                thread = convert_root(pending.span, pending.span_class, pending.convention, descendants, self.options)
+                thread = convert_root(
+                    pending.span, pending.span_class, pending.convention, descendants, self.options, logged
+                )
             except Exception:  # a reader bug must cost one thread, never the batch or the host app
                 self.counters.add("conversion_errors")
                 _logger.exception("otel-context could not convert root span %s", pending.span.span_hex)

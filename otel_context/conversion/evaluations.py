@@ -1,13 +1,15 @@
 """GenAI evaluation results carried by spans, and the user's rules that turn them into ratings.
 
-The GenAI conventions record an evaluation of an operation as a `gen_ai.evaluation.result` event on its
-span (`gen_ai.evaluation.name`, `gen_ai.evaluation.score.value`, `gen_ai.evaluation.score.label`,
-`gen_ai.evaluation.explanation`). Each becomes `eval.<name>` metadata; a rule the user sets
+The GenAI conventions record an evaluation of an operation as a `gen_ai.evaluation.result` event
+(`gen_ai.evaluation.name`, `gen_ai.evaluation.score.value`, `gen_ai.evaluation.score.label`,
+`gen_ai.evaluation.explanation`): on its span, or, span events being deprecated, as a log record emitted in
+the span's context (trace and span id). Each becomes `eval.<name>` metadata; a rule the user sets
 (`relevance>=0.7`, `toxicity<0.3`, `verdict:good=1,bad=-1`) also turns it into a rating of the answer.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
@@ -20,7 +22,7 @@ from ..conventions.keys import (
     GEN_AI_EVALUATION_SCORE_LABEL,
     GEN_AI_EVALUATION_SCORE_VALUE,
 )
-from ..model import SpanRecord
+from ..model import LogEvent, SpanEvent, SpanRecord
 from ..text import as_text
 
 _THRESHOLD = re.compile(r"^([\w.\-]+)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)$")
@@ -95,31 +97,35 @@ def parse_rules(raw: str | Iterable[str]) -> tuple[RatingRule, ...]:
 
 def span_evaluations(span: SpanRecord) -> tuple[Evaluation, ...]:
     """The `gen_ai.evaluation.result` events of a span (an event without a name is no evaluation)."""
-    found = []
-    for event in span.events:
-        if event.name != GEN_AI_EVALUATION_RESULT_EVENT:
-            continue
-        get = event.attributes.get
-        name = as_text(get(GEN_AI_EVALUATION_NAME)).strip()
-        if not name:
-            continue
-        score = get(GEN_AI_EVALUATION_SCORE_VALUE)
-        try:
-            value = float(score) if score is not None and not isinstance(score, bool) else None
-        except (TypeError, ValueError):
-            value = None
-        label = get(GEN_AI_EVALUATION_SCORE_LABEL)
-        explanation = get(GEN_AI_EVALUATION_EXPLANATION)
-        found.append(
-            Evaluation(
-                name=name,
-                score=value,
-                label=as_text(label) if label is not None else None,
-                explanation=as_text(explanation) if explanation is not None else None,
-                timestamp_ns=event.timestamp_ns,
-            )
-        )
+    found = [evaluation for event in span.events if (evaluation := event_evaluation(event)) is not None]
     return tuple(found)
+
+
+def event_evaluation(event: SpanEvent | LogEvent) -> Evaluation | None:
+    """A `gen_ai.evaluation.result` event (a span event, or a log record of the Logs API) as an evaluation;
+    None for any other event, or one without an evaluation name."""
+    if event.name != GEN_AI_EVALUATION_RESULT_EVENT:
+        return None
+    get = event.attributes.get
+    name = as_text(get(GEN_AI_EVALUATION_NAME)).strip()
+    if not name:
+        return None
+    score = get(GEN_AI_EVALUATION_SCORE_VALUE)
+    try:
+        value = float(score) if score is not None and not isinstance(score, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and not math.isfinite(value):
+        value = None
+    label = get(GEN_AI_EVALUATION_SCORE_LABEL)
+    explanation = get(GEN_AI_EVALUATION_EXPLANATION)
+    return Evaluation(
+        name=name,
+        score=value,
+        label=as_text(label) if label is not None else None,
+        explanation=as_text(explanation) if explanation is not None else None,
+        timestamp_ns=event.timestamp_ns,
+    )
 
 
 def evaluation_metadata(evaluations: Iterable[Evaluation]) -> dict[str, str]:

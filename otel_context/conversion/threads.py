@@ -189,8 +189,10 @@ def convert_root(
     convention: Convention,
     descendants: Iterable[Contribution] = (),
     options: ConversionOptions = DEFAULT_OPTIONS,
+    logged: Iterable[Evaluation] = (),
 ) -> ConversationThread | None:
-    """One thread for a chain root, a standalone model call, or a lone tool run.
+    """One thread for a chain root, a standalone model call, or a lone tool run; `logged`: evaluations of the
+    run that came as log records rather than span events.
 
     None for a wrapper chain with no content and nothing below it: it would be a thread without a
     single message of the user's (what `invoke_agent LangGraph` is when its run became a thread of its own).
@@ -227,6 +229,7 @@ def convert_root(
         messages.append(Message(role="system", type="event", text=NO_CONTENT_TEXT, timestamp_ns=root.start_ns))
     feedback = _last_rating(own, descendants)
     evaluations = [e for c in (own, *descendants) for e in c.evaluations]
+    evaluations += logged
     judged = evaluation_rating(evaluations, options.eval_rules) if evaluations else None
     rating = feedback if feedback is not None else judged  # the user's own word over an evaluator's
     if rating is not None:

@@ -66,7 +66,9 @@ def create_grpc_server(intake: OtlpIntake, port: int) -> tuple[grpc.aio.Server, 
             ("grpc.max_connection_idle_ms", int(max(settings.header_timeout_s, 60) * 1000)),
         ]
     )
-    server.add_generic_rpc_handlers((export_handler(intake),))
+    from .logs import logs_handler  # `LogsService/Export`: GenAI events recorded as log records (evaluations)
+
+    server.add_generic_rpc_handlers((export_handler(intake), logs_handler(intake)))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6 literals need brackets
     bound = server.add_insecure_port(f"{host}:{port}")
     return server, bound

@@ -32,6 +32,9 @@ def create_receiver_app(intake: OtlpIntake) -> web.Application:
     app[INTAKE] = intake
     app[SETTINGS] = intake.settings
     app.router.add_post("/v1/traces", post_traces)
+    from .logs import add_logs_route  # `POST /v1/logs`: GenAI events recorded as log records (evaluations)
+
+    add_logs_route(app, intake)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
     return app

@@ -1,4 +1,4 @@
-"""A work bound on OTLP trace requests, checked before any Python (or upb) structure is built.
+"""A work bound on OTLP trace (and logs) requests, checked before any Python (or upb) structure is built.
 
 A byte bound is no work bound: 64 MiB of empty `ResourceSpans` (two bytes each) parse into 32 million
 messages, which take upb 14 s and 2 GB before Python sees one of them. So the raw bytes are walked
@@ -20,9 +20,11 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-# Messages that count against `max_spans`: a span, and the groups and records that wrap or hang off it.
+# Messages that count against `max_spans`: a span, and the groups and records that wrap or hang off it; in a
+# logs request, log records and their groups alike.
 _SPAN_LIKE = frozenset(
     {
         "opentelemetry.proto.trace.v1.ResourceSpans",
@@ -30,6 +32,9 @@ _SPAN_LIKE = frozenset(
         "opentelemetry.proto.trace.v1.Span",
         "opentelemetry.proto.trace.v1.Span.Event",
         "opentelemetry.proto.trace.v1.Span.Link",
+        "opentelemetry.proto.logs.v1.ResourceLogs",
+        "opentelemetry.proto.logs.v1.ScopeLogs",
+        "opentelemetry.proto.logs.v1.LogRecord",
     }
 )
 _SPANS, _ATTRIBUTES, _OTHER = 0, 1, 2
@@ -41,7 +46,10 @@ MAX_OTHER_FIELDS = 256
 _VALUE_TYPES = frozenset({"opentelemetry.proto.common.v1.KeyValue", "opentelemetry.proto.common.v1.AnyValue"})
 _NESTED_TAG = re.compile(b"[\x2a\xaa\x32\xb2]")
 MAX_DEPTH = 32  # nested AnyValue arrays and kvlists; upb's own limit is 100
-_JSON_SPAN_KEYS = ("resourceSpans", "resource_spans", "scopeSpans", "scope_spans", "spans", "events", "links")
+_JSON_SPAN_KEYS = (
+    *("resourceSpans", "resource_spans", "scopeSpans", "scope_spans", "spans", "events", "links"),
+    *("resourceLogs", "resource_logs", "scopeLogs", "scope_logs", "logRecords", "log_records"),
+)
 
 
 class RequestTooLarge(ValueError):
@@ -94,7 +102,7 @@ _Schema = dict[int, tuple[str | None, int]]  # field number -> (message type to 
 
 
 @functools.cache
-def _schemas() -> dict[str, _Schema]:
+def _schemas(request: Descriptor = ExportTraceServiceRequest.DESCRIPTOR) -> dict[str, _Schema]:
     """Every message type reachable from the request: which fields hold messages, and what they cost."""
     schemas: dict[str, _Schema] = {}
 
@@ -113,7 +121,7 @@ def _schemas() -> dict[str, _Schema]:
             if child is not None:
                 add(child)
 
-    add(ExportTraceServiceRequest.DESCRIPTOR)
+    add(request)
     return schemas
 
 
@@ -132,6 +140,12 @@ def check_protobuf(body: bytes, limits: RequestLimits) -> None:
     if _SHORTCUT.worth_trying(body, limits) and _SHORTCUT.taken(_fits_plainly(body, limits)):
         return
     _walk(body, 0, len(body), ExportTraceServiceRequest.DESCRIPTOR.full_name, 0, _Budget(limits), _schemas())
+
+
+def check_logs_protobuf(body: bytes, limits: RequestLimits) -> None:
+    """`check_protobuf` for an `ExportLogsServiceRequest` (log records count as spans): always walked."""
+    request = ExportLogsServiceRequest.DESCRIPTOR
+    _walk(body, 0, len(body), request.full_name, 0, _Budget(limits), _schemas(request))
 
 
 def _walk(buf: bytes, pos: int, end: int, name: str, depth: int, budget: _Budget, schemas: dict[str, _Schema]) -> None:
@@ -275,9 +289,13 @@ _Plan = list[tuple[str, bool, int, "_Plan"]]
 _PLANS: dict[str, _Plan] = {}
 
 
-def rebuilt_request_type(edit: Callable[[descriptor_pb2.FileDescriptorProto], None]) -> Descriptor:
-    """`ExportTraceServiceRequest`'s descriptor rebuilt in a descriptor pool of its own, each of its files
-    (dependencies first) changed by `edit` on the way: a variant of the request type with the same wire format."""
+def rebuilt_request_type(
+    edit: Callable[[descriptor_pb2.FileDescriptorProto], None],
+    request: Descriptor = ExportTraceServiceRequest.DESCRIPTOR,
+) -> Descriptor:
+    """A request type's descriptor (`ExportTraceServiceRequest`'s unless told) rebuilt in a descriptor pool of
+    its own, each of its files (dependencies first) changed by `edit` on the way: a variant of the request
+    type with the same wire format."""
     files: list[FileDescriptor] = []
 
     def collect(file: FileDescriptor) -> None:
@@ -286,14 +304,14 @@ def rebuilt_request_type(edit: Callable[[descriptor_pb2.FileDescriptorProto], No
         if file not in files:
             files.append(file)
 
-    collect(ExportTraceServiceRequest.DESCRIPTOR.file)
+    collect(request.file)
     pool = descriptor_pool.DescriptorPool()
     for file in files:
         proto = descriptor_pb2.FileDescriptorProto()
         file.CopyToProto(proto)
         edit(proto)
         pool.Add(proto)
-    return pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name)
+    return pool.FindMessageTypeByName(request.full_name)
 
 
 def _without_value_containers(proto: descriptor_pb2.FileDescriptorProto) -> None:

@@ -34,6 +34,7 @@ from ..support.sidecar import (
     serve_counters,
     the_app,
 )
+from ..support.threads import read_threads
 from ..support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)  # the first use may build the Collector
@@ -52,7 +53,12 @@ def overlay(grpc_port: int, http_port: int, health_port: int, serve_port: int) -
                 }
             }
         },
-        "exporters": {EXPORTER: {"traces_endpoint": f"http://127.0.0.1:{serve_port}/v1/traces"}},
+        "exporters": {
+            EXPORTER: {
+                "traces_endpoint": f"http://127.0.0.1:{serve_port}/v1/traces",
+                "logs_endpoint": f"http://127.0.0.1:{serve_port}/v1/logs",
+            }
+        },
         # the Collector's own metrics would listen on :8888, which parallel runs share
         "service": {"telemetry": {"metrics": {"level": "none"}}},
     }
@@ -140,3 +146,39 @@ INTERVAL = re.compile(r'"interval": "([0-9.]+m?s)"')
 def seconds(duration: str) -> float:
     """A Go duration as the Collector logs these ones ("2s", "1.5s", "500ms") in seconds."""
     return float(duration[:-2]) / 1000 if duration.endswith("ms") else float(duration[:-1])
+
+
+@pytest.mark.parametrize("pipeline", [{"OTEL_EXPORTER_CONTEXT_EVAL_RATINGS": "relevance>=0.7"}], indirect=True)
+def test_an_evaluation_log_record_through_the_collector_rates_its_run(pipeline, capture, client):
+    """The app's logs go to the Collector too: its logs pipeline keeps the `gen_ai.evaluation.result` record
+    (dropping the app's plain log line) and forwards it to `/v1/logs`, where it rates the run's answer."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.trace import NonRecordingSpan
+
+    chain = ChatPromptTemplate.from_template("{question}") | FakeListChatModel(responses=["Paris"]) | StrOutputParser()
+    spans = capture(lambda: chain.invoke({"question": "Capital of France?"}))
+    exporter = exporter_for("http", pipeline)
+    exporter.export(spans)
+    exporter.shutdown()
+    assert wait_for(lambda: len(read_threads(client)) == 1, timeout=30)
+
+    logs = LoggerProvider()
+    logs.add_log_record_processor(
+        SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"http://127.0.0.1:{pipeline['http']}/v1/logs"))
+    )
+    judged = next(s for s in spans if "chat" in s.name.lower())
+    logger = logs.get_logger("evaluator")
+    logger.emit(body="an app log line: never leaves the Pod")
+    logger.emit(
+        event_name="gen_ai.evaluation.result",
+        context=trace.set_span_in_context(NonRecordingSpan(judged.context)),
+        attributes={"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.9},
+    )
+    logs.shutdown()
+    assert wait_for(lambda: [m.rating for m in read_threads(client)[0].messages] == [None, 1], timeout=30)
+    assert serve_counters(pipeline["serve"])["evaluations_received"] == 1

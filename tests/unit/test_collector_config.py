@@ -192,7 +192,7 @@ def genai_conditions(config: dict) -> list[str]:
             f"{pid}: `traces:` is the legacy form (deprecated since v0.156.0); use trace_conditions"
         )
         assert "error_mode" in cfg, f"{pid}: set error_mode; its default changed in v0.153.0"
-        for item in cfg["trace_conditions"]:
+        for item in cfg.get("trace_conditions", []):
             if isinstance(item, str):
                 conditions.append(item)
             else:  # advanced form: {context?, error_mode?, conditions: [...]}
@@ -253,6 +253,44 @@ def test_filter_keeps_every_span_of_a_real_langchain_run_and_drops_a_plain_span(
     with tracer.start_as_current_span("GET /chat", attributes={"http.request.method": "GET"}) as plain:
         pass
     assert not kept(config, dict(plain.attributes))
+
+
+# --- the logs pipeline: GenAI evaluation results only ----------------------------------------------
+
+_LOG_CLAUSE = re.compile(r'^log\.(event_name|attributes\["([^"]+)"\])\s*(==|!=)\s*"([^"]*)"$')
+
+
+def log_kept(config: dict, record: dict) -> bool:
+    """Evaluate the logs filters' conditions (`and` of `log.event_name` / `log.attributes["k"]` compared with a
+    string) against a log record given as {"event_name": ..., "attributes": {...}}."""
+    for pid, cfg in filter_processors(config).items():
+        for condition in cfg.get("log_conditions", []):
+            drops = True
+            for clause in re.split(r"\s+and\s+", " ".join(condition.split())):
+                match = _LOG_CLAUSE.match(clause.strip())
+                if match is None:
+                    pytest.fail(f"{pid}: log clause outside the test's OTTL subset: {clause!r}")
+                value = record.get("event_name") if match.group(2) is None else record["attributes"].get(match.group(2))
+                equal = value == match.group(4)
+                drops = drops and (equal if match.group(3) == "==" else not equal)
+            if drops:
+                return False
+    return True
+
+
+def test_the_logs_pipeline_sends_only_evaluation_results_to_the_bridge(config):
+    logs = config["service"]["pipelines"]["logs"]
+    types = [component_type(p) for p in logs["processors"]]
+    assert types == ["memory_limiter", "filter", "batch"]
+    (exporter,) = logs["exporters"]
+    assert exporter == the_exporter(config)[0]  # the same exporter, token and retries as traces
+    url = urlsplit(config["exporters"][exporter]["logs_endpoint"])
+    assert (url.scheme, url.hostname, url.port, url.path) == ("http", "127.0.0.1", BRIDGE_PORT, "/v1/logs")
+    result = "gen_ai.evaluation.result"
+    assert log_kept(config, {"event_name": result, "attributes": {"gen_ai.evaluation.name": "relevance"}})
+    assert log_kept(config, {"event_name": "", "attributes": {"event.name": result}})  # before `event_name`
+    assert not log_kept(config, {"event_name": "", "attributes": {"http.route": "/chat"}})  # a log line
+    assert not log_kept(config, {"event_name": "gen_ai.client.inference.operation.details", "attributes": {}})
 
 
 # --- the manifests that run it ------------------------------------------------------------
@@ -331,6 +369,9 @@ def test_the_gateway_routes_by_trace_id_to_replicas_that_share_redis(tmp_path):
         assert balancer["protocol"]["otlp"]["retry_on_failure"]["enabled"]  # a restarting replica is waited for
         assert config["processors"]["filter/genai"] == sidecar["processors"]["filter/genai"]
         assert config["service"]["pipelines"]["traces"]["exporters"] == [BALANCER]
+        # evaluation results go by the same trace id, to the replica that holds their run
+        assert config["processors"]["filter/evaluations"] == sidecar["processors"]["filter/evaluations"]
+        assert config["service"]["pipelines"]["logs"]["exporters"] == [BALANCER]
 
     # compose: the static resolver names the replica services, on their gRPC port
     compose = load(GATEWAY_COMPOSE)["services"]
