@@ -276,3 +276,70 @@ class capture_root:
 
     def __exit__(self, *exc) -> None:
         self.tracing.router.target = self._target
+
+
+OFFICIAL_APP = """
+import sys
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan
+
+from tests.apps.official_apps import _chain
+from tests.support.openai_stub import OpenAIStub
+
+url, token = sys.argv[1], sys.argv[2]
+headers = {"Authorization": f"Bearer {token}"}
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers=headers)))
+ended = InMemorySpanExporter()  # the evaluator finds the run it judges
+provider.add_span_processor(SimpleSpanProcessor(ended))
+LangChainInstrumentor().instrument(tracer_provider=provider)
+logs = LoggerProvider()
+logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{url}/v1/logs", headers=headers)))
+
+with OpenAIStub(["Rainbow Threads"]) as stub:
+    _chain(stub, "What is a good name for a company that makes {product}?").invoke({"product": "socks"})
+(run,) = [s for s in ended.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "invoke_workflow"]
+logs.get_logger("evaluator").emit(
+    event_name="gen_ai.evaluation.result",
+    context=trace.set_span_in_context(NonRecordingSpan(run.context)),
+    attributes={"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.95},
+)
+logs.shutdown()  # the evaluation first: the sidecar waits for the run's settle time anyway
+provider.shutdown()
+"""
+
+
+def test_under_the_official_instrumentation_an_app_process_through_the_sidecar(local_api, client, tmp_path):
+    """A real app process: OpenTelemetry's LangChain instrumentation (ChatOpenAI against a local stub), its spans
+    and an evaluator's log record exported with the SDK's OTLP/HTTP exporters to `otel-context serve`."""
+    import os
+    import subprocess
+    import sys
+
+    from ..support.paths import REPO
+
+    app = tmp_path / "official_evaluated.py"
+    app.write_text(OFFICIAL_APP)
+    with sidecar(local_api, tmp_path, settle_s=1.0) as running:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CONTEXT_", "TRACELOOP_"))}
+        env.update(PYTHONPATH=str(REPO), OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
+        done = subprocess.run(
+            [sys.executable, str(app), running.http_url, SERVE_TOKEN],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert wait_for(lambda: running.pipeline.counters.get("threads_uploaded") == 1, timeout=20)
+    (thread,) = read_threads(client)
+    assert [(m.role, m.message) for m in thread.messages] == [("user", "socks"), ("assistant", "Rainbow Threads")]
+    assert thread.metadata["eval.relevance"] == "0.95" and thread.messages[-1].rating == 1
