@@ -198,7 +198,7 @@ class TraceBuffer:
                     if kept is None:
                         continue
                     span = kept
-                self._resolve_waiters(key, is_genai=found is not None, now=now, end_ns=span.end_ns)
+                self._resolve_waiters(key, is_genai=found is not None, now=now)
                 if found is None:
                     ignored += 1
                     self._foreign.add(key)
@@ -420,15 +420,17 @@ class TraceBuffer:
             self._ends.popitem(last=False)
 
     def _left_current(self, span: SpanRecord) -> bool:
-        """Whether the span's parent ended before it started: an instrumentation left that span current
-        after it ended (OpenLLMetry 0.44-0.58 a lone model call's; OpenTelemetry's up to 1.2b0, beside
-        OpenLLMetry's, every run's), so every later run of that thread of execution names it. A real parent
-        encloses its children. Only spans known without a search (built, dropped, waiting as roots) are asked."""
+        """Whether the span's parent is a model call or a dropped twin that ended before it started: an
+        instrumentation left that span current after it ended (OpenLLMetry 0.44-0.58 a lone model call's;
+        OpenTelemetry's up to 1.2b0, beside OpenLLMetry's, every run's, and those are twins), so every later
+        run of that thread of execution names it. A real parent encloses its children. Only spans known
+        without a search (built, dropped, waiting as roots) are asked; a run's own span that ended (a judge's
+        call made in its context afterwards) is left to the other rules."""
         parent = (span.trace_id, span.parent_id)
         end = self._ends.get(parent)
         if end is None:
             waiting = self._pending.get(parent) or self._candidates.get(parent)
-            if waiting is None:
+            if waiting is None or not waiting.span_class.is_llm:
                 return False
             end = waiting.span.end_ns
         return 0 < end <= span.start_ns
@@ -561,7 +563,8 @@ class TraceBuffer:
         return entry is not None and key[1] in entry.span_ids
 
     def _ended_before(self, parent: Key, span: SpanRecord) -> bool:
-        """Whether the parent ended before this span started: not its container.
+        """Whether the parent is a model call (or a dropped twin) that ended before this span started: not
+        its container.
 
         OpenLLMetry 0.44-0.58 leave a lone model call's span current after it ends, and OpenTelemetry's
         instrumentation up to 1.2b0 (beside OpenLLMetry's) every run's, so every later run of the process
@@ -569,17 +572,16 @@ class TraceBuffer:
         """
         waiting = self._pending.get(parent) or self._candidates.get(parent)
         if waiting is not None:
-            return 0 < waiting.span.end_ns <= span.start_ns
+            return waiting.span_class.is_llm and 0 < waiting.span.end_ns <= span.start_ns
         entry = self._traces.get(parent[0])
         if entry is not None and parent[1] in entry.span_ids:
             for item in entry.items:
                 if item.span_id == parent[1]:
-                    return 0 < item.end_ns <= span.start_ns
+                    return item.kind is ContributionKind.LLM and 0 < item.end_ns <= span.start_ns
         return parent in self._ends and 0 < self._ends[parent] <= span.start_ns
 
-    def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float, end_ns: int = 0) -> None:
-        """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span
-        or one that ended before they started."""
+    def _resolve_waiters(self, parent: Key, *, is_genai: bool, now: float) -> None:
+        """The parent of waiting candidates arrived: they are steps under it, or roots under a foreign span."""
         for key in self._waiting_on.pop(parent, ()):
             if key in self._providers:
                 if not is_genai:  # a provider call under an HTTP span: still maybe LangChain's own call
@@ -588,7 +590,7 @@ class TraceBuffer:
             waiting = self._candidates.pop(key, None)
             if waiting is None:
                 continue
-            if is_genai and not 0 < end_ns <= waiting.span.start_ns:
+            if is_genai and not self._ended_before(parent, waiting.span):
                 self._hold(waiting.span, waiting.convention, waiting.span_class, now)
             else:
                 self._make_root(waiting.span, waiting.span_class, waiting.convention, now)
@@ -676,7 +678,8 @@ class TraceBuffer:
             ready.append((pending, found, self._incomplete(pending.span), logged))
             self._remember_built(pending.span, found)
             self._done.add(key)
-            self._remember_end(key, pending.span.end_ns)
+            if pending.span_class.is_llm:
+                self._remember_end(key, pending.span.end_ns)
         return ready
 
     def _collect(self, root: SpanRecord) -> list[Contribution]:
