@@ -56,7 +56,8 @@ ROOT_CLASSES = (SpanClass.CHAIN_ROOT, SpanClass.LLM_STANDALONE)
 CANDIDATE_CLASSES = (SpanClass.CHAIN, SpanClass.LLM, SpanClass.TOOL)
 SAME_PROCESS_KEYS = (SERVICE_INSTANCE_ID, SERVICE_NAME)  # resource keys two spans of one process share
 Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no span
-TWIN_MEMORY = 20_000  # spans remembered for twin matching, per index (about 4 MB at the bound)
+TWIN_MEMORY = 5_000  # spans remembered for twin matching, per index (about 1 MB at the bound): twins end
+# within 10 ms of each other and are exported together, so a few thousand runs of lag is plenty
 BUILT_MEMORY = 50_000  # spans of built runs remembered, once evaluations come as log records (about 8 MB)
 LOGGED_PER_TRACE = 1_000  # evaluation records held per trace while its run is awaited
 Logged = tuple[int, int | None, Evaluation]  # an evaluation log record: trace id, span id (or None), evaluation
