@@ -12,14 +12,19 @@ from collections.abc import Callable
 
 from .config import ExporterSettings
 from .counters import Counters
-from .delivery.helper_main import AckingDeliveryQueue, serve
+from .delivery import Delivery, DeliveryQueue
+from .delivery.helper_main import serve
+from .delivery.item import QueueItem
 from .delivery.sender import ContextSender
 
 
-def open_delivery(settings: ExporterSettings, counters: Counters) -> tuple[AckingDeliveryQueue, Callable[[float], int]]:
-    """The helper's queue, and how to stop it: deliver within a timeout, then what was left."""
+def open_delivery(
+    settings: ExporterSettings, counters: Counters, on_settled: Callable[[QueueItem], None]
+) -> tuple[Delivery, Callable[[float], int]]:
+    """The helper's queue (`on_settled(item)` once each item is settled and counted), and how to stop it:
+    deliver within a timeout, then what was left."""
     sender = ContextSender(settings)
-    delivery = AckingDeliveryQueue(sender, settings, counters)
+    delivery = DeliveryQueue(sender, settings, counters, on_settled=on_settled)
 
     def close(timeout_s: float) -> int:
         try:

@@ -23,15 +23,15 @@ from .conversion.cost import Pricing
 from .conversion.evaluations import Evaluation, evaluation_rating, event_evaluation
 from .conversion.threads import ConversionOptions
 from .counters import Counters
-from .delivery import ContextSender, DeliveryQueue
+from .delivery import ContextSender, Delivery, DeliveryQueue
 from .delivery.helper import HelperDelivery
 from .model import ConversationThread, LogEvent, SpanRecord
+from .preparation.appends import Appends
 from .preparation.redaction import Pseudonyms, Redactor
-from .preparation.segments import session_append, standalone
 from .preparation.selection import ThreadSelection
 from .preparation.session_redis import RedisSessions, is_redis_url
 from .preparation.session_sqlite import SqliteSessions
-from .preparation.sessions import MemorySessions, SessionStore, SessionStoreUnavailable, Turn, session_of
+from .preparation.sessions import MemorySessions, SessionStore, SessionStoreUnavailable
 from .private_files import private_directory
 
 _logger = logging.getLogger(__name__)
@@ -57,14 +57,14 @@ class Pipeline:
         self.buffer = self._make_buffer()
         self._sender = ContextSender(settings)
         self.sessions = _session_store(settings, session_db, strict=push_back) if settings.sessions else None
-        self.delivery = self._make_delivery()
+        self.delivery: Delivery = self._make_delivery()
         key = settings.pseudonym_key.encode("utf-8") if settings.pseudonym_key else None
         self.redactor = Redactor(list(settings.redact), settings.redact_hook, Pseudonyms(settings.pseudonymize, key))
         self.selection = ThreadSelection(settings.include_workflows, settings.exclude_workflows, settings.sample_ratio)
         self._reset_state()
         _renew_after_fork(self)
 
-    def _make_delivery(self) -> DeliveryQueue | HelperDelivery:
+    def _make_delivery(self) -> Delivery:
         """Uploads on workers of this process, or (`delivery="process"`, not the sidecar) in a helper process."""
         queue = lambda: DeliveryQueue(self._sender, self.settings, self.counters)  # noqa: E731
         if self.settings.delivery == "process" and not self.push_back:
@@ -96,9 +96,9 @@ class Pipeline:
         # the others, with the evaluation records that came after the thread was sent
         self._user_rated: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._judged: OrderedDict[tuple[str, int], tuple[int | None, list[Evaluation]]] = OrderedDict()
-        # Runs converted but not placed in their session yet (the shared book failed): retried at each
-        # tick; their traces count as held (the write-ahead log keeps their requests).
-        self._unplaced: list[ConversationThread] = []
+        # Runs converted but not placed in their session yet (the shared book failed) wait in `appends`:
+        # retried at each tick; their traces count as held (the write-ahead log keeps their requests).
+        self.appends = Appends(self.sessions, self.settings.max_pending_traces)
         self._lock = threading.Lock()
         self._warned_token = False
         self._ticker: threading.Thread | None = None
@@ -125,7 +125,7 @@ class Pipeline:
 
         def run() -> None:
             while not self._stopped.wait(interval_s):
-                if self.buffer.waiting or self._unplaced:
+                if self.buffer.waiting or self.appends.waiting:
                     try:
                         self.tick()
                     except Exception:
@@ -209,23 +209,17 @@ class Pipeline:
     def backlog_full(self) -> bool:
         """True when new threads would be dropped, or the session book fails: the sidecar then asks its
         Collector to retry later."""
-        return bool(self._unplaced) or self.delivery.backlog_full(coming=self.buffer.pending_roots)
+        return self.appends.waiting or self.delivery.backlog_full(coming=self.buffer.pending_roots)
 
     def backlog_reason(self) -> str:
         """Why `backlog_full()` is true, for the answer that pushes back."""
-        if self._unplaced:
+        if self.appends.waiting:
             return "cannot use its session store (runs wait for it)"
         return "has a full delivery queue"
 
     def holds(self, trace_id: int) -> bool:
         """Whether spans or a converted run of this trace still wait here (the buffer, or the session book)."""
-        if self.buffer.holds(trace_id):
-            return True
-        if not self._unplaced:
-            return False
-        text = format(trace_id, "032x")
-        with self._lock:
-            return any(thread.trace_id == text for thread in self._unplaced)
+        return self.buffer.holds(trace_id) or self.appends.holds(format(trace_id, "032x"))
 
     def flush(self, timeout_s: float) -> bool:
         self._submit(self.buffer.due())
@@ -245,7 +239,7 @@ class Pipeline:
             self._sender.close()
             if self.sessions is not None:
                 self.sessions.close()
-        if left and self.delivery.spool is not None:
+        if left and self.delivery.spooled:
             _logger.warning(
                 "otel-context: %d thread(s) not delivered at shutdown stay in the spool for the next start", left
             )
@@ -266,49 +260,26 @@ class Pipeline:
         return left
 
     def _prepare(self, threads: list[ConversationThread]) -> list[ConversationThread]:
-        """Filter, sample, redact, and turn each run into what one POST appends: a thread of its own, or
-        its session's thread (placed in the book, all of a batch at once). Runs the book cannot place
-        now wait in `_unplaced` (a strict shared book that fails) and come back at the next tick."""
-        kept: list[tuple[ConversationThread, str | None]] = []
+        """Filter, sample, redact, and turn each run into what one POST appends (`Appends`: a thread of its
+        own, or its session's thread; runs the session store cannot place yet wait there)."""
+        kept: list[ConversationThread] = []
         for thread in threads:
             skipped = self.selection.verdict(thread, thread.name)
             if skipped is not None:
                 self.counters.add(skipped)
                 continue
-            if self.redactor:
-                thread = self.redactor.thread(thread)
-            kept.append((thread, session_of(thread) if self.sessions is not None else None))
-        with self._lock:
-            waiting, self._unplaced = self._unplaced, []
-        kept[:0] = [(thread, session_of(thread)) for thread in waiting]  # redacted and selected already
-        turns = [Turn.of(session, thread) for thread, session in kept if session is not None]
-        try:
-            placements = iter(self.sessions.place_all(turns) if turns and self.sessions is not None else ())
-        except SessionStoreUnavailable:
-            with self._lock:
-                self._unplaced[:0] = [thread for thread, session in kept if session is not None]
-                over = len(self._unplaced) - self.settings.max_pending_traces  # a book that never comes back
-                if over > 0:
-                    del self._unplaced[:over]
-            if over > 0:
-                self.counters.add("threads_dropped", over)
-            kept = [(thread, None) for thread, session in kept if session is None]
-            placements = iter(())
-        out: list[ConversationThread] = []
-        for thread, session in kept:
-            if session is None:
-                sent = standalone(thread)
-                self._remember(thread.trace_id, sent.id, _last_answer(sent))
-                self._remember(sent.id, sent.id, _last_answer(sent))
-            else:
-                placement = next(placements)
-                if placement.repeat:  # placed before: a replay or a resend of the same run
-                    self.counters.add("turns_repeated")
-                sent = session_append(thread, placement)
-                self._remember(thread.trace_id, sent.id, placement.offset + _last_answer(sent))
-            self._remember_run(thread, sent)
-            out.append(sent)
-        return out
+            kept.append(self.redactor.thread(thread) if self.redactor else thread)
+        built = self.appends.build(kept)
+        if built.dropped:
+            self.counters.add("threads_dropped", built.dropped)
+        if built.repeated:
+            self.counters.add("turns_repeated", built.repeated)
+        for append in built.appends:
+            self._remember(append.run.trace_id, append.sent.id, append.answer)
+            if append.session is None:
+                self._remember(append.sent.id, append.sent.id, append.answer)
+            self._remember_run(append.run, append.sent)
+        return [append.sent for append in built.appends]
 
     def _remember(self, key: str, thread_id: str, index: int) -> None:
         """Where the last answer of a recent run is, for feedback that arrives later."""
@@ -364,7 +335,7 @@ class Pipeline:
 
     def _submit(self, threads: list[ConversationThread]) -> bool:
         """Prepare and queue threads; False if any was dropped."""
-        if not threads and not self._unplaced:
+        if not threads and not self.appends.waiting:
             return True
         if not self.can_send:
             self._warn_missing_token()
@@ -395,13 +366,6 @@ def _renew_after_fork(pipeline: Pipeline) -> None:
             target.renew_after_fork()
 
     os.register_at_fork(after_in_child=renew)
-
-
-def _last_answer(thread: ConversationThread) -> int:
-    """Index (in the run's own messages) of the message a rating applies to: the last answer, else the last
-    message."""
-    answers = [i for i, m in enumerate(thread.messages) if m.role == "assistant" and m.type == "message"]
-    return answers[-1] if answers else len(thread.messages) - 1
 
 
 def _without_refused_spool(settings: ExporterSettings) -> ExporterSettings:

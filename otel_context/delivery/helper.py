@@ -44,7 +44,7 @@ MAX_BACKOFF_S = 5.0
 
 
 class HelperDelivery:
-    """The `DeliveryQueue` interface the pipeline uses, served by a helper process."""
+    """`Delivery` served by a helper process (or, if none can run, by a `DeliveryQueue` here)."""
 
     def __init__(
         self, settings: ExporterSettings, counters: Counters, *, fallback: Callable[[], DeliveryQueue]
@@ -78,9 +78,9 @@ class HelperDelivery:
         self.restarts = 0
 
     @property
-    def spool(self) -> object | None:
-        """Not None when a spool is configured (the helper owns it)."""
-        return self.fallback.spool if self.fallback is not None else self.settings.spool_dir
+    def spooled(self) -> bool:
+        """Whether a spool is configured (the helper owns it, or the fallback queue)."""
+        return self.fallback.spooled if self.fallback is not None else bool(self.settings.spool_dir)
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's helper and items stay the parent's; ours starts on first use."""
@@ -101,16 +101,17 @@ class HelperDelivery:
         fallback = self.fallback
         if fallback is not None:
             return fallback.submit(threads, admitted=admitted)
-        return self._offer(thread_items(threads), admitted=admitted)
+        return self.offer(thread_items(threads), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         fallback = self.fallback
         if fallback is not None:
             fallback.submit_rating(thread_id, index, rating)
             return
-        self._offer([rating_item(thread_id, index, rating)], admitted=True)
+        self.offer([rating_item(thread_id, index, rating)], admitted=True)
 
-    def _offer(self, items: list[QueueItem], *, admitted: bool) -> int:
+    def offer(self, items: list[QueueItem], *, admitted: bool) -> int:
+        """Hand items to the helper (kept here until it says they are settled); how many were accepted."""
         if not items:
             return 0
         with self._cond:
@@ -129,7 +130,7 @@ class HelperDelivery:
                 if batch:
                     self._outbox.append(items_frame(batch))
         if fallback is not None:
-            return fallback._offer(items, admitted=admitted)
+            return fallback.offer(items, admitted=admitted)
         if len(keep) < len(items):
             why = "the exporter is shut down" if self._stopping else "the delivery queue is full"
             count_drops(self.counters, self._logged, len(items) - len(keep), why, _logger)
@@ -154,19 +155,24 @@ class HelperDelivery:
         return self.flush_until(time.monotonic() + timeout_s)
 
     def flush_until(self, deadline: float) -> bool:
-        """Wait until every item handed over so far is settled (with a spool: spooled), or `deadline` passes."""
+        """Wait until every item handed over so far is settled (with a spool: spooled), or `deadline` passes.
+
+        Acks, a fallback and the pump's end notify `_cond`; the predicate is checked under it."""
         with self._cond:
             last = self._next_id - 1
-            while self.fallback is None:
+
+            def settled() -> bool:
                 first = next(iter(self._unsettled), None)
-                if first is None or first > last:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.1))
-        assert self.fallback is not None
-        return self.fallback.flush_until(deadline)
+                return first is None or first > last
+
+            if not self._cond.wait_for(
+                lambda: self.fallback is not None or settled(), timeout=max(0.0, deadline - time.monotonic())
+            ):
+                return False
+            fallback = self.fallback
+            if fallback is None:
+                return True
+        return fallback.flush_until(deadline)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def shutdown(self, timeout_s: float) -> int:
@@ -340,7 +346,7 @@ class HelperDelivery:
         for item in items:
             item.unconfirmed = True  # the helper may have sent it before it died: read back first
         if items:
-            queue._offer(items, admitted=True)
+            queue.offer(items, admitted=True)
 
 
 class _Child:

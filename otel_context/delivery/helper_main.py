@@ -1,6 +1,6 @@
 """The delivery helper process's side of the pipe (its entry point is `otel_context.helper_process`).
 
-It runs today's `DeliveryQueue` (queue -> retry -> sender, spool if configured) on the items the app
+It runs a `DeliveryQueue` (queue -> retry -> read-back -> timeout -> send, spool if configured) on the items the app
 prepared, and says which ones are settled: delivered, refused for good, spooled, or given up and
 counted. Settings come as the first frame on stdin (the token never shows in argv); frames leave on
 the original stdout, which nothing else may write to, so fd 1 is pointed at stderr. When stdin closes
@@ -20,25 +20,17 @@ from collections.abc import Callable
 
 from ..config import ExporterSettings
 from ..counters import COUNTERS, Counters
+from .base import Delivery
 from .helper_wire import ACKS, DONE, HELLO, ITEMS, SETTINGS, STOP, FrameReader, json_frame, read_items, read_settings
 from .item import QueueItem
-from .outcome import SendOutcome
-from .workers import DeliveryQueue
 
 ACK_WINDOW_S = 0.005  # acks settled within this window go back in one frame (fewer wake-ups in the app)
-# (settings, counters) -> the queue, and how to stop it within a timeout (returning what was left)
-OpenDelivery = Callable[[ExporterSettings, Counters], tuple["AckingDeliveryQueue", Callable[[float], int]]]
+# (settings, counters, on_settled) -> the queue, calling `on_settled(item)` once an item is settled and
+# counted, and how to stop it within a timeout (returning what was left)
+OpenDelivery = Callable[
+    [ExporterSettings, Counters, Callable[[QueueItem], None]], tuple[Delivery, Callable[[float], int]]
+]
 _GAUGES = {name for name, (_, is_gauge) in COUNTERS.items() if is_gauge}
-
-
-class AckingDeliveryQueue(DeliveryQueue):
-    """`DeliveryQueue` that tells `on_settled` which item objects are settled (after they are counted)."""
-
-    on_settled = staticmethod(lambda item: None)
-
-    def _settle(self, item: QueueItem, outcome: SendOutcome) -> None:
-        super()._settle(item, outcome)
-        self.on_settled(item)
 
 
 class Helper:
@@ -48,28 +40,27 @@ class Helper:
         self.out_fd = out_fd
         self.settings = settings
         self.counters = Counters()
-        self.delivery, self._close = open_delivery(settings, self.counters)
-        self.spooled = self.delivery.spool is not None
         self._lock = threading.Condition()
         self._carried: dict[int, tuple[QueueItem, int]] = {}  # id(item) -> (item, the app id it settles)
         self._acks: list[int] = []
         self._sent: dict[str, int] = {}
         self._closing = False
         self._write_lock = threading.Lock()
-        self.delivery.on_settled = self._settled  # type: ignore[method-assign]
+        self.delivery, self._close = open_delivery(settings, self.counters, self._settled)
+        self.spooled = self.delivery.spooled
         self._writer = threading.Thread(target=self._write_acks, name="otel-context-helper-acks", daemon=True)
         self._writer.start()
 
     def intake(self, batch: list[tuple[int, QueueItem]]) -> None:
         """Queue a batch; spooled items (on disk before this returns) and drops are settled at once."""
         if self.spooled:
-            self.delivery._offer([item for _, item in batch], admitted=True)
+            self.delivery.offer([item for _, item in batch], admitted=True)
             self._ack([app_id for app_id, _ in batch])
             return
         with self._lock:
             for app_id, item in batch:
                 self._carried[id(item)] = (item, app_id)
-        accepted = self.delivery._offer([item for _, item in batch], admitted=True)
+        accepted = self.delivery.offer([item for _, item in batch], admitted=True)
         if not accepted:  # stopping: dropped and counted
             self._ack([app_id for app_id, _ in batch])
 

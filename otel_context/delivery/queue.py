@@ -6,6 +6,11 @@ turns completed); nothing is merged or replaced; a full memory queue refuses (or
 the rest on disk until memory frees up). As the Collector's
 exporterhelper queue, one interface whatever the storage: `offer` on the producer side, `take` /
 `settle` on the consumer side.
+
+Wake-ups are designed, not polled: every wait is on `cond` with its predicate checked under the lock,
+and whatever can make a predicate true notifies under that lock (`offer`, `settle`, `unpark`,
+`take_all`, a stop). A taker waits without a timeout unless time itself is the event it waits for
+(the next rescan of the spool); a flush waits until its deadline.
 """
 
 from __future__ import annotations
@@ -38,13 +43,10 @@ class SendingQueue:
         spool: Spool | None = None,
         rescan_s: float = 60.0,
         per_take: int = 1,
-        idle_wait_s: float = 0.5,
     ) -> None:
-        """`per_take`: how many items a worker takes at once; new items wake one idle worker per that many.
-        `idle_wait_s`: how long an idle taker sleeps before it looks again unwoken (a safety net)."""
+        """`per_take`: how many items a worker takes at once; new items wake one idle worker per that many."""
         self.capacity = capacity
         self.per_take = per_take
-        self.idle_wait_s = idle_wait_s
         self.spool = spool
         self.rescan_s = rescan_s  # how often parked rows (retries ran out) and dead owners' rows are looked for
         self._reset()
@@ -120,8 +122,9 @@ class SendingQueue:
     # -- consumer side ------------------------------------------------------------------------------
     def take(self, stop: Callable[[], bool], limit: int = 1) -> list[QueueItem]:
         """Up to `limit` items whose threads have no upload in flight, oldest first: waits for the first,
-        not for more; [] once `stop()` is true. Only the first may be a rating: a rating goes through
-        the client alone, and after its thread's upload (which this never takes with it)."""
+        not for more; [] once `stop()` is true (whoever makes it true notifies `cond`). Only the first may
+        be a rating: a rating goes through the client alone, and after its thread's upload (which this
+        never takes with it)."""
         with self.cond:
             while True:
                 if stop():
@@ -151,7 +154,10 @@ class SendingQueue:
                         self._refill()
                         if self._items:
                             continue
-                self.cond.wait(self.idle_wait_s)
+                    # Time is the event here: parked rows come due, a dead owner's rows are claimed.
+                    self.cond.wait(max(0.0, self._next_rescan - time.monotonic()))
+                else:
+                    self.cond.wait()
 
     def settle(
         self,
@@ -262,7 +268,8 @@ class SendingQueue:
 
     def idle(self) -> bool:
         """Nothing waiting, in flight, or left on disk to load (parked rows excepted)."""
-        return not (self._items or self._busy or self._overflow)
+        with self.cond:
+            return not (self._items or self._busy or self._overflow)
 
     def held_ids(self) -> set[str]:
         """Threads waiting in memory or in flight now (what a flush waits for)."""

@@ -1,4 +1,4 @@
-"""The read-back layer, between the retry layer and the sender: an append is never sent twice blindly.
+"""The read-back layer, below the retry layer (`layers.py` says why): an append is never sent twice blindly.
 
 Context appends a thread POST's messages, and offers no idempotency key. So an upload whose earlier
 try may have been stored (`QueueItem.unconfirmed`: no answer, a timeout, a reset after the write, a
@@ -15,31 +15,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..counters import Counters
 from ..model import iso8601, parse_iso8601
 from .item import ItemKind, QueueItem
+from .layers import Layer
 from .outcome import SendOutcome, Verdict
 
 
-class Sender(Protocol):
-    """What the layers below the queue need of a sender (`ContextSender`)."""
-
-    def send_batch(self, items: list[QueueItem]) -> list[SendOutcome]: ...
-
-    def stored_messages(self, thread_id: str) -> list[dict[str, Any]] | SendOutcome | None: ...
-
-    def abort(self) -> None: ...
-
-
 class ReadBackSender:
-    """`send_batch` that reads back the unconfirmed items first; each item's `unconfirmed` is kept true
-    while its fate is unknown (the retry layer sets it on an UNKNOWN outcome)."""
+    """`send_batch` that reads back the unconfirmed items first, then sends the rest through the layer below;
+    each item's `unconfirmed` is kept true while its fate is unknown (the retry layer sets it on an UNKNOWN
+    outcome)."""
 
     def __init__(
         self,
-        send_batch: Callable[[list[QueueItem]], list[SendOutcome]],
+        below: Layer,
         stored_messages: Callable[[str], list[dict[str, Any]] | SendOutcome | None],
         counters: Counters,
         *,
@@ -47,7 +39,7 @@ class ReadBackSender:
         before_send: Callable[[list[QueueItem]], None] = lambda items: None,
     ) -> None:
         """`before_send(items)` runs before the items' requests are written (the spool marks them attempted)."""
-        self._send_batch = send_batch
+        self._below = below
         self._stored_messages = stored_messages
         self._counters = counters
         self._at_least_once = at_least_once
@@ -67,7 +59,7 @@ class ReadBackSender:
         if ready:
             batch = [items[index] for index in ready]
             self._before_send(batch)
-            for index, outcome in zip(ready, self._send_batch(batch), strict=True):
+            for index, outcome in zip(ready, self._below.send_batch(batch), strict=True):
                 outcomes[index] = outcome
         return outcomes  # type: ignore[return-value]
 

@@ -1,5 +1,5 @@
-"""Delivery: queue -> retry -> read-back -> send, as the Collector's exporterhelper stacks them, run by
-background workers.
+"""Delivery: queue -> retry -> read-back -> timeout -> send, as the Collector's exporterhelper stacks them
+(`layers.py`), run by background workers.
 
 `submit` never waits on the network: it appends to memory (and, with a spool, to disk) and returns.
 Workers take items from the `SendingQueue` (up to `batch` at once, sent one after another on one
@@ -27,11 +27,13 @@ from ..counters import Counters
 from ..environment_variables import OTEL_EXPORTER_CONTEXT_TOKEN
 from ..model import ConversationThread
 from .item import ItemKind, QueueItem, rating_item, thread_items
+from .layers import Sender
 from .outcome import SendOutcome, Verdict
 from .queue import SendingQueue
-from .readback import ReadBackSender, Sender
+from .readback import ReadBackSender
 from .retry import Backoff, RetryingSender
 from .spool import Spool
+from .timeout import TimeoutLayer
 
 _logger = logging.getLogger(__name__)
 ABORT_GRACE_S = 0.5  # after a shutdown deadline: how long uploads cut short get to report back
@@ -48,20 +50,29 @@ def count_drops(counters: Counters, logged: set[str], count: int, why: str, logg
 
 
 class DeliveryQueue:
-    """The sending queue, its workers, retries and counters; one per exporter or sidecar."""
+    """The sending queue, its workers, retries and counters; one per exporter or sidecar (a `Delivery`)."""
 
-    def __init__(self, sender: Sender, settings: ExporterSettings, counters: Counters) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        settings: ExporterSettings,
+        counters: Counters,
+        *,
+        on_settled: Callable[[QueueItem], None] = lambda item: None,
+    ) -> None:
         """`sender.send_batch(items)`: one try of each item, an outcome each, in order; `sender.abort()` cuts
-        uploads in flight short when a shutdown reaches its deadline."""
+        uploads in flight short when a shutdown reaches its deadline. `on_settled(item)` runs once an item
+        is settled and counted (the helper process acks it to the app)."""
         self.settings = settings
         self.counters = counters
-        self._abort = sender.abort
+        self._on_settled = on_settled
         spool = Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None
         self.queue = SendingQueue(
             settings.queue_size, spool, rescan_s=settings.spool_retry_s / 4, per_take=settings.batch_size
         )
+        self.timeout = TimeoutLayer(sender)
         self.read_back = ReadBackSender(
-            sender.send_batch,
+            self.timeout,
             sender.stored_messages,
             counters,
             at_least_once=settings.at_least_once,
@@ -82,13 +93,17 @@ class DeliveryQueue:
     def _reset_state(self) -> None:
         self._workers: list[threading.Thread] = []
         self._stopping = False
-        self._deadline = float("inf")  # no new try starts past this instant (a shutdown sets it)
+        self.timeout.deadline = float("inf")  # no new try starts past this instant (a shutdown sets it)
         self._logged: set[str] = set()
         self._parked = False  # rows were parked since the last delivered upload
 
     @property
     def spool(self) -> Spool | None:
         return self.queue.spool
+
+    @property
+    def spooled(self) -> bool:
+        return self.queue.spool is not None
 
     def reset_after_fork(self) -> None:
         """In a forked child: an empty queue, a spool owner of its own, no workers until the first thread."""
@@ -104,13 +119,15 @@ class DeliveryQueue:
         `admitted=True` is for callers that push back before accepting work (the sidecar answers 503
         when `backlog_full()`): their threads may pass the bound by one request's worth, never dropped.
         """
-        return self._offer(thread_items(threads), admitted=admitted)
+        return self.offer(thread_items(threads), admitted=admitted)
 
     def submit_rating(self, thread_id: str, index: int, rating: int) -> None:
         """Queue a PATCH that sets `rating` on message `index` of a thread (after its pending upload)."""
-        self._offer([rating_item(thread_id, index, rating)], admitted=True)
+        self.offer([rating_item(thread_id, index, rating)], admitted=True)
 
-    def _offer(self, items: list[QueueItem], *, admitted: bool) -> int:
+    def offer(self, items: list[QueueItem], *, admitted: bool) -> int:
+        """Queue items already encoded (`submit`'s, or those a helper process was handed); how many were
+        accepted (the rest are counted as dropped)."""
         if not items:
             return 0
         if self._stopping:
@@ -156,18 +173,14 @@ class DeliveryQueue:
         return self._wait(lambda: not self.queue.holds_any(ids), deadline)
 
     def _wait(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait for `done()` (checked under the queue's lock; every settle notifies a watcher), or `deadline`."""
         cond = self.queue.cond
         with cond:
             self.queue.watchers += 1
             try:
-                while not done():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    cond.wait(min(left, 0.1))
+                return cond.wait_for(done, timeout=max(0.0, deadline - time.monotonic()))
             finally:
                 self.queue.watchers -= 1
-        return True
 
     # -- lifecycle --------------------------------------------------------------------------------
     def shutdown(self, timeout_s: float) -> int:
@@ -186,10 +199,10 @@ class DeliveryQueue:
         before = self._given_up()
         with self.queue.cond:
             self._stopping = True
-            self._deadline = min(self._deadline, time.monotonic())
+            self.timeout.deadline = min(self.timeout.deadline, time.monotonic())
             self.queue.cond.notify_all()
-        if self._abort is not None and not self.queue.idle():
-            self._abort()
+        if not self.queue.idle():
+            self.timeout.cut_short()
         grace = time.monotonic() + ABORT_GRACE_S
         for worker in self._workers:
             worker.join(timeout=max(0.0, grace - time.monotonic()))
@@ -226,12 +239,18 @@ class DeliveryQueue:
         # The exporter's own HTTP calls must not be traced (requests/urllib3 instrumentations would loop).
         with suppress_instrumentation():
             while items := self.queue.take(lambda: self._stopping, self.settings.batch_size):
-                self.retry.deliver(items, self._sleep, self._on_retry, lambda: self._deadline, self._settle_all)
+                self.retry.deliver(items, self._sleep, self._on_retry, self._deadline, self._settle_all)
+
+    def _deadline(self) -> float:
+        with self.queue.cond:
+            return self.timeout.deadline
 
     def _sleep(self, seconds: float) -> bool:
-        """Wait between tries; True when a shutdown cut the wait short."""
+        """Wait between tries (time is the event); True when a shutdown cut the wait short (`_stop` notifies)."""
         with self.queue.cond:
-            return self.queue.cond.wait_for(lambda: self._stopping and time.monotonic() >= self._deadline, seconds)
+            return self.queue.cond.wait_for(
+                lambda: self._stopping and time.monotonic() >= self.timeout.deadline, seconds
+            )
 
     def _on_retry(self, outcome: SendOutcome) -> None:
         self.counters.add("threads_retried")
@@ -266,6 +285,7 @@ class DeliveryQueue:
             settle(item, account=lambda: self.counters.add("threads_dropped"))  # the shutdown line reports it
         else:
             settle(item, account=lambda: self._drop(1, f"retries ran out ({outcome.reason})"))
+        self._on_settled(item)
 
     def _uploaded(self, item: QueueItem) -> None:
         if item.kind is ItemKind.THREAD:  # a rating PATCH is not a thread

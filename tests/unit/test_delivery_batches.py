@@ -103,7 +103,7 @@ def test_a_rating_goes_alone_and_after_its_thread():
 
 
 def test_a_taker_passed_over_an_item_of_a_busy_thread_is_woken_when_that_upload_ends():
-    queue = SendingQueue(100, idle_wait_s=60.0)  # no safety-net wake-up within the test
+    queue = SendingQueue(100)  # no timed wake-up: only the settle can wake it
     queue.offer([item("a")])
     (first,) = queue.take(lambda: False)  # "a" is in flight
     queue.offer([item("a")])  # its next version must wait for it
@@ -118,7 +118,7 @@ def test_a_taker_passed_over_an_item_of_a_busy_thread_is_woken_when_that_upload_
 
 
 class CountingCondition(threading.Condition):
-    """Counts the waits that ended (the takers sleep 60 s unwoken: each one is a wake-up)."""
+    """Counts the waits that ended (the takers wait with no timeout: each one is a wake-up)."""
 
     woken = 0
 
@@ -129,7 +129,7 @@ class CountingCondition(threading.Condition):
 
 
 def test_new_items_wake_one_idle_taker_per_batch_they_fill():
-    queue = SendingQueue(100, per_take=4, idle_wait_s=60.0)
+    queue = SendingQueue(100, per_take=4)
     queue.cond = cond = CountingCondition()
     got: list[list[str]] = []
     takers = [
