@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from .assembly.trace_buffer import TraceBuffer
@@ -20,13 +19,14 @@ from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
 from .conventions.feedback import SESSION_TARGET, feedback_target, span_rating
 from .conversion.cost import Pricing
-from .conversion.evaluations import Evaluation, evaluation_rating, event_evaluation
+from .conversion.evaluations import Evaluation, event_evaluation
 from .conversion.threads import ConversionOptions
 from .counters import Counters
 from .delivery import ContextSender, Delivery, DeliveryQueue
 from .delivery.helper import HelperDelivery
 from .model import ConversationThread, LogEvent, SpanRecord
 from .preparation.appends import Appends
+from .preparation.feedback import RecentAnswers
 from .preparation.redaction import Pseudonyms, Redactor
 from .preparation.selection import ThreadSelection
 from .preparation.session_redis import RedisSessions, is_redis_url
@@ -90,16 +90,10 @@ class Pipeline:
         )
 
     def _reset_state(self) -> None:
-        # trace, "trace/root span" or thread id -> (thread, answer index): for feedback and evaluations that come later
-        self._recent: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        # answers whose rating is the user's (never overwritten by an evaluator), and the rating evaluations gave
-        # the others, with the evaluation records that came after the thread was sent
-        self._user_rated: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._judged: OrderedDict[tuple[str, int], tuple[int | None, list[Evaluation]]] = OrderedDict()
+        self.recent = RecentAnswers()  # where recent runs' answers are: for feedback and evaluations that come later
         # Runs converted but not placed in their session yet (the shared book failed) wait in `appends`:
         # retried at each tick; their traces count as held (the write-ahead log keeps their requests).
         self.appends = Appends(self.sessions, self.settings.max_pending_traces)
-        self._lock = threading.Lock()
         self._warned_token = False
         self._ticker: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -180,24 +174,12 @@ class Pipeline:
         rules = self.settings.eval_ratings
         if not rules:
             return
-        trace = format(trace_id, "032x")
-        with self._lock:
-            found = self._recent.get(f"{trace}/{root_id:016x}") if root_id is not None else None
-            found = found or self._recent.get(trace)
-            if found is None or found in self._user_rated:
-                if found is None:
-                    self.counters.add("evaluations_unmatched")
-                return
-            judged, later = self._judged.pop(found, (None, []))
-            later.append(evaluation)
-            self._judged[found] = (judged, later)
-            if len(self._judged) > 10_000:
-                self._judged.popitem(last=False)
-            rating = evaluation_rating(later, rules)
-            if rating is None or (judged is not None and judged <= rating):
-                return
-            self._judged[found] = (rating, later)
-        if self.can_send:
+        root_span = format(root_id, "016x") if root_id is not None else None
+        found, rating = self.recent.judge(format(trace_id, "032x"), root_span, evaluation, rules)
+        if found is None:
+            self.counters.add("evaluations_unmatched")
+            return
+        if rating is not None and self.can_send:
             self.delivery.submit_rating(found[0], found[1], rating)
             self.counters.add("ratings_sent")
 
@@ -275,38 +257,8 @@ class Pipeline:
         if built.repeated:
             self.counters.add("turns_repeated", built.repeated)
         for append in built.appends:
-            self._remember(append.run.trace_id, append.sent.id, append.answer)
-            if append.session is None:
-                self._remember(append.sent.id, append.sent.id, append.answer)
-            self._remember_run(append.run, append.sent)
+            self.recent.remember(append)
         return [append.sent for append in built.appends]
-
-    def _remember(self, key: str, thread_id: str, index: int) -> None:
-        """Where the last answer of a recent run is, for feedback that arrives later."""
-        if not key:
-            return
-        with self._lock:
-            self._recent[key] = (thread_id, index)
-            if len(self._recent) > 30_000:
-                self._recent.popitem(last=False)
-
-    def _remember_run(self, thread: ConversationThread, sent: ConversationThread) -> None:
-        """Where a run's answer went, by its root span too (evaluation records name spans), and whether its
-        rating is the user's or the evaluators'."""
-        key = f"{thread.trace_id}/{thread.metadata.get('span_id', '')}"
-        with self._lock:
-            found = self._recent.get(thread.trace_id)
-            if found is None:
-                return
-            self._recent[key] = found
-            if "feedback_rating" in thread.metadata:
-                self._user_rated[found] = None
-                if len(self._user_rated) > 10_000:
-                    self._user_rated.popitem(last=False)
-            elif "eval_rating" in thread.metadata:
-                self._judged[found] = (int(thread.metadata["eval_rating"]), [])
-                if len(self._judged) > 10_000:
-                    self._judged.popitem(last=False)
 
     def _rate(self, key: str, value: str, rating: int) -> None:
         """Feedback from a later trace: PATCH the rating onto the answer it names, at its index in the
@@ -319,17 +271,13 @@ class Pipeline:
             except SessionStoreUnavailable:
                 found = None
         else:
-            with self._lock:
-                found = self._recent.get(value)
+            found = self.recent.find(value)
         if found is None or not self.can_send:
             self.counters.add("ratings_unmatched")
             _logger.info("otel-context: feedback for %s=%s matches no recent thread", key, value)
             return
         thread_id, index = found
-        with self._lock:  # the user's word: never overwritten by an evaluator's later
-            self._user_rated[found] = None
-            if len(self._user_rated) > 10_000:
-                self._user_rated.popitem(last=False)
+        self.recent.rated_by_user(found)
         self.delivery.submit_rating(thread_id, index, rating)
         self.counters.add("ratings_sent")
 
