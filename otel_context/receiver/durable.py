@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ..model import SpanRecord
 from ..pipeline import Pipeline
 from ..spans.otlp import records_from_request
+from .intake_queue import Jobs, RunNow
 from .wal import WriteAheadLog
 
 _logger = logging.getLogger(__name__)
@@ -33,10 +34,14 @@ _logger = logging.getLogger(__name__)
 class DurableIntake:
     """The pipeline behind a write-ahead log: which acknowledged requests still pin unfinished traces."""
 
-    def __init__(self, pipeline: Pipeline, wal: WriteAheadLog, max_bytes: int | None = None) -> None:
-        """`max_bytes` bounds the log (default: the spool's bound); beyond it the sidecar answers 503."""
+    def __init__(
+        self, pipeline: Pipeline, wal: WriteAheadLog, max_bytes: int | None = None, jobs: Jobs | None = None
+    ) -> None:
+        """`max_bytes` bounds the log (default: the spool's bound); beyond it the sidecar answers 503.
+        `jobs`: where logged requests go to the pipeline (the sidecar's `IntakeQueue`; default: at once)."""
         self.pipeline = pipeline
         self.wal = wal
+        self.jobs: Jobs = jobs if jobs is not None else RunNow()
         self.max_bytes = max_bytes if max_bytes is not None else pipeline.settings.spool_max_bytes
         self._pinned: dict[int, list[int]] = {}  # trace id -> seqs of the requests with its spans
         self._open: dict[int, int] = {}  # seq -> traces of it not finished yet
@@ -56,7 +61,8 @@ class DurableIntake:
     async def accept(
         self, request: ExportTraceServiceRequest, records: list[SpanRecord], *, body: bytes | None = None
     ) -> None:
-        """Write the request ahead, then hand its spans to the pipeline; returns once both are done.
+        """Write the request ahead, then queue its spans for the pipeline; returns once it is on disk
+        (its record stays, pinned, until its traces are finished: a crash before they are replays them).
 
         `body`: the request serialized, when the caller has it (a part another worker passed on).
         """
@@ -70,7 +76,7 @@ class DurableIntake:
 
     async def _log_and_accept(self, body: bytes, traces: set[int], records: list[SpanRecord]) -> None:
         seq = await self.wal.append(body, traces)
-        self._accept(seq, traces, records, len(body))
+        self.jobs.put(lambda: self._accept(seq, traces, records, len(body)), len(records))
 
     def tick(self) -> None:
         """Release due roots, then forget the traces that left the buffer (built, or evicted)."""

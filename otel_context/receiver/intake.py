@@ -4,7 +4,9 @@ Pure of transport: each receiver authenticates, reads the body, calls `OtlpIntak
 `Rejected` to its own status codes. Decoding is bounded by the work limits (`otel_context/spans/otlp_limits.py`)
 within one request; a body over `INLINE_DECODE_BYTES` decodes in a thread pool, bounded by `max_in_progress`
 across requests, so the event loop keeps answering `/healthz` and other clients while a large request
-decodes (a small one decodes on the loop: the hand-off would cost more than the work).
+decodes (a small one decodes on the loop: the hand-off would cost more than the work). The pipeline's
+work (conversion, the session store, the spool) is never done on the loop: a request's spans go to the
+intake queue (`intake_queue.py`, full: 503), with a spool once they are in the write-ahead log.
 
 Under `serve --workers` with trace routing, a decoded request is split by the worker owning each trace
 (`routing.py`): this worker's part is ingested here, the others are passed to their owners, and the
@@ -31,6 +33,7 @@ from ..serving import ThrottledLog
 from ..spans.otlp import OtlpDecodeError, decode_json, decode_protobuf, records_from_request
 from ..spans.otlp_limits import MalformedWire, RequestLimits, RequestTooLarge, check_protobuf
 from .durable import DurableIntake
+from .intake_queue import Jobs, RunNow
 from .routing import TraceRouter
 from .wal import WalUnavailable
 
@@ -78,6 +81,8 @@ class OtlpIntake:
 
     With `durable` (the sidecar runs with a spool), a request is in the write-ahead log, fsync'd,
     before the pipeline sees it and before the caller answers: only what is durable is acknowledged.
+    Spans reach the pipeline through `jobs` (the sidecar's `IntakeQueue`, run on its own thread; by
+    default at once, on the caller's thread); without a spool, an answer means queued in memory.
     With `router` (a worker of `serve --workers`), the parts of other workers' traces are passed to
     them, and the caller answers once each owner took its part (into its own write-ahead log, with a
     spool) or, where an owner did not, once this worker took it instead.
@@ -89,8 +94,10 @@ class OtlpIntake:
         settings: ReceiverSettings,
         durable: DurableIntake | None = None,
         router: TraceRouter | None = None,
+        jobs: Jobs | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.jobs: Jobs = jobs if jobs is not None else (durable.jobs if durable is not None else RunNow())
         self.settings = settings
         self.durable = durable
         self.router = router
@@ -103,14 +110,13 @@ class OtlpIntake:
     async def export(self, body: bytes, *, json: bool, gzipped: bool = False) -> Accepted:
         """decode -> validate -> ingest. Raises `Rejected`, logged once per interval by status."""
         try:
-            if self.pipeline.backlog_full() or (self.durable is not None and self.durable.full()):
-                self.pipeline.counters.add("requests_pushed_back")
-                raise Rejected(503, f"otel-context {self.pipeline.backlog_reason()}; retry later")
+            self.check_room()
             decoded = self._decode_inline(body, json, gzipped)
             if decoded is None:
                 decoded = await self._decode_off_loop(body, json=json, gzipped=gzipped)
             if self.durable is None and not decoded.elsewhere:
-                return ingest(self.pipeline, decoded)
+                self.jobs.put(lambda: self.pipeline.accept(decoded.records), len(decoded.records))
+                return answer(self.pipeline, decoded)
             try:  # the write-ahead log, then the pipeline: the request is decoded and validated
                 # Shielded: what is written or passed on is also taken, even if the client hangs up meanwhile.
                 await asyncio.shield(self._take_parts(decoded))
@@ -120,6 +126,17 @@ class OtlpIntake:
         except Rejected as rejected:
             self.reject(rejected)
             raise
+
+    def check_room(self) -> None:
+        """`Rejected` 503 (counted) when the pipeline, the write-ahead log or the intake queue is full."""
+        if self.pipeline.backlog_full() or (self.durable is not None and self.durable.full()):
+            reason = self.pipeline.backlog_reason()
+        elif self.jobs.full():
+            reason = "has a full intake queue"
+        else:
+            return
+        self.pipeline.counters.add("requests_pushed_back")
+        raise Rejected(503, f"otel-context {reason}; retry later")
 
     async def _take_parts(self, decoded: Decoded) -> None:
         """This worker's part here, the others passed to their owners; returns once every part is taken
@@ -154,7 +171,7 @@ class OtlpIntake:
     async def _ingest(self, request: ExportTraceServiceRequest, records: list[SpanRecord], body: bytes = b"") -> None:
         """Into the pipeline, behind the write-ahead log when there is one (`body`: the request's bytes, if known)."""
         if self.durable is None:
-            self.pipeline.accept(records)
+            self.jobs.put(lambda: self.pipeline.accept(records), len(records))
         else:
             await self.durable.accept(request, records, body=body or None)
 
@@ -247,14 +264,8 @@ def decode(body: bytes, *, json: bool, limits: RequestLimits | None = None) -> E
         raise Rejected(400, str(error)) from None
 
 
-def ingest(pipeline: Pipeline, decoded: Decoded) -> Accepted:
-    """Hand decoded spans to the pipeline; invalid spans make a partial success, never a failure."""
-    pipeline.accept(decoded.records)
-    return answer(pipeline, decoded)
-
-
 def answer(pipeline: Pipeline, decoded: Decoded) -> Accepted:
-    """The OTLP answer: success, or a partial success naming (and counting) the invalid spans."""
+    """The OTLP answer: success, or a partial success naming (and counting) the invalid spans, never a failure."""
     response = ExportTraceServiceResponse()
     problems = decoded.problems
     if problems:

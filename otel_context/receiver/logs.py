@@ -39,11 +39,15 @@ class LogsIntake:
         """decode -> events -> pipeline; raises `Rejected` (logged once per interval by status)."""
         intake = self.intake
         try:
+            if intake.jobs.full():
+                intake.pipeline.counters.add("requests_pushed_back")
+                raise Rejected(503, "otel-context has a full intake queue; retry later")
             if len(body) <= INLINE_DECODE_BYTES and not gzipped:
                 events, problems = self.decode(body, json, False)
             else:
                 events, problems = await self._decode_off_loop(body, json, gzipped)
-            intake.pipeline.accept_events(events)
+            if events:  # matched on the intake queue's thread, in order with the spans queued before them
+                intake.jobs.put(lambda: intake.pipeline.accept_events(events), len(events))
         except Rejected as rejected:
             intake.reject(rejected)
             raise

@@ -29,12 +29,12 @@ from .durable import DurableIntake
 from .grpc import create_grpc_server
 from .http import create_receiver_app
 from .intake import OtlpIntake
+from .intake_queue import IntakeQueue
 from .routing import TraceRouter
 from .supervisor import Supervisor
 from .wal import WriteAheadLog
 
 _logger = logging.getLogger(__name__)
-TICK_S = 0.25
 
 
 class Sidecar:
@@ -57,14 +57,17 @@ class Sidecar:
         sessions = delivery.session_db or os.path.join(receiver.state_dir, "sessions.db")
         self.pipeline = Pipeline(delivery, settle_s=receiver.settle_s, push_back=True, session_db=sessions)
         # With a spool, acknowledge only what is durable: requests go through a write-ahead log beside it.
-        self.durable = DurableIntake(self.pipeline, WriteAheadLog(delivery.spool_dir)) if delivery.spool_dir else None
-        self.intake = OtlpIntake(self.pipeline, receiver, self.durable, router)
+        # Either way the pipeline runs on the intake queue's thread, never on the event loop.
+        wal = WriteAheadLog(delivery.spool_dir) if delivery.spool_dir else None
+        self.durable = DurableIntake(self.pipeline, wal) if wal is not None else None
+        self.jobs = IntakeQueue(self.pipeline.tick if self.durable is None else self.durable.tick)
+        if self.durable is not None:
+            self.durable.jobs = self.jobs
+        self.intake = OtlpIntake(self.pipeline, receiver, self.durable, router, self.jobs)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     @property
     def http_url(self) -> str:
@@ -90,7 +93,6 @@ class Sidecar:
             # gRPC core sets SO_REUSEPORT on its listeners by default: workers share the port as they are
             self._grpc, self.grpc_port = create_grpc_server(self.intake, self.receiver.grpc_port)
             await self._grpc.start()
-        self._ticker = asyncio.create_task(self._tick())
 
     def describe(self) -> str:
         where = f"OTLP/HTTP on {self.http_url}/v1/traces"
@@ -100,31 +102,17 @@ class Sidecar:
 
     async def stop(self, timeout_s: float = 20.0) -> int:
         """Stop receiving, build pending roots, deliver within `timeout_s`; threads left undelivered."""
-        self._stopping.set()
         if self.router is not None:  # parts not yet taken by a peer are taken here; peers take theirs back
             await self.router.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=2)
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._ticker is not None:
-            await self._ticker
         self.intake.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.jobs.close)  # what was answered 200 reaches the pipeline
         shutdown = self.pipeline.shutdown if self.durable is None else self.durable.shutdown
-        return await asyncio.get_running_loop().run_in_executor(None, shutdown, timeout_s)
-
-    async def _tick(self) -> None:
-        """Release roots whose settle time passed; the receivers themselves only buffer and convert."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), TICK_S)
-            try:
-                if self.durable is None:
-                    self.pipeline.tick()
-                else:
-                    self.durable.tick()
-            except Exception:
-                _logger.exception("otel-context serve: tick failed")
+        return await loop.run_in_executor(None, shutdown, timeout_s)
 
 
 async def serve(receiver: ReceiverSettings, delivery: ExporterSettings, shutdown_timeout_s: float = 20.0) -> int:
