@@ -1,9 +1,9 @@
 """Every environment variable of otel-context, one constant each, as the OTel SDK's `environment_variables`.
 
 Modules read variables through these names (`config.read_env`), never through string literals, and the
-README's settings tables list exactly these names (a test compares them). Durations are milliseconds, as the
-OTel specification defines timeouts; an empty variable counts as unset; a malformed value logs one warning
-and the default is used (the defaults themselves live in `config`). OTel's own variables
+settings tables of docs/configuration.md list exactly these names (a test compares them). Durations are
+milliseconds, as the OTel specification defines timeouts; an empty variable counts as unset; a malformed value
+logs one warning and the default is used (the defaults themselves live in `config`). OTel's own variables
 (`OTEL_TRACES_EXPORTER`, ...) are named by OTel's modules. This module imports nothing, so every part of the
 package may import it; `startup` does not all the same, to load nothing but `os` in every interpreter.
 """

@@ -61,47 +61,6 @@ def test_readme_mentions_every_subcommand():
     assert missing == []
 
 
-def _readme_variables() -> set[str]:
-    """Every variable named in the README's settings tables (those headed `| variable |`).
-
-    A cell may shorten a name of the same family: `OTEL_CONTEXT_SERVE_MAX_SPANS`, `_MAX_ATTRIBUTES`.
-    """
-    import re
-
-    families = ("OTEL_EXPORTER_CONTEXT", "OTEL_CONTEXT_SERVE", "OTEL_CONTEXT_LOCAL_API")
-    found: set[str] = set()
-    in_table = False
-    for line in (REPO / "README.md").read_text().splitlines():
-        if line.startswith("| variable |"):
-            in_table = True
-        elif not line.startswith("|"):
-            in_table = False
-        if not in_table:
-            continue
-        family = ""
-        for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line):
-            if name.startswith("_") and family:
-                found.add(family + name)
-            elif "_" in name.strip("_"):
-                found.add(name)
-                family = next((f for f in families if name.startswith(f + "_")), family)
-    return found
-
-
-def test_the_readme_tables_list_exactly_the_variables_read():
-    """`environment_variables` and the README's tables name the same variables, so neither can drift."""
-    import opentelemetry.environment_variables as otel_variables
-
-    from otel_context import environment_variables
-
-    ours = {value for name, value in vars(environment_variables).items() if name.isupper()}
-    not_settings = {environment_variables.OTEL_CONTEXT_SERVE_WORKER}  # set by the supervisor for its workers
-    otel_own = {value for name, value in vars(otel_variables).items() if name.isupper()}
-    documented = _readme_variables()
-    assert sorted(ours - not_settings - documented) == [], "read but not in the README's tables"
-    assert sorted(documented - otel_own - ours) == [], "in the README's tables but not in environment_variables"
-
-
 def test_variables_are_read_through_their_constants():
     """No module spells a variable's name in a string of its own (`"OTEL_..."`, `f"OTEL_...={value}"`); prose
     in docstrings and log messages may mention them."""

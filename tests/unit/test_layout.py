@@ -1,4 +1,4 @@
-"""The package's layout is its pipeline: each folder imports only the stages before it (README, Development)."""
+"""The package's layout is its pipeline: each folder imports only the stages before it (docs/development.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "otel_context"
 
-# What each part of the package may import from the rest of it (README's map, "Development").
+# What each part of the package may import from the rest of it (docs/development.md, the layout map).
 FOUNDATION = {"model", "text", "environment_variables"}
 MAY_IMPORT: dict[str, set[str]] = {
     "startup": set(),
@@ -85,7 +85,8 @@ PARTS = sorted(
 
 @pytest.mark.parametrize("part", PARTS)
 def test_every_part_is_on_the_map(part):
-    assert part in MAY_IMPORT or part in EVERYTHING, f"otel_context.{part} is not on the map: add it to README and here"
+    missing = f"otel_context.{part} is not on the map: add it to docs/development.md and here"
+    assert part in MAY_IMPORT or part in EVERYTHING, missing
 
 
 @pytest.mark.parametrize("part", sorted(set(MAY_IMPORT) & set(IMPORTS)))
