@@ -337,31 +337,52 @@ def _print_thread(thread: dict[str, Any]) -> None:
         print(f"  {key + ':':<16} {metadata[key]}")
 
 
+def _see(page: str) -> str:
+    """The page of docs/ that explains a command (tests/unit/test_docs_links.py checks it exists)."""
+    return f"Explained in docs/{page}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otel-context", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="otel-context",
+        description=__doc__.split("\n\n")[0],
+        epilog="Docs: README.md, then docs/ (every setting: docs/configuration.md).",
+    )
     parser.add_argument("--version", action="version", version=f"otel-context {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run a small LangChain app and show the threads it becomes")
+    demo = commands.add_parser(
+        "demo", help="run a small LangChain app and show the threads it becomes", epilog=_see("threads.md")
+    )
     demo.set_defaults(func=_demo)
 
     from .local_api import cli as local_api_cli
 
-    local = commands.add_parser("local-api", help="run the local Context-compatible API (SQLite)")
+    local = commands.add_parser(
+        "local-api", help="run the local Context-compatible API (SQLite)", epilog=_see("local-api.md")
+    )
     local_api_cli.add_arguments(local)
     local.set_defaults(func=local_api_cli.main)
 
-    serve = commands.add_parser("serve", help="the Collector sidecar: receive OTLP, deliver threads to Context")
+    serve = commands.add_parser(
+        "serve", help="the Collector sidecar: receive OTLP, deliver threads to Context", epilog=_see("sidecar.md")
+    )
     serve.set_defaults(func=_serve, serve_options=_add_serve_options(serve))
 
-    stats = commands.add_parser("stats", help="show delivery counters of a running sidecar, or a spool's backlog")
+    stats = commands.add_parser(
+        "stats",
+        help="show delivery counters of a running sidecar, or a spool's backlog",
+        epilog=_see("delivery.md#counters"),
+    )
     stats.add_argument("--url", default="http://127.0.0.1:4319", help="the sidecar's HTTP address")
     stats.add_argument("--token", help=f"bearer token the sidecar requires (default: ${OTEL_CONTEXT_SERVE_TOKEN})")
     stats.add_argument("--spool", help=f"a spool directory ({OTEL_EXPORTER_CONTEXT_SPOOL_DIR}) to inspect instead")
     stats.set_defaults(func=_stats)
 
     threads = commands.add_parser(
-        "threads", help="list threads, or show one, from a Context-compatible API (Context, the local API)"
+        "threads",
+        help="list threads, or show one, from a Context-compatible API (Context, the local API)",
+        epilog=_see("local-api.md#reading-threads-back"),
     )
     threads.add_argument("id", nargs="?", help="show this thread (default: list threads)")
     threads.add_argument("--endpoint", help=f"API base URL (${OTEL_EXPORTER_CONTEXT_ENDPOINT}, else Context)")
@@ -373,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--json", action="store_true", help="print JSON (the API's own shape) instead of a table")
     threads.set_defaults(func=_threads)
 
-    convert = commands.add_parser("convert", help="print the threads that span dumps (to_json) convert to")
+    convert = commands.add_parser(
+        "convert", help="print the threads that span dumps (to_json) convert to", epilog=_see("threads.md")
+    )
     convert.add_argument("files", nargs="+")
     convert.set_defaults(func=_convert)
     return parser

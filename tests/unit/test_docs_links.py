@@ -115,3 +115,17 @@ def test_one_click_from_the_readme_answers(question: str):
         if any(all(word in line.lower() for word in words) for line in text.splitlines()):
             answered.append(target)
     assert answered, f"no page linked from README.md answers {question!r}"
+
+
+def test_the_command_and_each_subcommand_point_to_their_page():
+    from otel_context.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    helps = {"otel-context": parser.format_help()} | {name: sub.format_help() for name, sub in commands.items()}
+    for name, text in helps.items():
+        pages = re.findall(r"(docs/[\w.-]+\.md)(?:#([\w-]+))?", text)
+        assert pages, f"{name} --help names no page of docs/"
+        for page, anchor in pages:
+            assert (REPO / page).exists(), f"{name} --help: {page}"
+            assert not anchor or anchor in anchors(REPO / page), f"{name} --help: {page}#{anchor}"
