@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "ContextLogExporter",
     "ContextSpanExporter",
+    "ContextSpanProcessor",
     "ExporterSettings",
     "__version__",
     "instrument_langchain_core",
@@ -27,7 +28,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .autoconfig import instrument_langchain_core
     from .config import ConfigError, ExporterSettings
-    from .exporter import ContextLogExporter, ContextSpanExporter
+    from .exporter import ContextLogExporter, ContextSpanExporter, ContextSpanProcessor
 
 
 def __getattr__(name: str) -> Any:
@@ -36,7 +37,7 @@ def __getattr__(name: str) -> Any:
         from . import config
 
         return getattr(config, name)
-    if name in ("ContextSpanExporter", "ContextLogExporter"):
+    if name in ("ContextSpanExporter", "ContextSpanProcessor", "ContextLogExporter"):
         from . import exporter
 
         return getattr(exporter, name)

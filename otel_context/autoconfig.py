@@ -12,15 +12,17 @@ Two traps are handled here:
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING
 
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+from opentelemetry.sdk import _configuration as sdk_configuration
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-from .startup import apply_defaults
+from .startup import apply_defaults, wants_context
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -35,11 +37,28 @@ class ContextDistro(BaseDistro):
 
 
 class ContextConfigurator(_OTelSDKConfigurator):
-    """The standard SDK set-up (TracerProvider + BatchSpanProcessor per exporter), with our defaults."""
+    """The standard SDK set-up (TracerProvider + a batch processor per exporter), with our defaults, and
+    `ContextSpanProcessor` for `context`: `provider.force_flush()` waits for delivery as documented.
+
+    Through the configurator's `export_span_processor` argument (SDKs that have it; with older ones,
+    and under another distro's configurator, the SDK's `BatchSpanProcessor`: a flush hands spans over)."""
 
     def _configure(self, **kwargs: object) -> None:
         apply_defaults()
+        if wants_context() and takes_export_span_processor() and "export_span_processor" not in kwargs:
+            from .exporter import export_processor
+
+            kwargs["export_span_processor"] = export_processor
         super()._configure(**kwargs)
+
+
+def takes_export_span_processor() -> bool:
+    """Whether this SDK's configurator lets us choose the processor of each exporter."""
+    initialize = getattr(sdk_configuration, "_initialize_components", None)
+    try:
+        return initialize is not None and "export_span_processor" in inspect.signature(initialize).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def instrument_langchain_core(tracer_provider: TracerProvider | None = None) -> bool:

@@ -5,25 +5,22 @@ host app's threads never wait on the network, and nothing here ever raises into 
 
 One exception, asked for by the app: `provider.force_flush()`. The OTel specification says a span
 processor's flush exports what it holds and then calls the exporter's `force_flush()`; the Python
-SDK's `BatchSpanProcessor` does the first only. So (1) an `export()` made while a processor is
-flushing waits, up to that flush's timeout, until the threads queued so far are delivered, spooled,
-or given up and counted; and (2) the processor that calls `export()` gets the missing step added
-to its `force_flush()` (the case where it held no spans because its worker had just exported them).
-On AWS Lambda and other runtimes frozen between requests, `force_flush()` returning then means the
-runs have left the process.
+SDK's `BatchSpanProcessor` does the first only. `ContextSpanProcessor` is a `BatchSpanProcessor` that
+does both, in one timeout: its `force_flush()` returns once the threads of the spans ended so far are
+delivered, spooled, or given up and counted. On AWS Lambda and other runtimes frozen between requests,
+it returning then means the runs have left the process. `OTEL_TRACES_EXPORTER=context` installs it;
+a plain `BatchSpanProcessor(ContextSpanExporter())` only hands the spans over when flushed.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from .assembly.trace_buffer import TraceBuffer
 from .config import ConfigError, ExporterSettings, resolve_settings
@@ -56,7 +53,6 @@ class ContextSpanExporter(SpanExporter):
         self.counters = self.pipeline.counters
         self._closed = False
         self._lock = threading.Lock()
-        self._hooked: set[int] = set()  # ids of the span processors whose force_flush reaches ours
         if register_metrics:
             try:
                 self.counters.register_metrics()
@@ -75,14 +71,9 @@ class ContextSpanExporter(SpanExporter):
         if self._closed:
             return SpanExportResult.FAILURE
         try:
-            caller = sys._getframe(1)
-            self._hook_processor(caller)
             accepted = True
             for start in range(0, len(spans), EXPORT_SLICE):
                 accepted = self.pipeline.accept(records_from_sdk(spans[start : start + EXPORT_SLICE])) and accepted
-            deadline = _flush_deadline(caller)
-            if deadline is not None:  # a flush: wait for what is queued, these spans' threads included
-                accepted = self.pipeline.accept((), wait_until=deadline) and accepted
         except Exception:  # the host app must never see our errors
             _logger.exception("otel-context failed to export a batch of %d spans", len(spans))
             return SpanExportResult.FAILURE
@@ -97,17 +88,6 @@ class ContextSpanExporter(SpanExporter):
         except Exception:
             _logger.exception("otel-context force_flush failed")
             return False
-
-    def _hook_processor(self, frame: FrameType | None) -> None:
-        """Make the calling SDK span processor's `force_flush()` end with ours, as the specification says."""
-        while frame is not None:
-            owner = frame.f_locals.get("self") if frame.f_code.co_name in ("_export", "_export_batch") else None
-            if owner is not None and getattr(owner, "_exporter", None) is self:
-                if id(owner) not in self._hooked:
-                    self._hooked.add(id(owner))
-                    _chain_force_flush(owner, self)
-                return
-            frame = frame.f_back
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         """Deliver what is queued, within `OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT` (5 s) or `timeout_millis`
@@ -130,46 +110,39 @@ class ContextSpanExporter(SpanExporter):
 _FLUSH_TIMEOUT_S = 30.0  # the SDK's own default for force_flush
 
 
-def _chain_force_flush(processor: object, exporter: ContextSpanExporter) -> None:
-    """Wrap one processor instance's `force_flush`: its own flush, then the exporter's, in one timeout."""
-    original = processor.force_flush  # type: ignore[attr-defined]
+class ContextSpanProcessor(BatchSpanProcessor):
+    """A `BatchSpanProcessor` whose `force_flush()` is the specification's: export what it holds, then the
+    exporter's `force_flush()`, both within one timeout. `provider.force_flush(timeout)` then returns only
+    once the threads of the spans ended so far are delivered, spooled, or given up and counted.
 
-    def force_flush(timeout_millis: float | None = None) -> bool:
+        provider.add_span_processor(ContextSpanProcessor())  # or ContextSpanProcessor(exporter, **batch)
+
+    What it relies on, all public: `BatchSpanProcessor(exporter, ...)` and its `force_flush()` exporting
+    every span ended before it returns (`tests/unit/test_sdk_contract.py` fails loudly when a release
+    changes that). Keyword arguments are the `BatchSpanProcessor`'s (`max_queue_size`, ...).
+    """
+
+    def __init__(self, exporter: ContextSpanExporter | None = None, **batch: object) -> None:
+        self.exporter = exporter if exporter is not None else ContextSpanExporter()
+        super().__init__(self.exporter, **batch)  # type: ignore[arg-type]
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
         started = time.monotonic()
-        flushed = original(timeout_millis)
+        flushed = super().force_flush(timeout_millis)
         budget_ms = timeout_millis if timeout_millis is not None else _FLUSH_TIMEOUT_S * 1000
         left_ms = max(0.0, budget_ms - (time.monotonic() - started) * 1000)
-        return exporter.force_flush(int(left_ms)) and flushed is not False
-
-    processor.force_flush = force_flush  # type: ignore[attr-defined]
+        return self.exporter.force_flush(int(left_ms)) and flushed is not False
 
 
-def _flush_deadline(frame: FrameType | None) -> float | None:
-    """When `export()` runs inside an SDK span processor's flush, the instant (monotonic) it must end by.
-
-    The SDK calls `export()` from `force_flush()` on the caller's thread (SDK >= 1.33), or from its
-    worker thread serving a flush request (older releases); either way the flushing frame is on the
-    stack. The nearest `timeout_millis` given along the way bounds the wait.
-    """
-    timeout_ms = None
-    flushing = False
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name in ("force_flush", "_export") and frame.f_globals.get("__name__", "").startswith(
-            "opentelemetry.sdk"
-        ):
-            local = frame.f_locals
-            if code.co_name == "force_flush" or local.get("flush_request") is not None:
-                flushing = True
-                if timeout_ms is None and isinstance(local.get("timeout_millis"), (int, float)):
-                    timeout_ms = local["timeout_millis"]
-        frame = frame.f_back
-    if not flushing:
-        return None
-    return time.monotonic() + (timeout_ms / 1000 if timeout_ms is not None else _FLUSH_TIMEOUT_S)
+def export_processor(exporter: SpanExporter) -> BatchSpanProcessor:
+    """The processor the SDK's configurator builds for each `OTEL_TRACES_EXPORTER` (`export_span_processor`):
+    ours for ours, the SDK's own for the others."""
+    if isinstance(exporter, ContextSpanExporter):
+        return ContextSpanProcessor(exporter)
+    return BatchSpanProcessor(exporter)
 
 
-__all__ = ["ConfigError", "ContextSpanExporter"]
+__all__ = ["ConfigError", "ContextSpanExporter", "ContextSpanProcessor"]
 
 
 try:  # the SDK's logs API is still underscored; its exporter class was `LogExporter` before 1.39

@@ -15,15 +15,14 @@ from langchain_core.runnables import Runnable
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_context import ContextSpanExporter
+from otel_context import ContextSpanExporter, ContextSpanProcessor
 
 
 def setup(**batch: int) -> tuple[TracerProvider, ContextSpanExporter]:
     exporter = ContextSpanExporter(register_metrics=False)
     provider = TracerProvider(resource=Resource.create({"service.name": "test-app"}))
-    provider.add_span_processor(BatchSpanProcessor(exporter, **batch))
+    provider.add_span_processor(ContextSpanProcessor(exporter, **batch))  # its force_flush waits for delivery
     LangchainInstrumentor().instrument(tracer_provider=provider)
     return provider, exporter
 

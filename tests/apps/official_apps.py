@@ -218,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             from otel_context import ContextSpanExporter
 
             exporter = ContextSpanExporter(register_metrics=False)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+        if args.otlp:
+            provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+        else:
+            from otel_context import ContextSpanProcessor
+
+            provider.add_span_processor(ContextSpanProcessor(exporter, schedule_delay_millis=50))
         trace.set_tracer_provider(provider)
         instrument(args.instrument, provider)
     for name in args.scenarios:

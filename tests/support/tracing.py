@@ -3,7 +3,7 @@
 The instrumentation can be instrumented only once per process (re-instrumenting after `uninstrument()`
 yields no spans) and the OTel API sets the global tracer provider only once, so one TracerProvider
 serves the whole session (the `tracing` fixture starts it) and each test plugs its own span processor
-into it: a real BatchSpanProcessor + ContextSpanExporter (`App`), or an in-memory one (`capture`).
+into it: a real ContextSpanProcessor + ContextSpanExporter (`App`), or an in-memory one (`capture`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from otel_context import ContextSpanExporter, ContextSpanProcessor
 
 
 class SpanRouter(SpanProcessor):
@@ -57,7 +59,11 @@ class App:
     def __init__(self, exporter: SpanExporter, tracing: Tracing, **batch: int) -> None:
         self.exporter = exporter
         self.tracing = tracing
-        self.processor = BatchSpanProcessor(exporter, **{"schedule_delay_millis": 50, **batch})
+        batch = {"schedule_delay_millis": 50, **batch}
+        if isinstance(exporter, ContextSpanExporter):  # as `OTEL_TRACES_EXPORTER=context` sets it up
+            self.processor: BatchSpanProcessor = ContextSpanProcessor(exporter, **batch)
+        else:
+            self.processor = BatchSpanProcessor(exporter, **batch)
         self.tracer = tracing.provider.get_tracer("test-app")
         tracing.router.target = self.processor
 

@@ -35,7 +35,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     | {"private_files"},
     "exporter": FOUNDATION | {"spans", "assembly", "delivery", "pipeline", "config", "counters"},
     "helper_process": FOUNDATION | {"delivery", "pipeline", "config", "counters"},
-    "autoconfig": {"startup", "environment_variables"},
+    "autoconfig": {"startup", "environment_variables", "exporter"},  # ContextSpanProcessor, once configuring
     "receiver": FOUNDATION | {"spans", "pipeline", "config", "counters", "serving", "shared_sqlite", "owners"},
     "local_api": FOUNDATION | {"config", "serving", "extras", "private_files"},
     "demo": FOUNDATION | {"config", "exporter", "local_api", "extras"},
