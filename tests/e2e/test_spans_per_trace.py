@@ -67,6 +67,8 @@ def test_a_rootless_flood_is_bounded_and_the_root_still_makes_its_thread(local_a
     try:
         for first in range(0, CLONES, PER_REQUEST):
             assert post(port, model_call_clones(run, first, PER_REQUEST)) == 200
+        # answered once queued: conversion runs on the intake queue's thread, a moment later
+        assert wait_for(lambda: serve_counters(port)["spans_evicted"] == CLONES - BOUND, timeout=30)
         counters = serve_counters(port)
         assert counters["spans_held"] == BOUND, counters
         assert counters["spans_evicted"] == CLONES - BOUND, counters
