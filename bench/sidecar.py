@@ -45,7 +45,7 @@ SERVE_TOKEN = "bench-collector"
 RATIO_GOAL = 0.5
 SPANS_PER_CPU_S_GOAL = 15_000  # spans delivered per second of the serve process's CPU (issue 15: from ~7,500)
 WARMUP = 2  # requests before the clock starts, not part of the measured bodies
-UPLOAD = "upload: delivery queue, 1 worker, one POST per thread, pipelined"
+UPLOAD = "upload: delivery queue, 1 worker, one POST per run, one at a time"
 
 
 @dataclass
@@ -219,28 +219,26 @@ def raw_rate(bodies: list[bytes], repeats: int = 5) -> float:
     return median(rates)
 
 
-SESSIONS = "sessions: `SqliteSessions.fold_all` (serve's session fold, one transaction per batch)"
+SESSIONS = "sessions: `Appends.build` over `SqliteSessions` (turns placed, one transaction per batch)"
 LIMITS = "`check_protobuf` (work limits)"
 
 
 def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], list[ConversationThread]], Any] | None:
-    """The sidecar's fold of session turns into session threads (`otel_context/preparation/session_sqlite.py`), if
-    enabled: as `Pipeline._prepare`, the session turns of one batch in one `fold_all`."""
+    """The sidecar's placing of session turns (`otel_context/preparation/appends.py` over the SQLite book), if
+    enabled: as the pipeline does, the runs of one batch in one `Appends.build`."""
     try:
+        from otel_context.preparation.appends import Appends
         from otel_context.preparation.session_sqlite import SqliteSessions
-        from otel_context.preparation.sessions import Turn, session_of
     except ImportError:
         return None
     settings = resolve_settings()
     if not getattr(settings, "sessions", False):
         return None
     store = SqliteSessions(Path(state_dir) / "sessions.db", settings.session_max_turns, settings.session_ttl_s)
+    appends = Appends(store, settings.max_pending_traces)
 
     def fold(threads: list[ConversationThread]) -> list[ConversationThread]:
-        pairs = [(thread, session_of(thread)) for thread in threads]
-        turns = [(session, Turn.of(thread)) for thread, session in pairs if session is not None]
-        folded = iter(store.fold_all(turns) if turns else ())
-        return [thread if session is None else next(folded)[0] for thread, session in pairs]
+        return [append.sent for append in appends.build(threads).appends]
 
     return fold, store
 
@@ -289,12 +287,10 @@ def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, 
 
 
 def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> float:
-    """µs per thread uploaded by the exporter's delivery queue with a single worker (POSTs pipelined, as by default).
+    """µs per thread uploaded by the exporter's delivery queue with a single worker (one POST at a time).
 
-    One version per thread id (the newest, where a session's turns made several): two versions queued
-    together are one upload.
+    Every append is one upload: a session's turns are each an upload of their own.
     """
-    threads = list({thread.id: thread for thread in threads}.values())
     exporter = ContextSpanExporter(endpoint=api_url, token=TOKEN, concurrency=1, register_metrics=False)
     try:
         exporter.delivery.submit(threads[:1])  # connect once
@@ -319,9 +315,8 @@ def _roots(batches: list[list[ReadableSpan]]) -> int:
 def wait_delivered(serve: ServeProcess, converted: int, stall_s: float = 60.0) -> dict[str, int]:
     """Poll the sidecar's counters until `converted` threads are built and none is left to upload.
 
-    Uploads may be fewer than threads: session turns fold into their session's thread, and an upload
-    still queued is replaced by a newer version of the same thread. Raises when the counters stop
-    moving for `stall_s`, instead of waiting for ever.
+    Every run is one upload (a session turn appends to its session's thread). Raises when the counters
+    stop moving for `stall_s`, instead of waiting for ever.
     """
     last: tuple[int, ...] = ()
     moved = time.perf_counter()
@@ -440,9 +435,8 @@ def section(run: SidecarRun) -> Section:
             f"In-process stages without upload: {num(in_process)} µs per request ({num(1e6 / in_process, 0)} "
             f"requests/s, {1e6 / in_process / run.raw_rate:.3f} × FromString). The HTTP server (aiohttp) is not in "
             "this table. In `otel-context serve` the stages up to the JSON bodies run on the event loop and the "
-            "uploads on worker threads of the same process, so they share one GIL. Uploads can be fewer than "
-            "threads converted: session turns fold into their session's thread, and a queued upload is replaced "
-            "by a newer version of the same thread.",
+            "uploads on worker threads of the same process, so they share one GIL. Every run is one upload: "
+            "a session turn appends only its own messages to its session's thread.",
         ]
     )
     peer_rows = [

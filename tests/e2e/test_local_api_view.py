@@ -388,7 +388,8 @@ def test_demo_threads_in_chromium(app, local_api, page):
             strict=True,
         )
     )
-    assert (metadata["user_id"], metadata["session_id"], metadata["workflow"]) == ("u-123", "s-42", "RunnableSequence")
+    assert (metadata["user_id"], metadata["session_id"]) == ("u-123", "s-42")
+    assert "workflow" not in metadata  # a session thread: the run's own facts are on its messages
 
     page.click("text=← all threads")
     page.locator("tr", has_text="I love programming.").locator("a.thread-link").click()
