@@ -1,4 +1,4 @@
-"""Uploads through `context-python`: the client builds each request, `HttpClientTransport` sends it, and
+"""Uploads through `context-python`: the client builds each request, `UploadTransport` sends it, and
 `answers.classify` says what the answer proves (delivered, worth another try, refused, or maybe stored).
 
 The client's own azure-core retry policy never runs (it never sees an answer): our retry layer owns retries, so
@@ -26,9 +26,9 @@ from .transport import (
     FORK_GUARD,
     READ_BACK_LIMIT,
     CapturingTransport,
-    HttpClientTransport,
     PreparedRequest,
     RequestCaptured,
+    UploadTransport,
     tls_context,
 )
 
@@ -41,7 +41,7 @@ MESSAGE_FIELDS = ("role", "message", "type", "event_timestamp", "metadata")
 class _Worker:
     """One upload worker's own: its connection, its request builder, and the thread POST built once."""
 
-    transport: HttpClientTransport
+    transport: UploadTransport
     builder: ContextAPI
     thread_post: PreparedRequest | Exception | None = None
 
@@ -50,9 +50,10 @@ class ContextSender:
     """Sends thread POSTs, rating PATCHes and thread read-backs; one connection per worker thread.
 
     A thread upload costs the app little CPU: the client's pipeline builds the `POST` once per worker (its
-    bearer policy, headers, user agent, `tenant_id` query), and each upload sends that request with its own
-    body on the worker's keep-alive connection. A rating PATCH and a read-back GET are built by the client
-    per call (their path holds the thread id); they are rare.
+    bearer policy, headers, user agent, `tenant_id` query) and its head is made into bytes then, and each
+    upload writes that head with its own `Content-Length` and body on the worker's keep-alive connection. A
+    rating PATCH and a read-back GET are built by the client per call (their path holds the thread id); they
+    are rare.
     """
 
     def __init__(self, settings: ExporterSettings) -> None:
@@ -72,7 +73,7 @@ class ContextSender:
         if worker is None:
             with FORK_GUARD:  # see transport.FORK_GUARD: client building takes locks that are not ours
                 builder = request_builder(self.settings.token or "", self.settings.endpoint)
-            worker = _Worker(HttpClientTransport(timeout_s=self.settings.timeout_s, ssl_context=self._tls), builder)
+            worker = _Worker(UploadTransport(timeout_s=self.settings.timeout_s, ssl_context=self._tls), builder)
             self._local.worker = worker
             with self._lock:
                 self._workers.append(worker)

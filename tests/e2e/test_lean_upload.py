@@ -164,7 +164,20 @@ def test_each_request_is_the_one_the_client_itself_sends(server, sender):
             assert mine["accept"] == theirs["accept"]
         assert mine["user-agent"].startswith("otel-context ")
         assert mine.get("content-length") == theirs.get("content-length")
+        assert mine["host"] == theirs["host"]
+        assert mine["accept-encoding"] == "identity"  # answers are read as they come, never decompressed
     assert server.connections == 2  # the reference client's, and ours for all three
+
+
+def test_a_header_that_would_break_the_request_is_never_written(server):
+    # The head is written as the client built it: a line break in a header (here, the token) would write a
+    # header of its own, or end the head early. Checked once per built request, before anything is written.
+    sender = ContextSender(resolve_settings(endpoint=server.url, token="tok\r\nX-Injected: 1", timeout=5.0))
+    for outcome in (sender.send(thread(0)), sender.send(rating_item("t-0", 0, 1)), sender.stored_messages("t-0")):
+        assert outcome_of(outcome) == (Verdict.RETRY, None) and "not sent" in outcome.reason, outcome
+        assert "X-Injected" not in outcome.reason
+    assert server.requests == [] and server.connections == 0
+    sender.close()
 
 
 def test_a_batch_goes_one_request_at_a_time_on_one_kept_alive_connection(server, sender):
@@ -210,6 +223,21 @@ def test_a_rating_patch_is_written_again_once_when_a_reused_connection_was_close
     assert server.connections == 2
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        answer(201, b"{}", headers="Connection: close\r\n"),
+    ],
+    ids=["http-1.0", "connection-close"],
+)
+def test_a_connection_the_answer_says_closes_is_not_reused(server, sender, raw):
+    server.script.append(raw)
+    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
+    assert sender.send(thread(1)).verdict is Verdict.DELIVERED
+    assert server.connections == 2 and len(server.requests) == 2
+
+
 def test_a_connection_idle_too_long_is_closed_not_reused(server, sender, monkeypatch):
     monkeypatch.setattr(transport, "IDLE_REUSE_S", 0.2)
     assert sender.send(thread(0)).verdict is Verdict.DELIVERED
@@ -230,18 +258,38 @@ def stray_behind(conn: socket.socket) -> None:
     conn.sendall(answer(201, b"{}") + answer(201, b'{"stray":true}'))  # in the same write as the real answer
 
 
-@pytest.mark.parametrize("stray", [stray_later, stray_behind], ids=["while-idle", "behind-an-answer"])
+def uploads_around_a_stray_answer(server: ScriptedServer, sender: ContextSender, stray: Action) -> list[SendOutcome]:
+    """An upload answered with `stray`'s extra answer, then one the server refuses (400)."""
+    server.script += [stray, answer(400, b'{"error":"no messages"}')]
+    first = sender.send(thread(0))
+    time.sleep(0.3)
+    return [first, sender.send(thread(1))]
+
+
+STRAYS = [stray_later, stray_behind]
+STRAY_IDS = ["while-idle", "behind-an-answer"]
+
+
+@pytest.mark.parametrize("stray", STRAYS, ids=STRAY_IDS)
 def test_an_answer_nobody_asked_for_is_never_taken_for_the_next_uploads(server, sender, stray):
     # Regression: the hand-written pipelining reader credited a stray answer on an idle connection to the
     # next upload, which the server then answered 400 (or never stored).
-    server.script += [stray, answer(400, b'{"error":"no messages"}')]
-    assert sender.send(thread(0)).verdict is Verdict.DELIVERED
-    time.sleep(0.3)
-    outcome = sender.send(thread(1))
+    first, outcome = uploads_around_a_stray_answer(server, sender, stray)
+    assert first.verdict is Verdict.DELIVERED, first
     assert outcome_of(outcome) == (Verdict.REJECTED, 400), outcome
     assert "no messages" in outcome.reason
     assert len(server.requests) == 2
     assert sender.send(thread(2)).verdict is Verdict.DELIVERED
+
+
+@pytest.mark.parametrize("stray", STRAYS, ids=STRAY_IDS)
+def test_the_stray_answer_test_fails_for_a_client_without_the_stray_data_checks(server, sender, stray, monkeypatch):
+    # The test above must catch the regression: with the checks off (input on an idle connection, read before
+    # a reuse; bytes behind an answer, in the same read), a stray answer is taken for an upload's own.
+    monkeypatch.setattr(transport, "_has_input", lambda sock, poller: False)
+    monkeypatch.setattr(transport._Reader, "on_message_begin", lambda reader: None)
+    first, outcome = uploads_around_a_stray_answer(server, sender, stray)
+    assert [outcome_of(first), outcome_of(outcome)] != [(Verdict.DELIVERED, 201), (Verdict.REJECTED, 400)]
 
 
 # --- bounded answers and the deadline ----------------------------------------------------------------------
@@ -380,6 +428,13 @@ POST_TABLE = [
     (answer(201, b'{"id":"t-1"}', chunked=True), Verdict.DELIVERED, 201, None),
     (answer(201, b""), Verdict.DELIVERED, 201, None),
     (answer(201, b"{}"), Verdict.DELIVERED, 201, None),
+    (
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{}",
+        Verdict.DELIVERED,
+        201,
+        None,
+    ),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" + answer(201, b"{}"), Verdict.DELIVERED, 201, None),  # an interim answer first
     (answer(201, b"not json"), Verdict.UNKNOWN, 201, None),
     (b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", Verdict.UNKNOWN, 201, None),
     (answer(201, b"[1, 2]"), Verdict.UNKNOWN, 201, None),
@@ -402,6 +457,14 @@ POST_TABLE = [
     (answer(501), Verdict.UNKNOWN, 501, None),
     (b"HTTP/1.1 20", Verdict.UNKNOWN, None, None),  # cut inside the status line
     (b"HTTP/1.1 201 Created\r\nContent-Length: 50\r\n\r\n{}", Verdict.UNKNOWN, None, None),  # cut inside the body
+    (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}", Verdict.UNKNOWN, None, None),  # a cut chunk
+    (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n", Verdict.UNKNOWN, None, None),  # a cut head
+    (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        Verdict.UNKNOWN,
+        None,
+        None,
+    ),
     (b"I am not HTTP\r\n\r\n", Verdict.UNKNOWN, None, None),
 ]
 
@@ -414,6 +477,8 @@ POST_TABLE = [
         "201-chunked",
         "201-empty",
         "201-empty-object",
+        "201-until-close",
+        "100-then-201",
         "201-undecodable",
         "201-text",
         "201-list",
@@ -436,6 +501,9 @@ POST_TABLE = [
         "501",
         "cut-status-line",
         "cut-body",
+        "cut-chunk",
+        "cut-head",
+        "101",
         "not-http",
     ],
 )
