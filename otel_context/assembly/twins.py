@@ -102,7 +102,9 @@ class TwinIndex:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._buckets: dict[tuple[Process, str, int], list[Described]] = {}
+        # each bucket keyed by span: a discard is O(1) however many spans share a 10 ms bucket (replayed
+        # or synthetic spans often share one start time)
+        self._buckets: dict[tuple[Process, str, int], dict[Key, Described]] = {}
         self._order: OrderedDict[Key, tuple[Process, str, int]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -112,7 +114,7 @@ class TwinIndex:
         if described.key in self._order:
             return
         bucket = (process, kind, described.start_ns // _BUCKET_NS)
-        self._buckets.setdefault(bucket, []).append(described)
+        self._buckets.setdefault(bucket, {})[described.key] = described
         self._order[described.key] = bucket
         if len(self._order) > self._size:
             self.discard(next(iter(self._order)))
@@ -121,10 +123,9 @@ class TwinIndex:
         bucket = self._order.pop(key, None)
         if bucket is None:
             return
-        kept = [d for d in self._buckets[bucket] if d.key != key]
-        if kept:
-            self._buckets[bucket] = kept
-        else:
+        spans = self._buckets[bucket]
+        del spans[key]
+        if not spans:
             del self._buckets[bucket]
 
     def get(self, key: Key) -> tuple[str, Described] | None:
@@ -132,17 +133,15 @@ class TwinIndex:
         bucket = self._order.get(key)
         if bucket is None:
             return None
-        for found in self._buckets[bucket]:
-            if found.key == key:
-                return bucket[1], found
-        return None
+        found = self._buckets[bucket].get(key)
+        return (bucket[1], found) if found is not None else None
 
     def twins(self, process: Process, kind: str, described: Described) -> list[Described]:
         """Indexed spans of this process and family that describe the same run as `described`, closest first."""
         middle = described.start_ns // _BUCKET_NS
         found = []
         for at in (middle - 1, middle, middle + 1):
-            for other in self._buckets.get((process, kind, at), ()):
+            for other in self._buckets.get((process, kind, at), {}).values():
                 if other.key != described.key and other.twin_of(described):
                     found.append(other)
         return sorted(found, key=described.distance)
