@@ -142,12 +142,20 @@ class OtlpIntake:
         """This worker's part here, the others passed to their owners; returns once every part is taken
         (with a spool: in this worker's write-ahead log or its owner's). A part its owner did not take
         is taken here: assembled apart from the rest of its trace maybe, but never lost."""
-        passed: list[tuple[int, bytes, asyncio.Future[bool]]] = []
+        passed: list[tuple[int, bytes, asyncio.Future[bool | None]]] = []
         if self.router is not None:
             passed = [(owner, body, self.router.send(owner, body)) for owner, body in decoded.elsewhere.items()]
         await self._ingest(decoded.request, decoded.records)
         for owner, body, taken in passed:
-            if not await taken:
+            answer = await taken
+            if answer is None and self.durable is None:
+                # Written to a live owner that did not answer in time: it will take the part when it reads
+                # it. Without a spool nothing would recognise a second copy, so it is not taken here too.
+                self._kept.warning(
+                    f"slow {owner}", f"otel-context serve: worker {owner} did not answer in time; spans left to it"
+                )
+                continue
+            if not answer:  # not taken, or (with a spool) unanswered: taken here; a second copy is recognised
                 self._kept.warning(
                     f"kept {owner}", f"otel-context serve: worker {owner} did not take spans of its traces; taken here"
                 )

@@ -8,10 +8,11 @@ a private directory of the supervisor) as OTLP bytes, which the owner takes exac
 request of its own (`OtlpIntake.take`): with a spool, into its write-ahead log, fsync'd, and only then
 does it answer "taken" (the Collector's rule, acknowledge only after the write, between workers).
 The receiving worker answers its client once every part is durable, in its own log or its owner's.
-A part its owner does not take (restarting, stopping, failing, or not answering within
-`ANSWER_TIMEOUT_S`) is taken by the receiving worker itself, so nothing acknowledged is lost; a part
-taken whose answer was lost is then held twice, and stored once (the buffer drops duplicate spans, the
-shared spool recognises a run it holds or delivered by its segment key).
+A part its owner does not take (restarting, stopping, failing) is taken by the receiving worker
+itself, so nothing acknowledged is lost. A part written to an owner that does not answer within
+`ANSWER_TIMEOUT_S` may still be taken by it: with a spool the receiving worker takes it too (its second
+copy is recognised: the buffer drops duplicate spans, the shared spool a run it holds or delivered by
+its segment key); without a spool nothing would recognise a second copy, so it is left to the owner.
 
 The protocol, on one connection per pair of workers: the sender writes a 4-byte big-endian length and
 an `ExportTraceServiceRequest` (the parts waiting for that owner, concatenated: two serialized
@@ -110,7 +111,7 @@ class TraceRouter:
 
     def __init__(self, index: int, count: int, directory: str) -> None:
         self.index, self.count, self.directory = index, count, directory
-        self._outboxes: dict[int, asyncio.Queue[tuple[bytes, asyncio.Future[bool]]]] = {}
+        self._outboxes: dict[int, asyncio.Queue[tuple[bytes, asyncio.Future[bool | None]]]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._peers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # connections from other workers
         self._server: asyncio.AbstractServer | None = None
@@ -139,11 +140,12 @@ class TraceRouter:
     def split(self, request: ExportTraceServiceRequest) -> Split:
         return split_request(request, self.owner_of)
 
-    def send(self, owner: int, body: bytes) -> asyncio.Future[bool]:
+    def send(self, owner: int, body: bytes) -> asyncio.Future[bool | None]:
         """Pass a part (an OTLP request of `owner`'s traces) on; resolves True once `owner` took it, False
-        when the caller must take it itself. On the event loop."""
+        when the caller must take it itself, None when it was written to a live owner that did not answer
+        in time (it may still take it). On the event loop."""
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bool] = loop.create_future()
+        answer: asyncio.Future[bool | None] = loop.create_future()
         if self._closing:
             answer.set_result(False)
             return answer
@@ -156,7 +158,7 @@ class TraceRouter:
         outbox.put_nowait((body, answer))
         return answer
 
-    async def _send_to(self, owner: int, outbox: asyncio.Queue[tuple[bytes, asyncio.Future[bool]]]) -> None:
+    async def _send_to(self, owner: int, outbox: asyncio.Queue[tuple[bytes, asyncio.Future[bool | None]]]) -> None:
         """Pass what waits for worker `owner` in one message, and settle each part with its answer."""
         writer: asyncio.StreamWriter | None = None
         reader: asyncio.StreamReader | None = None
@@ -168,7 +170,7 @@ class TraceRouter:
             while size < BATCH_BYTES and not outbox.empty():
                 batch.append(outbox.get_nowait())
                 size += len(batch[-1][0])
-            taken = False
+            taken: bool | None = False
             try:
                 for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
                     try:
@@ -185,7 +187,8 @@ class TraceRouter:
                         if writer is not None:
                             writer.close()
                         reader = writer = None
-                        if isinstance(error, TimeoutError):  # alive but slow: not again
+                        if isinstance(error, TimeoutError):  # alive but slow: it has the part, not again
+                            taken = None  # written, unanswered: the owner may take it yet (the caller decides)
                             break
             finally:
                 for _, answer in batch:  # not taken (the owner is restarting or stopping): the sender's

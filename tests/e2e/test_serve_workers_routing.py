@@ -13,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from otel_context.config import resolve_receiver_settings, resolve_settings
 from otel_context.pipeline import Pipeline
+from otel_context.receiver import routing
 from otel_context.receiver.durable import DurableIntake
 from otel_context.receiver.intake import OtlpIntake
 from otel_context.receiver.routing import TraceRouter
@@ -53,7 +54,20 @@ def answer_lost(take):
     return taken_then_lost
 
 
-def run_two_workers(spans, local_api, tmp_path: Path, *, spool: bool, lose_answers: bool) -> tuple[Worker, Worker]:
+def answer_late(take, delay_s: float):
+    """The owner takes the part, then answers after the sender stopped waiting."""
+
+    async def taken_then_slow(body: bytes) -> bool:
+        assert await take(body)
+        await asyncio.sleep(delay_s)
+        return True
+
+    return taken_then_slow
+
+
+def run_two_workers(
+    spans, local_api, tmp_path: Path, *, spool: bool, lose_answers: bool, late_s: float = 0.0
+) -> tuple[Worker, Worker]:
     """Worker 1 receives one request of `TRACES` traces (copies of `spans`); worker 2 owns about half of them."""
     body = b"".join(body for body, _ in make_requests(encode_spans(spans), TRACES))
 
@@ -61,7 +75,8 @@ def run_two_workers(spans, local_api, tmp_path: Path, *, spool: bool, lose_answe
         with tempfile.TemporaryDirectory(prefix="otel-context-workers-") as sockets:
             one, two = (Worker(i, sockets, local_api, tmp_path / "spool" if spool else None) for i in (1, 2))
             await one.router.start(one.intake.take)
-            await two.router.start(answer_lost(two.intake.take) if lose_answers else two.intake.take)
+            take = answer_lost(two.intake.take) if lose_answers else two.intake.take
+            await two.router.start(answer_late(take, late_s) if late_s else take)
             accepted = await one.intake.export(body, json=False)
             assert not accepted.response.HasField("partial_success")
             await one.router.close()
@@ -134,4 +149,18 @@ def test_without_a_spool_the_owner_takes_its_traces_in_memory(capture, local_api
     two.shutdown()
     assert two.pipeline.counters.get("threads_converted") == len(theirs)
     assert one.pipeline.counters.get("threads_converted") == TRACES - len(theirs)
+    assert_each_trace_stored_once(local_api)
+
+
+def test_without_a_spool_a_part_its_owner_took_but_answered_late_is_not_taken_twice(
+    capture, local_api, tmp_path, monkeypatch
+):
+    """Nothing would recognise a second copy in memory: the owner, alive and holding the part, keeps it."""
+    monkeypatch.setattr(routing, "ANSWER_TIMEOUT_S", 0.2)
+    theirs = owned_by_two()
+    one, two = run_two_workers(capture(company_chain), local_api, tmp_path, spool=False, lose_answers=False, late_s=1.0)
+    one.shutdown()
+    two.shutdown()
+    assert two.pipeline.counters.get("threads_converted") == len(theirs)
+    assert one.pipeline.counters.get("threads_converted") == TRACES - len(theirs)  # not also worker 2's
     assert_each_trace_stored_once(local_api)
