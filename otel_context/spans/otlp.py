@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pb2, json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
@@ -117,6 +117,7 @@ def _short_protobuf_error(error: DecodeError) -> str:
 # The OTLP/JSON deviations from the proto3 JSON mapping that `json_format` does not know: ids are hex,
 # not base64. These are the id fields of the trace signal, by message, in both key spellings.
 _SPAN_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+M = TypeVar("M", bound=Message)
 _LINK_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _PARSE_PREFIX = re.compile(r"(?:Failed to parse \w+ field: )+")
@@ -133,7 +134,14 @@ def decode_json(body: bytes, limits: RequestLimits | None = None) -> ExportTrace
     become U+FFFD, as for protobuf: one bad character must not cost the batch. Past `limits`,
     `RequestTooLarge` is raised before the costly steps.
     """
-    limits = limits or RequestLimits()
+    data = load_json_body(body, limits or RequestLimits())
+    _hex_ids_to_base64(data)
+    return parse_json_message(data, ExportTraceServiceRequest())
+
+
+def load_json_body(body: bytes, limits: RequestLimits) -> dict[str, Any]:
+    """An OTLP/JSON body (traces or logs) as a dict, within `limits`: invalid UTF-8 and lone surrogates as
+    U+FFFD, a byte order mark skipped; `OtlpDecodeError` for what is not a JSON object."""
     text = body.decode("utf-8", "replace")
     if text.startswith("\ufeff"):  # a byte order mark, which JSON parsers may ignore (RFC 8259)
         text = text[1:]
@@ -149,14 +157,17 @@ def decode_json(body: bytes, limits: RequestLimits | None = None) -> ExportTrace
     check_json_data(data, limits)
     if _SURROGATE_ESCAPE.search(text):
         data = _repair_surrogates(data)
-    _hex_ids_to_base64(data)
-    request = ExportTraceServiceRequest()
+    return data
+
+
+def parse_json_message(data: dict[str, Any], message: M) -> M:
+    """`data` (its ids already base64) into `message`, unknown fields ignored; `OtlpDecodeError` otherwise."""
     try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         reason = _PARSE_PREFIX.sub("", str(error)).rstrip(".") or type(error).__name__
         raise OtlpDecodeError(f"JSON body: {reason}") from None
-    return request
+    return message
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 from typing import Any
 
-from google.protobuf import descriptor_pb2, json_format, message_factory
+from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ..model import LogEvent
 from .otlp import (
     _HEX,
-    _PARSE_PREFIX,
-    _SURROGATE_ESCAPE,
     OtlpDecodeError,
     _any_value,
     _attributes,
     _items,
-    _repair_surrogates,
     _repair_text,
     _short_protobuf_error,
     _strings_to_bytes,
+    load_json_body,
+    parse_json_message,
 )
-from .otlp_limits import RequestLimits, check_json_data, check_json_text, check_logs_protobuf, rebuilt_request_type
+from .otlp_limits import RequestLimits, check_logs_protobuf, rebuilt_request_type
 
 EVENT_NAME = "event.name"  # the attribute the Logs API's events carried their name in before `event_name`
 _LOG_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
@@ -71,33 +69,12 @@ def _lenient_logs_class() -> tuple[type[Message], frozenset[str]]:
 def decode_logs_json(body: bytes, limits: RequestLimits | None = None) -> ExportLogsServiceRequest:
     """An OTLP/JSON logs body, read as `otlp.decode_json` reads trace bodies (hex ids, both key spellings,
     enums as names or numbers, unknown fields ignored, bad text repaired), within the same bounds."""
-    limits = limits or RequestLimits()
-    text = body.decode("utf-8", "replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    check_json_text(text, limits)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise OtlpDecodeError(f"JSON body: invalid JSON: {error}") from None
-    except RecursionError:
-        raise OtlpDecodeError("JSON body: invalid JSON: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise OtlpDecodeError(f"JSON body: expected an object, got {type(data).__name__}")
-    check_json_data(data, limits)
-    if _SURROGATE_ESCAPE.search(text):
-        data = _repair_surrogates(data)
+    data = load_json_body(body, limits or RequestLimits())
     for i, resource_logs in _items(data, "resourceLogs", "resource_logs"):
         for j, scope_logs in _items(resource_logs, "scopeLogs", "scope_logs"):
             for k, record in _items(scope_logs, "logRecords", "log_records"):
                 _hex_ids(record, f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]")
-    request = ExportLogsServiceRequest()
-    try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
-        reason = _PARSE_PREFIX.sub("", str(error)).rstrip(".") or type(error).__name__
-        raise OtlpDecodeError(f"JSON body: {reason}") from None
-    return request
+    return parse_json_message(data, ExportLogsServiceRequest())
 
 
 def _hex_ids(record: dict[str, Any], path: str) -> None:
