@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -36,6 +38,8 @@ from .durable import DurableIntake
 from .intake_queue import Jobs, RunNow
 from .routing import TraceRouter
 from .wal import WalUnavailable
+
+T = TypeVar("T")
 
 MAX_GZIP_MEMBERS = 64  # RFC 1952 allows several members; real senders write one
 _logger = logging.getLogger(__name__)
@@ -203,12 +207,16 @@ class OtlpIntake:
         return self.decode(body, json, gzipped=False)
 
     async def _decode_off_loop(self, body: bytes, *, json: bool, gzipped: bool) -> Decoded:
+        return await self.decode_in_pool(self.decode, body, json, gzipped)
+
+    async def decode_in_pool(self, decode: Callable[..., T], *args: object) -> T:
+        """`decode(*args)` in the decoding pool, one bound for trace and logs bodies decoding at once
+        (`max_in_progress`): 503 past it."""
         if self._in_progress >= self.settings.max_in_progress:
             raise Rejected(503, f"{self._in_progress} requests are decoding already; retry later")
         self._in_progress += 1
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self.decode, body, json, gzipped)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, decode, *args)
         finally:
             self._in_progress -= 1
 

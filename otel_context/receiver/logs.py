@@ -10,7 +10,6 @@ in the write-ahead log: a crash of the sidecar loses those not yet joined to a t
 
 from __future__ import annotations
 
-import asyncio
 import json as jsonlib
 
 import grpc
@@ -45,7 +44,7 @@ class LogsIntake:
             if len(body) <= INLINE_DECODE_BYTES and not gzipped:
                 events, problems = self.decode(body, json, False)
             else:
-                events, problems = await self._decode_off_loop(body, json, gzipped)
+                events, problems = await self.intake.decode_in_pool(self.decode, body, json, gzipped)
             if events:  # matched on the intake queue's thread, in order with the spans queued before them
                 intake.jobs.put(lambda: intake.pipeline.accept_events(events), len(events))
         except Rejected as rejected:
@@ -58,17 +57,6 @@ class LogsIntake:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             response.partial_success.error_message = shown
         return response
-
-    async def _decode_off_loop(self, body: bytes, json: bool, gzipped: bool) -> tuple[list[LogEvent], list[str]]:
-        intake = self.intake  # one bound for trace and logs requests decoding at once
-        if intake._in_progress >= intake.settings.max_in_progress:
-            raise Rejected(503, f"{intake._in_progress} requests are decoding already; retry later")
-        intake._in_progress += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(intake._executor, self.decode, body, json, gzipped)
-        finally:
-            intake._in_progress -= 1
 
     def decode(self, body: bytes, json: bool, gzipped: bool) -> tuple[list[LogEvent], list[str]]:
         """Inflate, check the limits, parse, read the events; `Rejected` 413 past a limit, 400 when malformed."""
