@@ -133,16 +133,11 @@ class Pipeline:
         """A token is needed except for a loopback endpoint (the local Context API may run without one)."""
         return bool(self.settings.token) or self.settings.loopback
 
-    def accept(self, records: Iterable[SpanRecord], *, wait_until: float | None = None) -> bool:
-        """Convert what these spans complete and queue it; False if any thread was dropped.
-
-        With `wait_until` (a monotonic instant: the caller is flushing), return only once the threads
-        queued so far, these spans' included, are delivered or given up and counted, or at that instant.
-        """
+    def accept(self, records: Iterable[SpanRecord]) -> bool:
+        """Convert what these spans complete and queue it; False if any thread was dropped (a flush waits
+        through `flush`, which `ContextSpanProcessor.force_flush` calls)."""
         records = list(records)
         ok = self._submit(self.buffer.add(records))
-        if wait_until is not None:
-            ok = self.delivery.flush_until(wait_until) and ok
         for span in records:  # feedback given later, in a trace of its own, names what it rates
             target = feedback_target(span)
             rating = span_rating(span) if target is not None else None
