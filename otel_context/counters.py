@@ -68,7 +68,10 @@ COUNTERS: dict[str, tuple[str, bool]] = {
     ),
     "readbacks": ("Threads read back before resending an upload whose earlier try may have been stored", False),
     "readbacks_found": ("Read-backs that found the upload stored by its earlier try (not sent again)", False),
-    "turns_repeated": ("Session turns converted again (a replay): placed where they were, appended once", False),
+    "turns_repeated": (
+        "Session turns converted again (a replay, a second copy): placed where they were, appended once",
+        False,
+    ),
     "threads_spooled": ("Threads written to the durable spool", False),
     "threads_replayed": ("Threads read back from the spool at start", False),
 }

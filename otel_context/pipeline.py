@@ -93,7 +93,9 @@ class Pipeline:
         self.recent = RecentAnswers()  # where recent runs' answers are: for feedback and evaluations that come later
         # Runs converted but not placed in their session yet (the shared book failed) wait in `appends`:
         # retried at each tick; their traces count as held (the write-ahead log keeps their requests).
-        self.appends = Appends(self.sessions, self.settings.max_pending_traces)
+        self.appends = Appends(
+            self.sessions, self.settings.max_pending_traces, repeats_recognised=self.delivery.spooled
+        )
         self._warned_token = False
         self._ticker: threading.Thread | None = None
         self._stopped = threading.Event()

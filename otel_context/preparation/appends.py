@@ -41,8 +41,12 @@ class Appends:
     Thread-safe; `max_waiting` bounds the runs held (the oldest go first, counted in `Built.dropped`).
     """
 
-    def __init__(self, sessions: SessionStore | None, max_waiting: int) -> None:
+    def __init__(self, sessions: SessionStore | None, max_waiting: int, *, repeats_recognised: bool = False) -> None:
+        """`repeats_recognised`: a spool takes what is built and recognises a run it holds or delivered (its
+        segment key), so a repeated turn (a replay after a crash, which may never have been sent) goes to
+        it; without one nothing would recognise it, so a turn the store placed before is not appended again."""
         self._sessions = sessions
+        self._repeats_recognised = repeats_recognised
         self._max_waiting = max_waiting
         self._lock = threading.Lock()
         self._waiting: list[ConversationThread] = []  # converted, not placed: the store failed
@@ -87,6 +91,8 @@ class Appends:
                 placement = next(placements)
                 if placement.repeat:
                     built.repeated += 1
+                    if not self._repeats_recognised:
+                        continue
                 sent = session_append(run, placement)
                 built.appends.append(Append(run, sent, placement.offset + last_answer(sent), session))
         return built

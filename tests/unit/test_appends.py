@@ -37,7 +37,16 @@ def test_a_standalone_run_is_its_own_thread_and_a_turn_is_appended_to_its_sessio
     assert first.sent.id == second.sent.id == session_thread_id("s", scope=appends._sessions.scope)
     assert (first.answer, second.answer) == (1, 3 + 1)  # the second turn's answer, after the first's 3 messages
     assert built.repeated == built.dropped == 0
-    assert appends.build([run(3, "s")]).repeated == 1  # placed before: a replay
+    again = appends.build([run(3, "s")])  # placed before: a second copy, and no spool to recognise it
+    assert (again.repeated, again.appends) == (1, [])  # not appended twice
+
+
+def test_a_repeated_turn_goes_to_the_spool_that_recognises_it():
+    appends = Appends(MemorySessions(), max_waiting=10, repeats_recognised=True)
+    (first,) = appends.build([run(3, "s")]).appends
+    again = appends.build([run(3, "s")])  # a replay after a crash: it may never have been sent
+    (second,) = again.appends
+    assert again.repeated == 1 and (second.sent.id, second.sent.segment) == (first.sent.id, first.sent.segment)
 
 
 def test_turns_the_store_cannot_place_wait_bounded_and_go_first_when_it_is_back():
