@@ -38,9 +38,10 @@ def measure(requests: int) -> dict[str, float]:
     mix = SpanMix(capture_mix())
     bodies = [encode_spans(b).SerializeToString() for b in mix.span_batches(requests * 100, 100)[:requests]]
     spent = dict.fromkeys((*PHASES, "floor"), 0.0)
-    with tempfile.TemporaryDirectory(prefix="bench-phases-") as state:
-        folding = session_fold(state)
-        for measured in (False, True):
+    uploads = 0
+    for measured in (False, True):
+        with tempfile.TemporaryDirectory(prefix="bench-phases-") as state:
+            folding = session_fold(state)  # a new book each pass: the second must not see its turns as repeats
             buffer, limits, clock = TraceBuffer(), RequestLimits(), time.process_time
             for body in bodies:
                 t0 = clock()
@@ -60,11 +61,14 @@ def measure(requests: int) -> dict[str, float]:
                 ExportTraceServiceRequest.FromString(body)
                 t7 = clock()
                 if measured:
-                    for name, begin, end in zip((*PHASES, "floor"), (t0, t1, t2, t3, t4, t5, t6), (t1, t2, t3, t4, t5, t6, t7)):
+                    for name, begin, end in zip(
+                        (*PHASES, "floor"), (t0, t1, t2, t3, t4, t5, t6), (t1, t2, t3, t4, t5, t6, t7), strict=True
+                    ):
                         spent[name] += end - begin
-        if folding:
-            folding[1].close()
-    return {name: seconds * 1e3 / len(bodies) for name, seconds in spent.items()}
+                    uploads += len(sent)
+            if folding:
+                folding[1].close()
+    return {**{name: seconds * 1e3 / len(bodies) for name, seconds in spent.items()}, "uploads": uploads / len(bodies)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         for root in roots:
             out = subprocess.run(
                 [sys.executable, "-m", "bench.phases", "--one", "--requests", str(args.requests)],
-                cwd=root, check=True, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(root)},
+                cwd=root,
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**_env(), "PYTHONPATH": str(root)},
             ).stdout
             runs[root].append(json.loads(out.strip().splitlines()[-1]))
     print(f"ms of CPU per 100-span request (median of {args.rounds}); floor = FromString alone")
@@ -97,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{str(root)[-28:]:<28}" + "".join(f"{medians[root][n]:>10.3f}" for n in names))
     if args.against:
         mine, theirs = medians[HERE], medians[roots[1]]
-        print(f"{'ratio (this ÷ other)':<28}" + "".join(f"{mine[n] / theirs[n] if theirs[n] else 0:>10.2f}" for n in names))
+        print(
+            f"{'ratio (this ÷ other)':<28}"
+            + "".join(f"{mine[n] / theirs[n] if theirs[n] else 0:>10.2f}" for n in names)
+        )
+    print(f"uploads per 100-span request: {runs[HERE][0]['uploads']:.1f}")
     total = medians[HERE]["total"]
-    print(f"this checkout: {100_000 / total:,.0f} spans per CPU-second before uploads; {total / medians[HERE]['floor']:.1f}× the floor")
+    floor = medians[HERE]["floor"]
+    print(f"this checkout: {100_000 / total:,.0f} spans per CPU-second before uploads; {total / floor:.1f}× the floor")
     return 0
 
 
