@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per checkout, in turns (default 3)")
     parser.add_argument("--against", type=Path, help="another checkout to measure in turns with this one")
     parser.add_argument("--concurrency", type=int, default=4, help="client connections (default 4)")
+    parser.add_argument(
+        "--memory", action="store_true", help="no spool: acknowledge once in memory (default: durable, --spool-dir)"
+    )
     args = parser.parse_args(argv)
     roots = [HERE] + ([args.against.resolve()] if args.against else [])
     mix = SpanMix(capture_mix())
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with LocalApiProcess() as api:
         for round_no in range(args.rounds):
             for root in roots:
-                with ServeProcess(api.url, 100, root=root) as serve:
+                with ServeProcess(api.url, 100, root=root, spool=not args.memory) as serve:
                     asyncio.run(post_all(serve.url, warm_bodies, 1))
                     warm = wait_delivered(serve, _roots(warm_batches))
                     cpu_before, started = serve.cpu_s(), time.perf_counter()
