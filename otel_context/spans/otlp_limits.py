@@ -263,9 +263,37 @@ def _fits_plainly(body: bytes, limits: RequestLimits) -> bool:
     request.DiscardUnknownFields()
     if request.SerializeToString() != body:
         return False
+    # Each element the walk charges takes two bytes of the body at least (a tag, then a length or a value),
+    # so a body of at most twice a limit cannot exceed that limit: only the other is counted, if any.
+    size = len(body)
+    if size <= 2 * limits.max_attributes:
+        return size <= 2 * limits.max_spans or _spans_within(request, limits.max_spans)
     counts = [0, 0]  # indexed by budget kind: _SPANS, _ATTRIBUTES
     _count_repeated(request, _PLANS[request.DESCRIPTOR.full_name], counts)
     return counts[_SPANS] <= limits.max_spans and counts[_ATTRIBUTES] <= limits.max_attributes
+
+
+def _spans_within(request: Message, max_spans: int) -> bool:
+    """Whether `request` (of the plain type) holds at most `max_spans` span-like messages, visiting only
+    the fields that can lead to one: not the attributes, most of a request's messages."""
+    counts = [0, 0]
+    _count_repeated(request, _span_plan(request.DESCRIPTOR.full_name), counts)
+    return counts[_SPANS] <= max_spans
+
+
+@functools.cache
+def _span_plan(name: str) -> _Plan:
+    """`_PLANS[name]` cut down to the fields through which span-like messages can be reached."""
+
+    def cut(plan: _Plan) -> _Plan:
+        kept: _Plan = []
+        for field, repeated, kind, inner in plan:
+            inner = cut(inner)
+            if kind == _SPANS or inner:
+                kept.append((field, repeated, kind, inner))
+        return kept
+
+    return cut(_PLANS[name])
 
 
 def _count_repeated(message: Message, plan: _Plan, counts: list[int]) -> None:

@@ -147,6 +147,28 @@ def test_work_limit_shortcut_at_and_just_past_the_limits(body):
     assert check_verdict(body, RequestLimits(max_spans=spans, max_attributes=attributes)) == "ok"
 
 
+# one ResourceSpans, one ScopeSpans, 20 spans of 3 empty attributes: 22 spans and 60 attributes in 166 bytes
+SPANS_22_ATTRIBUTES_60 = field(1, field(2, field(2, field(9, b"") * 3) * 20))
+
+
+@pytest.mark.parametrize(
+    ("limits", "verdict"),
+    [
+        (RequestLimits(max_spans=22, max_attributes=83), "ok"),  # attributes bounded by the size: spans counted
+        (RequestLimits(max_spans=21, max_attributes=83), "RequestTooLarge"),
+        (RequestLimits(max_spans=83, max_attributes=83), "ok"),  # both bounded by the size: nothing counted
+        (RequestLimits(max_spans=23, max_attributes=60), "ok"),  # neither: both counted
+        (RequestLimits(max_spans=24, max_attributes=59), "RequestTooLarge"),
+    ],
+)
+def test_work_limit_shortcut_counts_only_what_the_body_size_does_not_bound(limits, verdict):
+    body = SPANS_22_ATTRIBUTES_60
+    assert len(body) == 166
+    assert check_verdict(body, limits) == walk_verdict(body, limits)
+    assert check_verdict(body, limits).startswith(verdict)
+    assert otlp_limits._fits_plainly(body, limits) == (verdict == "ok")  # decided by the shortcut, not the walk
+
+
 def test_a_run_offered_again_is_known_to_the_spool_and_queued_once(tmp_path: Path):
     queue = SendingQueue(100, Spool(str(tmp_path / "spool"), 10 * 1024 * 1024))
     first = queue.offer([QueueItem("t-1", b"run", segment="a/1"), QueueItem("t-1", b"next", segment="a/2")])
