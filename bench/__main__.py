@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, cpu, delivery, durability, flush, machine, memory, overhead, report, sidecar
+from . import conversion, cpu, delivery, durability, flush, machine, memory, overhead, replicas, report, sidecar
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu", "workers")
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,12 @@ class Plan:
     delivery: tuple[tuple[float, int], ...]
     durability_requests: int
     durability_rounds: int
+    workers_requests: int
     latencies: tuple[float, ...] = (0.0, 0.02)
 
 
-FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)), 1000, 3)
-QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1)
+FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)), 1000, 3, 400)
+QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1, 20)
 
 
 def log(message: str) -> None:
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"8. whole-process CPU per call: {calls} calls x {len(cpu.SETUPS)} set-ups x {cpu_rounds} round(s)")
             measured_cpu = cpu.run(api, sink, n=calls, warmup=plan.warmup, rounds=cpu_rounds, log=log)
             sections.append(cpu.section(measured_cpu))
+        if "workers" in only:
+            log("9. workers and replicas" + (" (workers only)" if args.quick else ""))
+            scaled = replicas.run(plan.workers_requests, log=log, replicas=not args.quick)
+            sections.append(replicas.section(scaled, plan.workers_requests))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "

@@ -17,7 +17,8 @@ DELIVERY = "## 5. End-to-end delivery"
 DURABILITY = "## 6. Durable acknowledgement"
 FLUSH = "## 7. `force_flush()` per call (serverless)"
 CPU = "## 8. Whole-process CPU per call, against the OTLP exporter"
-SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH, CPU)
+WORKERS = "## 9. Workers and replicas"
+SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH, CPU, WORKERS)
 
 
 @dataclass

@@ -155,8 +155,8 @@ class _SpanIds:
     """New span ids, unique across the run (the mix copies its traces with new trace ids only): a
     store that keys spans by span id alone, as Arize Phoenix does, must see every span."""
 
-    def __init__(self) -> None:
-        self._random = random.Random(15)
+    def __init__(self, seed: int = 15) -> None:
+        self._random = random.Random(seed)
         self._ids: dict[tuple[bytes, bytes], bytes] = {}
 
     def _new(self, trace_id: bytes, span_id: bytes) -> bytes:
