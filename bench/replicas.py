@@ -148,6 +148,7 @@ class Bench:
     def __init__(self, requests: list[bytes], conversations: int, work: Path, sink_url: str) -> None:
         self.requests, self.conversations, self.work, self.sink_url = requests, conversations, work, sink_url
         self.set_ups = 0
+        self.processes: list[subprocess.Popen[str]] = []
 
     def fresh_bodies(self) -> list[bytes]:
         """The requests with span ids new to this set-up: a shared session book (Redis) must not recognise the
@@ -155,7 +156,6 @@ class Bench:
         self.set_ups += 1
         ids = _SpanIds(seed=self.set_ups)
         return [ids.fresh(ExportTraceServiceRequest.FromString(body)).SerializeToString() for body in self.requests]
-        self.processes: list[subprocess.Popen[str]] = []
 
     def serve(self, name: str, workers: int, grpc: bool, **env: str) -> tuple[int, int]:
         http, grpc_port = free_port(), free_port() if grpc else -1
