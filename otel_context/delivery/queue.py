@@ -193,6 +193,27 @@ class SendingQueue:
                 self._kept.discard(item.thread_id)
                 self.cond.notify()
 
+    def settle_delivered(self, items: list[QueueItem]) -> None:
+        """`settle` of delivered items, their spool rows removed already (`remove_rows`), under one lock."""
+        if self.spool is not None and not self.closed and any(item.seq is not None for item in items):
+            for item in items:  # rows left: each the long way
+                self.settle(item)
+            return
+        with self.cond:
+            wake = 0
+            for item in items:
+                if self._busy.get(item.thread_id) is item:
+                    del self._busy[item.thread_id]
+                if item.seq is not None:
+                    self._loaded.discard(item.seq)
+                if item.thread_id in self._kept or self._overflow:  # as `settle`: whoever this lets move on
+                    self._kept.discard(item.thread_id)
+                    wake += 1
+            if self.watchers:
+                self.cond.notify_all()
+            elif wake:
+                self.cond.notify(wake)
+
     def remove_rows(self, items: list[QueueItem], delivered: list[QueueItem] = ()) -> None:  # type: ignore[assignment]
         """Before settling a batch: the spool rows of these items (refused for good) and of `delivered` go in
         one transaction, the delivered ones' segment keys into the ledger; `settle` then has none left."""
@@ -278,7 +299,7 @@ class SendingQueue:
 
     def holds_any(self, thread_ids: Iterable[str]) -> bool:
         """Whether any of these threads still waits or is in flight (called under `cond`)."""
-        wanted = set(thread_ids)
+        wanted = thread_ids if isinstance(thread_ids, (set, frozenset)) else set(thread_ids)  # a flush's: no copy
         return bool(wanted & self._busy.keys()) or any(item.thread_id in wanted for item in self._items)
 
     def take_all(self) -> tuple[list[QueueItem], list[QueueItem]]:

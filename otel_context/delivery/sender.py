@@ -19,7 +19,7 @@ from getcontext import ContextAPI
 from getcontext.token import Credential
 
 from ..config import ExporterSettings
-from .answers import classify
+from .answers import POSTED, classify
 from .item import ItemKind, QueueItem
 from .outcome import SendOutcome, Verdict
 from .transport import (
@@ -109,8 +109,7 @@ class ContextSender:
 
     def send(self, item: QueueItem) -> SendOutcome:
         """POST a thread, or PATCH ratings onto one; never raises."""
-        (outcome,) = self.send_batch([item])
-        return outcome
+        return self._send_one(item)  # `send_batch` of one item: no abort can come before its first
 
     def send_batch(self, items: Sequence[QueueItem]) -> list[SendOutcome]:
         """`send` for each item, one after another on this worker's connection. Never raises.
@@ -127,6 +126,16 @@ class ContextSender:
         return outcomes
 
     def _send_one(self, item: QueueItem) -> SendOutcome:
+        if item.kind is ItemKind.THREAD:
+            worker = getattr(self._local, "worker", None)
+            request = None if worker is None else worker.thread_post
+            if type(request) is PreparedRequest:  # this worker's POST, built: each upload's usual way
+                try:
+                    answer = worker.transport.exchange(request, item.body)  # type: ignore[union-attr]
+                except Exception as error:  # NotSent, NoAnswer
+                    return self._scrubbed(classify("POST", error))
+                outcome = classify("POST", answer)
+                return outcome if outcome is POSTED else self._scrubbed(outcome)
         method = "POST" if item.kind is ItemKind.THREAD else "PATCH"
         try:
             worker = self._worker()

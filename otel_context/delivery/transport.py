@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import select
@@ -181,7 +182,8 @@ class UploadTransport:
         self.proxies = urllib.request.getproxies() if proxies is None else proxies
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None  # the connection's answers, one after another
-        self._poller: Any = None  # whether the idle connection has input (`_has_input`)
+        self._poller: Any = None  # whether the idle connection has input (`_has_input`); a plain one's reads
+        self._plain = False  # a plain (not TLS) connection, non-blocking: its waits are `_poller`'s (`_read`)
         self._target: tuple[str, str, int] | None = None
         self._idle_since = 0.0
         self._ssl = ssl_context
@@ -214,37 +216,71 @@ class UploadTransport:
     def _attempt(self, target: tuple[str, str, int], data: bytes, limit: int, deadline: float) -> Answer:
         reused = False
         try:
-            sock, reader, reused = self._connection(target, deadline)
+            sock, reader = self._sock, self._reader
+            if (  # the kept-alive connection, when it is clean
+                sock is not None
+                and reader is not None
+                and self._target == target
+                and time.monotonic() - self._idle_since <= IDLE_REUSE_S
+                and not _has_input(sock, self._poller)
+            ):
+                reused = True
+            else:
+                sock, reader = self._connect(target, deadline)
             if self._aborted:  # while connecting
                 raise ConnectionAbortedError("cut short by a shutdown")
-            sock.settimeout(_left(deadline))
-            sock.sendall(data)  # the whole request in one write: one segment, one wake-up of the server
+            if self._plain:
+                try:
+                    sent = sock.send(data)  # the whole request, when the socket's buffer takes it (almost always)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    _write_rest(sock, memoryview(data)[sent:], deadline)
+            else:
+                sock.settimeout(_left(deadline))
+                sock.sendall(data)  # the whole request in one write: one segment, one wake-up of the server
         except (OSError, ValueError, *_UNREADABLE) as error:  # _UNREADABLE: a proxy's answer to CONNECT
             self.close()
             raise NotSent(error) from error
         reader.expect(limit)
         try:
-            self._read(sock, reader, deadline)
+            self._read(sock, reader, deadline, self._poller if self._plain else None)
         except (OSError, *_UNREADABLE) as e:
             self.close()
             if reused and isinstance(e, ConnectionError):  # closed while idle (a reset too, when it crossed the write)
                 raise _Stale(e) from e
             raise NoAnswer(e) from e
-        answer = Answer(reader.status, reader.headers, b"".join(reader.parts))
+        parts = reader.parts  # emptied for the next answer: the body is a copy of its pieces
+        answer = Answer(reader.status, reader.headers, parts[0] if len(parts) == 1 else b"".join(parts))
         if reader.keep_alive and not reader.stray:
             self._idle_since = time.monotonic()
         else:
             self.close()
         return answer
 
-    def _read(self, sock: socket.socket, reader: _Reader, deadline: float) -> None:
-        """Feed what `sock` gives to `reader` until its answer (its head, for `head_only`) is complete."""
+    def _read(self, sock: socket.socket, reader: _Reader, deadline: float, poller: Any = None) -> None:
+        """Feed what `sock` gives to `reader` until its answer (its head, for `head_only`) is complete.
+
+        `poller`: for a plain connection left non-blocking, its `select.poll`, which waits for each read up to
+        the deadline (one system call less than the socket's own timeout, and no `settimeout` per read); None:
+        the socket's timeout is set to what is left before each read.
+        """
         parser = reader.parser
         assert parser is not None
         received = False
         while not reader.done:
-            sock.settimeout(_left(deadline))
-            data = sock.recv(READ_SIZE)
+            if poller is None:
+                sock.settimeout(_left(deadline))
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the attempt's deadline passed")  # as `_left`
+                if not poller.poll(math.ceil(left * 1000)):  # milliseconds, rounded up as a socket's timeout does
+                    raise TimeoutError("timed out")  # what a socket's own timeout raises
+            try:
+                data = sock.recv(READ_SIZE)
+            except BlockingIOError:  # woken with nothing to read after all: wait again
+                continue
             if not data:
                 if reader.ends_at_close() and not self._aborted:
                     reader.done = True  # its body ended with the connection, as its head said it would
@@ -261,20 +297,11 @@ class UploadTransport:
                 if not reader.done:
                     raise
                 reader.stray = True  # bytes after the answer, which is whole: the connection is not reused
-            if reader.size > reader.limit:
+            if reader.parts and reader.count() > reader.limit:
                 raise AnswerTooLarge(f"the answer is more than {reader.limit} bytes")
 
-    def _connection(self, target: tuple[str, str, int], deadline: float) -> tuple[socket.socket, _Reader, bool]:
-        """The kept-alive connection when it is clean, else a new one; its reader; and whether it is reused."""
-        sock, reader = self._sock, self._reader
-        if (
-            sock is not None
-            and reader is not None
-            and self._target == target
-            and time.monotonic() - self._idle_since <= IDLE_REUSE_S
-            and not _has_input(sock, self._poller)
-        ):
-            return sock, reader, True
+    def _connect(self, target: tuple[str, str, int], deadline: float) -> tuple[socket.socket, _Reader]:
+        """A new connection (the kept-alive one closed), and its reader."""
         self.close()
         scheme, host, port = target
         proxy = None if urllib.request.proxy_bypass(host) else self.proxies.get(scheme)
@@ -295,7 +322,10 @@ class UploadTransport:
         if hasattr(select, "poll"):
             self._poller = select.poll()
             self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return sock, reader, False
+            if not isinstance(sock, ssl.SSLSocket):
+                sock.setblocking(False)
+                self._plain = True
+        return sock, reader
 
     def _tunnel(self, sock: socket.socket, target: tuple[str, str, int], deadline: float) -> None:
         """Ask the proxy on `sock` for a tunnel to `target` (`CONNECT`); raises `OSError` when it refuses."""
@@ -314,7 +344,7 @@ class UploadTransport:
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
-        reader, self._reader, self._poller = self._reader, None, None
+        reader, self._reader, self._poller, self._plain = self._reader, None, None, False
         if reader is not None:
             reader.release()
         if sock is not None:
@@ -345,12 +375,14 @@ class _Reader:
     """
 
     __slots__ = (
+        "counted",
         "done",
         "head_only",
         "headers",
         "headers_done",
         "keep_alive",
         "limit",
+        "on_body",
         "parser",
         "parts",
         "size",
@@ -360,6 +392,9 @@ class _Reader:
 
     def __init__(self, *, head_only: bool = False) -> None:
         self.head_only = head_only
+        self.parts: list[bytes] = []  # the body as llhttp gives it, one list for all the connection's answers
+        # llhttp hands each piece of a body straight to the list (no Python frame per piece); `count` adds them up.
+        self.on_body = self.parts.append
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.expect(0)
 
@@ -368,8 +403,9 @@ class _Reader:
         self.limit = limit
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.parts: list[bytes] = []
-        self.size = 0
+        self.parts.clear()
+        self.size = 0  # bytes of the body so far (as of `count`)
+        self.counted = 0  # pieces of `parts` in `size`
         self.headers_done = False
         self.done = False  # the answer is whole
         self.keep_alive = False  # its connection may carry the next request (llhttp's reading of the head)
@@ -392,9 +428,13 @@ class _Reader:
         if length.isdigit() and int(length) > self.limit:
             raise AnswerTooLarge(f"the answer is {length} bytes, more than {self.limit}")
 
-    def on_body(self, body: bytes) -> None:
-        self.parts.append(body)
-        self.size += len(body)
+    def count(self) -> int:
+        """`size`, with the pieces of the body that came since it was last counted."""
+        parts = self.parts
+        if len(parts) > self.counted:
+            self.size += sum(map(len, parts[self.counted :]))
+            self.counted = len(parts)
+        return self.size
 
     def on_message_complete(self) -> None:
         if self.done:
@@ -442,6 +482,15 @@ def _left(deadline: float) -> float:
     if left <= 0:
         raise TimeoutError("the attempt's deadline passed")
     return left
+
+
+def _write_rest(sock: socket.socket, rest: memoryview, deadline: float) -> None:
+    """Write what a non-blocking plain socket did not take at once, through its own timeout, up to the deadline."""
+    try:
+        sock.settimeout(_left(deadline))
+        sock.sendall(rest)
+    finally:
+        sock.setblocking(False)
 
 
 def _has_input(sock: socket.socket, poller: Any) -> bool:

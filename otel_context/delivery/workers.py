@@ -263,8 +263,22 @@ class DeliveryQueue:
                 [item for item, outcome in settled if outcome.verdict is Verdict.REJECTED and not item.abandoned],
                 [item for item, outcome in settled if outcome.verdict is Verdict.DELIVERED],
             )
+        if all(outcome.verdict is Verdict.DELIVERED and not item.abandoned for item, outcome in settled):
+            self._settle_delivered([item for item, _ in settled])
+            return
         for item, outcome in settled:
             self._settle(item, outcome)
+
+    def _settle_delivered(self, items: list[QueueItem]) -> None:
+        """`_settle` of a try whose items were all delivered (the usual one): counted at once, released from the
+        queue under one lock, instead of a lock, a count and a wake-up check each."""
+        self.counters.add("threads_uploaded", sum(item.kind is ItemKind.THREAD for item in items))
+        if self._parked:  # as `_uploaded`
+            self._parked = False
+            self.queue.unpark()
+        self.queue.settle_delivered(items)
+        for item in items:
+            self._on_settled(item)
 
     def _settle(self, item: QueueItem, outcome: SendOutcome) -> None:
         settle = self.queue.settle
