@@ -47,6 +47,7 @@ def encode_items(count: int, path: Path) -> None:
 
 def measure(url: str, token: str, path: Path) -> dict[str, float]:
     """In the child: µs of process CPU per upload, each mode (runs the checkout `PYTHONPATH` names)."""
+    import otel_context
     from otel_context.config import resolve_settings
     from otel_context.counters import Counters
     from otel_context.delivery.item import QueueItem
@@ -59,7 +60,7 @@ def measure(url: str, token: str, path: Path) -> dict[str, float]:
         return [QueueItem(tid, body.encode(), segment=segment) for tid, body, segment in rows]
 
     settings = resolve_settings(endpoint=url, token=token)
-    result: dict[str, float] = {}
+    result: dict[str, float | str] = {"code": otel_context.__file__}  # which checkout ran (the parent checks)
 
     sender = ContextSender(settings)
     batch = items()
@@ -85,7 +86,7 @@ def measure(url: str, token: str, path: Path) -> dict[str, float]:
     delivery.shutdown(5.0)
     sender.close()
     assert counters.get("threads_uploaded") == WARM + len(batch), counters.get("threads_uploaded")
-    return result
+    return result  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                     env={**os.environ, "PYTHONPATH": str(root)},
                 ).stdout
-                runs[root].append(json.loads(out.strip().splitlines()[-1]))
+                run = json.loads(out.strip().splitlines()[-1])
+                if not Path(run.pop("code")).resolve().is_relative_to(root):  # e.g. an editable install first
+                    raise SystemExit(f"the child for {root} did not run its code")
+                runs[root].append(run)
                 print(f"round {round_ + 1} {root}: {runs[root][-1]}", file=sys.stderr)
     print(f"µs of client CPU per upload (median of {args.rounds} runs of {args.uploads} uploads)")
     print(f"{'checkout':<32}" + "".join(f"{mode:>10}" for mode in MODES))
