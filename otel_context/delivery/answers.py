@@ -48,10 +48,21 @@ POSTED = SendOutcome(Verdict.DELIVERED, CREATED)
 def classify(method: str, answer: Answer | BaseException) -> SendOutcome:
     """The verdict on one attempt: its answer, or the error that stands for it (`NotSent`, `NoAnswer`, or any
     other exception raised before anything was sent)."""
-    if method == "POST" and type(answer) is Answer and answer.status == CREATED:
+    if method == "POST" and type(answer) is Answer and answer.status == CREATED:  # the upload's usual answer, first
+        body = answer.body
+        if body and "json" in (answer.headers.get("content-type") or ""):
+            # A JSON object, as the API answers: read by the decoder's own scanner, without `json.loads`' encoding
+            # detection and whitespace matching; anything else (or nothing read) goes the long way, `_unreadable`.
+            try:
+                decoded, end = _SCAN(body.decode("ascii"), 0)
+            except (ValueError, StopIteration):
+                pass
+            else:
+                if end == len(body) and type(decoded) is dict:
+                    return POSTED
         unreadable = _unreadable(answer)
         if not unreadable:
-            return POSTED  # the upload's usual answer, first
+            return POSTED
         return SendOutcome(Verdict.UNKNOWN, CREATED, reason=f"an unreadable 201: {unreadable}")
     idempotent = method in IDEMPOTENT_METHODS
     if isinstance(answer, NoAnswer):
@@ -90,18 +101,6 @@ def _unreadable(answer: Answer) -> str:
         return ""
     if "json" not in (answer.headers.get("content-type") or ""):
         return "not JSON"
-    if body[:1] == b"{" and body[-1:] == b"}" and body.isascii():
-        # The API's answer: a JSON object in ASCII. Read by the decoder's own scanner, without `json.loads`'
-        # encoding detection and whitespace matching (a third of an upload's Python); anything else goes the
-        # long way below.
-        try:
-            text = body.decode("ascii")
-            decoded, end = _SCAN(text, 0)
-        except (ValueError, StopIteration):
-            pass
-        else:
-            if end == len(text) and type(decoded) is dict:
-                return ""
     try:
         decoded = json.loads(body)
     except ValueError:

@@ -107,10 +107,6 @@ class ContextSender:
     def _options(self) -> dict[str, Any]:
         return {"enforce_https": self._enforce_https}
 
-    def send(self, item: QueueItem) -> SendOutcome:
-        """POST a thread, or PATCH ratings onto one; never raises."""
-        return self._send_one(item)  # `send_batch` of one item: no abort can come before its first
-
     def send_batch(self, items: Sequence[QueueItem]) -> list[SendOutcome]:
         """`send` for each item, one after another on this worker's connection. Never raises.
 
@@ -126,6 +122,7 @@ class ContextSender:
         return outcomes
 
     def _send_one(self, item: QueueItem) -> SendOutcome:
+        """POST a thread, or PATCH ratings onto one; never raises."""
         if item.kind is ItemKind.THREAD:
             worker = getattr(self._local, "worker", None)
             request = None if worker is None else worker.thread_post
@@ -153,6 +150,9 @@ class ContextSender:
         except Exception as error:  # NotSent, NoAnswer, or the client refusing to build the request
             return self._scrubbed(classify(method, error))
         return self._scrubbed(classify(method, answer))
+
+    # `send_batch` of one item (no abort can come before its first), without the batch: a frame less per upload.
+    send = _send_one
 
     def stored_messages(self, thread_id: str) -> list[dict[str, Any]] | SendOutcome | None:
         """The messages of a stored thread (`GET /api/v1/conversations/{id}`), in stored order, as plain dicts

@@ -205,7 +205,10 @@ class UploadTransport:
         """
         self._aborted = False
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
-        data = request.wire(request.body if body is None else body)
+        if body is None:
+            data = request.wire(request.body)
+        else:  # `wire`, without its frame: the thread POST's way
+            data = b"%sContent-Length: %d\r\n\r\n%s" % (request.head, len(body), body)
         try:
             return self._attempt(request.target, data, limit, deadline)
         except _Stale as stale:
@@ -297,7 +300,7 @@ class UploadTransport:
                 if not reader.done:
                     raise
                 reader.stray = True  # bytes after the answer, which is whole: the connection is not reused
-            if reader.parts and reader.count() > reader.limit:
+            if reader.parts and not reader.bounded and reader.count() > reader.limit:
                 raise AnswerTooLarge(f"the answer is more than {reader.limit} bytes")
 
     def _connect(self, target: tuple[str, str, int], deadline: float) -> tuple[socket.socket, _Reader]:
@@ -375,6 +378,7 @@ class _Reader:
     """
 
     __slots__ = (
+        "bounded",
         "counted",
         "done",
         "head_only",
@@ -406,6 +410,7 @@ class _Reader:
         self.parts.clear()
         self.size = 0  # bytes of the body so far (as of `count`)
         self.counted = 0  # pieces of `parts` in `size`
+        self.bounded = False  # its head declared a length within the limit (llhttp reads no more): no count needed
         self.headers_done = False
         self.done = False  # the answer is whole
         self.keep_alive = False  # its connection may carry the next request (llhttp's reading of the head)
@@ -427,6 +432,7 @@ class _Reader:
         length = self.headers.get("content-length", "")  # llhttp has checked it: digits, one value
         if length.isdigit() and int(length) > self.limit:
             raise AnswerTooLarge(f"the answer is {length} bytes, more than {self.limit}")
+        self.bounded = length.isdigit() and "transfer-encoding" not in self.headers  # this head's, not an interim's
 
     def count(self) -> int:
         """`size`, with the pieces of the body that came since it was last counted."""

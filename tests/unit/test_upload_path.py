@@ -208,3 +208,35 @@ def test_a_try_all_delivered_is_settled_at_once_and_lets_the_next_upload_of_a_th
         assert all(len(set(batch)) == len(batch) for batch in sender.tries)  # never two of a thread at once
     finally:
         delivery.shutdown(1)
+
+
+def answering(raw: bytes) -> str:
+    """A server that reads one request's head and answers `raw`, then closes; its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                buffer += conn.recv(65536)
+            conn.sendall(raw)
+            time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_length_an_interim_answer_declared_does_not_bound_the_final_one():
+    chunked = b"".join(b"4\r\nxxxx\r\n" for _ in range(10)) + b"0\r\n\r\n"
+    url = answering(
+        b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    upload = UploadTransport(timeout_s=5)
+    try:
+        with pytest.raises(NoAnswer) as raised:
+            upload.exchange(request(url), b"{}", limit=20)
+        assert isinstance(raised.value.__cause__, transport.AnswerTooLarge)
+    finally:
+        upload.close()
