@@ -112,7 +112,10 @@ class SlowReader:
                 )
                 got = bytearray(rest)
                 while len(got) < length:
-                    got += conn.recv(1 << 20)
+                    data = conn.recv(1 << 20)
+                    if not data:  # the client gave up on its request
+                        return
+                    got += data
                 self.bodies.append(bytes(got[:length]))
                 buffer = bytes(got[length:])
                 conn.sendall(self._answer())
@@ -219,7 +222,10 @@ def answering(raw: bytes) -> str:
         with conn:
             buffer = b""
             while b"\r\n\r\n" not in buffer:
-                buffer += conn.recv(65536)
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
             conn.sendall(raw)
             time.sleep(0.5)
 
