@@ -12,12 +12,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conversion, cpu, delivery, durability, flush, machine, memory, overhead, replicas, report, sidecar
+from . import (
+    capacity,
+    conversion,
+    cpu,
+    delivery,
+    durability,
+    flush,
+    machine,
+    memory,
+    overhead,
+    replicas,
+    report,
+    sidecar,
+    soak,
+)
 from .apps import SpanMix, capture_mix
 from .services import LocalApiProcess, OtlpSink
 
 HERE = Path(__file__).resolve().parent
-ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu", "workers")
+ALL = ("overhead", "conversion", "sidecar", "memory", "delivery", "durability", "flush", "cpu", "workers", "soak")
 
 
 @dataclass(frozen=True)
@@ -36,11 +50,12 @@ class Plan:
     durability_requests: int
     durability_rounds: int
     workers_requests: int
+    soak_minutes: float = 10.0  # each soak (sidecar, app); 0: none (`--quick`)
     latencies: tuple[float, ...] = (0.0, 0.02)
 
 
 FULL = Plan(2000, 200, 3, 100_000, 7, 1000, 300, 10_000, ((0.0, 5000), (0.02, 1000)), 1000, 3, 400)
-QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1, 20)
+QUICK = Plan(200, 30, 1, 10_000, 3, 40, 50, 10_000, ((0.0, 300), (0.02, 100)), 60, 1, 20, 0.0)
 
 
 def log(message: str) -> None:
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     sections: list[report.Section] = []
+    served = held = scaled = soaked = None  # what the capacity table is computed from
     with LocalApiProcess() as api, OtlpSink() as sink:
         log(f"local Context API at {api.url}, OTLP sink at {sink.url}")
         mix = SpanMix(capture_mix())
@@ -94,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(sidecar.section(served))
         if "memory" in only:
             log("4. memory")
-            sections.append(memory.section(memory.run(plan.memory_traces)))
+            held = memory.run(plan.memory_traces)
+            sections.append(memory.section(held))
         if "delivery" in only:
             log("5. end-to-end delivery")
             runs = delivery.run(api, mix, list(plan.delivery), log=log)
@@ -118,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(cpu.section(measured_cpu))
         if "workers" in only:
             log("9. workers and replicas" + (" (workers only)" if args.quick else ""))
-            scaled = replicas.run(plan.workers_requests, log=log, replicas=not args.quick)
+            scaled = replicas.run(plan.workers_requests, log=log, replicas=not args.quick, mix=mix)
             sections.append(replicas.section(scaled, plan.workers_requests))
+    if "soak" in only and plan.soak_minutes > 0:  # its own API, Redis and sidecar: after the shared API is stopped
+        log(f"10. soak: the sidecar, then an app, {plan.soak_minutes:g} min each at 70 % of capacity")
+        soaked = soak.soak_sidecar(plan.soak_minutes, 0.7, 60.0, 25.0, traces=mix.traces)
+        app_soaked = soak.soak_app(plan.soak_minutes, 0.7, 60.0, 10.0)
+        sections.append(soak.section(soaked, app_soaked))
+    sections.append(capacity.section(served, scaled, held, soaked))
     mode = "quick (smoke run: counts too small for conclusions)" if args.quick else "full"
     settings = (
         f"Mode: **{mode}**; `python -m bench{' --quick' if args.quick else ''}` took "

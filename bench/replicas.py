@@ -251,9 +251,11 @@ def redis_server(work: Path) -> tuple[subprocess.Popen[str], str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def run(requests: int, log=print, *, replicas: bool = True) -> list[Figure]:
-    """The worker set-ups, then (`replicas`) one and three replicas behind the built Collector."""
-    mix = SpanMix(capture_mix())
+def run(requests: int, log=print, *, replicas: bool = True, mix: SpanMix | None = None) -> list[Figure]:
+    """The worker set-ups, then (`replicas`) one and three replicas behind the built Collector.
+
+    `mix`: the spans captured already (the instrumentation captures once per process)."""
+    mix = mix or SpanMix(capture_mix())
     batches = mix.span_batches(requests * SPANS_PER_REQUEST, SPANS_PER_REQUEST)[:requests]
     bodies = [encode_spans(batch).SerializeToString() for batch in batches]
     conversations = _roots(batches)

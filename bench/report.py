@@ -18,7 +18,23 @@ DURABILITY = "## 6. Durable acknowledgement"
 FLUSH = "## 7. `force_flush()` per call (serverless)"
 CPU = "## 8. Whole-process CPU per call, against the OTLP exporter"
 WORKERS = "## 9. Workers and replicas"
-SECTIONS = (MACHINE, TARGETS, OVERHEAD, CONVERSION, SIDECAR, MEMORY, DELIVERY, DURABILITY, FLUSH, CPU, WORKERS)
+SOAK = "## 10. Soak: 70 % of capacity for 10 minutes"
+CAPACITY = "## 11. Capacity"
+SECTIONS = (
+    MACHINE,
+    TARGETS,
+    OVERHEAD,
+    CONVERSION,
+    SIDECAR,
+    MEMORY,
+    DELIVERY,
+    DURABILITY,
+    FLUSH,
+    CPU,
+    WORKERS,
+    CAPACITY,
+)
+FULL_ONLY = (SOAK,)  # not in `--quick`: the soak's plumbing has a smoke test of its own (tests/e2e/test_bench_smoke.py)
 
 
 @dataclass

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .report import num, table
+from .report import SOAK, Section, Target, num, table
 from .services import TOKEN, LocalApiProcess, http_json, stop_process
 from .sidecar import SERVE_TOKEN, SPANS_PER_REQUEST
 from .stats import percentile
@@ -522,11 +522,14 @@ class Client:
         return intervals, max_lag * 1000
 
 
-def soak_sidecar(minutes: float, fraction: float, interval_s: float, capacity_s: float, say: Log = log) -> SidecarSoak:
+def soak_sidecar(
+    minutes: float, fraction: float, interval_s: float, capacity_s: float, say: Log = log, traces: Any = None
+) -> SidecarSoak:
+    """`traces`: the captured mix (`SpanMix.traces`) when this process captured it already (it can only once)."""
     from .apps import capture_mix
 
     result = SidecarSoak(minutes, fraction, interval_s, capacity_s)
-    bodies = Bodies(capture_mix())
+    bodies = Bodies(traces if traces is not None else capture_mix())
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         work = Path(tmp)
         with Redis(work) as redis, FileApi(work / "api.db") as api, SoakServe(api.url, work, redis.url) as serve:
@@ -954,6 +957,24 @@ def render(sidecar: SidecarSoak | None, app: AppSoak | None, command: str, took_
     if app is not None:
         out += [app_section(app), ""]
     return "\n".join(out)
+
+
+def section(sidecar: SidecarSoak | None, app: AppSoak | None) -> Section:
+    """Benchmark 10 of `python -m bench`: both soaks, their tables demoted a heading level, and their goals."""
+    parts, targets = [], []
+    for name, run in (("sidecar", sidecar), ("app, in process", app)):
+        if run is None:
+            continue
+        text = sidecar_section(run) if isinstance(run, SidecarSoak) else app_section(run)  # type: ignore[arg-type]
+        parts.append(text.replace("## ", "### ", 1))
+        targets.append(
+            Target(f"{name} soak: RSS flat after warm-up", pct_text(run.rss.growth), f"≤ {RSS_GOAL:.0%}", run.rss.flat)
+        )
+        exact = run.exact
+        value = f"{exact.stored_once:,} / {exact.expected:,}" if exact else "n/a"
+        what = "acknowledged traces" if run is sidecar else "calls"
+        targets.append(Target(f"{name} soak: {what} stored once", value, "all", exact is not None and exact.met))
+    return Section(SOAK, "\n\n".join(parts), targets)
 
 
 def passed(sidecar: SidecarSoak | None, app: AppSoak | None) -> bool:
