@@ -385,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--workers-only", action="store_true", help="no replicas behind the Collector")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
         run_sink(args.sink)
         return 0
-    figures = run(args.requests, log=lambda m: print(m, file=sys.stderr, flush=True))
+    figures = run(args.requests, log=lambda m: print(m, file=sys.stderr, flush=True), replicas=not args.workers_only)
     text = render(figures, args.requests)
     (args.out / "replicas.md").write_text(text, encoding="utf-8")
     print(text)

@@ -16,6 +16,7 @@ answer waits until every part is taken (with a spool: in a write-ahead log).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import zlib
 from collections.abc import Callable
@@ -145,26 +146,43 @@ class OtlpIntake:
     async def _take_parts(self, decoded: Decoded) -> None:
         """This worker's part here, the others passed to their owners; returns once every part is taken
         (with a spool: in this worker's write-ahead log or its owner's). A part its owner did not take
-        is taken here: assembled apart from the rest of its trace maybe, but never lost."""
+        is taken here: assembled apart from the rest of its trace maybe, but never lost.
+
+        Without a spool a request is acknowledged once it is in memory, and a part waiting to be passed on
+        is in this worker's memory: the answer does not wait for the owner (waiting tied every request to
+        both workers' event loops, and `--workers 2` served little more than one). A part the owner does
+        not take is taken here when its answer comes, before a stopping worker drains its pipeline."""
         passed: list[tuple[int, bytes, asyncio.Future[bool | None]]] = []
         if self.router is not None:
             passed = [(owner, body, self.router.send(owner, body)) for owner, body in decoded.elsewhere.items()]
         await self._ingest(decoded.request, decoded.records)
+        if self.durable is None:
+            for owner, body, taken in passed:
+                taken.add_done_callback(functools.partial(self._settled_in_memory, owner, body))
+            return
         for owner, body, taken in passed:
-            answer = await taken
-            if answer is None and self.durable is None:
-                # Written to a live owner that did not answer in time: it will take the part when it reads
-                # it. Without a spool nothing would recognise a second copy, so it is not taken here too.
-                self._kept.warning(
-                    f"slow {owner}", f"otel-context serve: worker {owner} did not answer in time; spans left to it"
-                )
-                continue
-            if not answer:  # not taken, or (with a spool) unanswered: taken here; a second copy is recognised
+            if not await taken:  # not taken, or unanswered: taken here too; a second copy is recognised
                 self._kept.warning(
                     f"kept {owner}", f"otel-context serve: worker {owner} did not take spans of its traces; taken here"
                 )
                 request = ExportTraceServiceRequest.FromString(body)
                 await self._ingest(request, records_from_request(request)[0], body)
+
+    def _settled_in_memory(self, owner: int, body: bytes, taken: asyncio.Future[bool | None]) -> None:
+        """Without a spool: what the owner's answer to a passed part means (on the loop, as it comes)."""
+        answer = False if taken.cancelled() else taken.result()
+        if answer is None:
+            # Written to a live owner that did not answer in time: it will take the part when it reads
+            # it. Without a spool nothing would recognise a second copy, so it is not taken here too.
+            self._kept.warning(
+                f"slow {owner}", f"otel-context serve: worker {owner} did not answer in time; spans left to it"
+            )
+        elif not answer:
+            self._kept.warning(
+                f"kept {owner}", f"otel-context serve: worker {owner} did not take spans of its traces; taken here"
+            )
+            records = records_from_request(ExportTraceServiceRequest.FromString(body))[0]
+            self.jobs.put(lambda: self.pipeline.accept(records), len(records))
 
     async def take(self, body: bytes) -> bool:
         """A part another worker passes on (an OTLP request of traces this worker owns): True once it is

@@ -113,6 +113,7 @@ class TraceRouter:
         self.index, self.count, self.directory = index, count, directory
         self._outboxes: dict[int, asyncio.Queue[tuple[bytes, asyncio.Future[bool | None]]]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
+        self._in_flight: set[int] = set()  # owners whose sender has a batch written or being written
         self._peers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # connections from other workers
         self._server: asyncio.AbstractServer | None = None
         self._take: Take | None = None
@@ -171,14 +172,17 @@ class TraceRouter:
                 batch.append(outbox.get_nowait())
                 size += len(batch[-1][0])
             taken: bool | None = False
+            self._in_flight.add(owner)
             try:
                 for _ in range(2):  # a connection to a peer's previous life fails once: reconnect
+                    written = False
                     try:
                         if writer is None:
                             connecting = asyncio.open_unix_connection(self._path(owner))
                             reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
                         writer.write(size.to_bytes(4, "big"))
                         writer.writelines([body for body, _ in batch])
+                        written = True
                         await writer.drain()
                         assert reader is not None
                         taken = await asyncio.wait_for(reader.readexactly(1), ANSWER_TIMEOUT_S) == TAKEN
@@ -190,7 +194,12 @@ class TraceRouter:
                         if isinstance(error, TimeoutError):  # alive but slow: it has the part, not again
                             taken = None  # written, unanswered: the owner may take it yet (the caller decides)
                             break
+                    except asyncio.CancelledError:
+                        if written:  # cut short after the write (close() gave up waiting): the owner may have it
+                            taken = None
+                        raise
             finally:
+                self._in_flight.discard(owner)
                 for _, answer in batch:  # not taken (the owner is restarting or stopping): the sender's
                     if not answer.done():
                         answer.set_result(taken)
@@ -225,8 +234,13 @@ class TraceRouter:
         for writer in self._peers.values():
             writer.close()
         await asyncio.gather(*self._peers, return_exceptions=True)
+        # A batch in flight gets its answer first (or times out: "written, unanswered"), so that a part the
+        # owner may hold is not taken here too; a sender waiting for parts has none in flight.
+        busy = [task for owner, task in self._senders.items() if owner in self._in_flight]
+        if busy:
+            await asyncio.wait(busy, timeout=ANSWER_TIMEOUT_S + CONNECT_TIMEOUT_S)
         for task in self._senders.values():
-            task.cancel()  # a part in flight is answered "not taken" (the `finally` above)
+            task.cancel()  # a part not written is answered "not taken" (the `finally` above)
         await asyncio.gather(*self._senders.values(), return_exceptions=True)
         for outbox in self._outboxes.values():
             while not outbox.empty():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -66,9 +67,20 @@ def answer_late(take, delay_s: float):
 
 
 def run_two_workers(
-    spans, local_api, tmp_path: Path, *, spool: bool, lose_answers: bool, late_s: float = 0.0
+    spans,
+    local_api,
+    tmp_path: Path,
+    *,
+    spool: bool,
+    lose_answers: bool,
+    late_s: float = 0.0,
+    answered: list | None = None,
 ) -> tuple[Worker, Worker]:
-    """Worker 1 receives one request of `TRACES` traces (copies of `spans`); worker 2 owns about half of them."""
+    """Worker 1 receives one request of `TRACES` traces (copies of `spans`); worker 2 owns about half of them.
+
+    Without a spool worker 1 answers before worker 2 has its part: the routers close once worker 2 took it
+    (a worker that stops first takes the parts it has not passed on itself). `answered`: gets the seconds
+    worker 1 took to answer."""
     body = b"".join(body for body, _ in make_requests(encode_spans(spans), TRACES))
 
     async def scenario() -> tuple[Worker, Worker]:
@@ -77,8 +89,14 @@ def run_two_workers(
             await one.router.start(one.intake.take)
             take = answer_lost(two.intake.take) if lose_answers else two.intake.take
             await two.router.start(answer_late(take, late_s) if late_s else take)
+            started = time.monotonic()
             accepted = await one.intake.export(body, json=False)
+            if answered is not None:
+                answered.append(time.monotonic() - started)
             assert not accepted.response.HasField("partial_success")
+            deadline = time.monotonic() + 10
+            while not spool and not two.pipeline.counters.get("spans_received") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             await one.router.close()
             await two.router.close()
         return one, two
@@ -143,7 +161,11 @@ def test_each_worker_takes_only_its_own_traces_and_they_are_stored_once(capture,
 
 def test_without_a_spool_the_owner_takes_its_traces_in_memory(capture, local_api, tmp_path):
     theirs = owned_by_two()
-    one, two = run_two_workers(capture(company_chain), local_api, tmp_path, spool=False, lose_answers=False)
+    answered: list[float] = []
+    one, two = run_two_workers(
+        capture(company_chain), local_api, tmp_path, spool=False, lose_answers=False, late_s=1.0, answered=answered
+    )
+    assert answered[0] < 0.5  # acknowledged once in memory here: not after the owner's late answer
     assert two.pipeline.counters.get("spans_received") > 0
     one.shutdown()
     two.shutdown()
