@@ -59,6 +59,10 @@ class SendingQueue:
         self._loaded: set[int] = set()  # spool rows in memory or in flight
         self._cursor = 0  # highest spool row looked at since the last rescan
         self._overflow = False  # the spool holds rows not loaded yet
+        # Offers writing to the spool now, each as the highest row queued before it began: their rows lie
+        # above it, on disk before the offer queues them, so a refill must not load them too.
+        self._offering: list[int] = []
+        self._high = 0  # the highest spool row an offer of this process has finished with
         self._next_rescan = time.monotonic() + self.rescan_s
         self.closed = False
         self.watchers = 0  # threads waiting on `cond` for uploads to end (a flush): woken by every settle
@@ -78,9 +82,14 @@ class SendingQueue:
         """
         refused = 0
         if self.spool is not None:
+            with self.cond:
+                floor = self._high
+                self._offering.append(floor)
             try:
                 seqs = self.spool.add((item.thread_id, item.kind.value, item.body, item.segment) for item in items)
             except Exception as failure:  # a full disk or a broken file: refused, never raised into the app
+                with self.cond:
+                    self._offering.remove(floor)
                 return Offered(0, len(items), failure)
             stored = []
             for item, seq in zip(items, seqs, strict=True):
@@ -94,6 +103,9 @@ class SendingQueue:
         else:
             known = 0
         with self.cond:
+            if self.spool is not None:
+                self._offering.remove(floor)
+                self._high = max(self._high, *(item.seq for item in items if item.seq is not None), 0)
             room = len(items) if admitted else self.capacity - len(self._items)
             if self.spool is not None and (self._overflow or room < len(items)):
                 self._overflow = True  # on disk; loaded when memory frees up
@@ -237,7 +249,8 @@ class SendingQueue:
         """Load spool rows not in memory (replay at start, catch-up after an overflow); called under the lock."""
         assert self.spool is not None
         room = max(1, self.capacity - len(self._items))
-        rows = self.spool.read_after(self._cursor, room)
+        up_to = min(self._offering) if self._offering else None  # rows above: an offer's, not queued yet
+        rows = self.spool.read_after(self._cursor, room, up_to)
         fresh = [
             QueueItem(tid, body, ItemKind(kind), seq, segment=segment, unconfirmed=bool(attempted))
             for seq, tid, kind, body, segment, attempted in rows
@@ -246,7 +259,9 @@ class SendingQueue:
         if rows:
             self._cursor = rows[-1][0]
         self._enqueue(fresh)
-        self._overflow = len(rows) >= room
+        # Rows past `up_to` wait for the next refill, in order: the offer that wrote them finds the
+        # overflow and leaves them on disk (queueing them itself could pass an older row of their thread).
+        self._overflow = len(rows) >= room or up_to is not None
 
     def _rescan(self) -> None:
         """Now and then: claim the rows of dead owners and look again at parked rows whose time came."""

@@ -200,15 +200,15 @@ class Spool:
         with self._lock:
             self._db.execute("UPDATE items SET parked_until = 0 WHERE owner = ? AND parked_until > 0", (self.owner,))
 
-    def read_after(self, seq: int, limit: int) -> list[tuple[int, str, str, bytes, str, int]]:
-        """This owner's rows after `seq` that are not parked, in arrival order (replay, refill, slow retry):
-        sequence number, thread id, kind, body, segment key, and whether it was attempted."""
+    def read_after(self, seq: int, limit: int, up_to: int | None = None) -> list[tuple[int, str, str, bytes, str, int]]:
+        """This owner's rows after `seq` (and up to `up_to`) that are not parked, in arrival order (replay,
+        refill, slow retry): sequence number, thread id, kind, body, segment key, and whether it was attempted."""
         with self._lock:
             return self._db.execute(
                 "SELECT seq, thread_id, kind, body, segment, attempted FROM items"
-                " WHERE owner = ? AND seq > ? AND parked_until <= ?"
+                " WHERE owner = ? AND seq > ? AND seq <= ? AND parked_until <= ?"
                 " ORDER BY seq LIMIT ?",
-                (self.owner, seq, time.time(), limit),
+                (self.owner, seq, (1 << 62) if up_to is None else up_to, time.time(), limit),
             ).fetchall()
 
     def close(self) -> None:
