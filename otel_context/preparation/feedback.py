@@ -41,11 +41,15 @@ class RecentAnswers:
             found = self._answers.get(run.trace_id)
             if found is None:
                 return
-            self._answers[key] = found
+            self._keep(key, found)
             if "feedback_rating" in run.metadata:
                 self._rated(self._user_rated, found, None)
             elif "eval_rating" in run.metadata:
                 self._rated(self._judged, found, (int(run.metadata["eval_rating"]), []))
+
+    def __len__(self) -> int:
+        """Keys held (at most `max_keys`)."""
+        return len(self._answers)
 
     def find(self, key: str) -> Answer | None:
         """The answer a trace id or a thread id names."""
@@ -80,9 +84,13 @@ class RecentAnswers:
         if not key:
             return
         with self._lock:
-            self._answers[key] = answer
-            if len(self._answers) > self._max_keys:
-                self._answers.popitem(last=False)
+            self._keep(key, answer)
+
+    def _keep(self, key: str, answer: Answer) -> None:
+        """Under `_lock`: every key goes through here, so the bound holds whatever the key."""
+        self._answers[key] = answer
+        while len(self._answers) > self._max_keys:
+            self._answers.popitem(last=False)
 
     def _rated(self, table: OrderedDict, answer: Answer, value: object) -> None:  # type: ignore[type-arg]
         """Under `_lock`."""

@@ -92,3 +92,13 @@ def test_recent_answers_are_bounded_oldest_first():
     for append in built.appends:
         recent.remember(append)
     assert recent.find(f"{1:032x}") is None and recent.find("run-2") == ("run-2", 1)
+
+
+def test_recent_answers_hold_at_most_their_bound_whatever_the_keys():
+    """Every run adds three keys (trace, trace/root span, thread id): the bound holds for each, not just
+    the first (a soak's RSS grew by one key per run when the root span's key went around it)."""
+    recent = RecentAnswers(max_keys=30)
+    for append in Appends(None, max_waiting=1).build([run(n) for n in range(1, 101)]).appends:
+        recent.remember(append)
+    assert len(recent) == 30
+    assert recent.find(f"{100:032x}") == recent.find("run-100") == ("run-100", 1)
