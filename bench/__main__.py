@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)} (default: all)"
     )
+    parser.add_argument(
+        "--no-phoenix", action="store_true", help="section 3 without Arize Phoenix (10-30 minutes of a full run)"
+    )
     return parser.parse_args(argv)
 
 
@@ -105,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         if "sidecar" in only:
             log("3. sidecar throughput")
             served = sidecar.run(
-                api, mix, requests=plan.sidecar_requests, sends=plan.sidecar_sends, peer=not args.quick, log=log
+                api,
+                mix,
+                requests=plan.sidecar_requests,
+                sends=plan.sidecar_sends,
+                peer=not (args.quick or args.no_phoenix),
+                log=log,
             )
             sections.append(sidecar.section(served))
         if "memory" in only:

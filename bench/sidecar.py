@@ -66,7 +66,7 @@ class SidecarRun:
     cpu_s: float = 0.0  # the serve process's user + system CPU from the first request to the last upload
     peak_rss_mb: float = 0.0
     peer: Any = None  # `phoenix.PhoenixRun` on the same bodies (full mode), or None
-    peer_note: str = "not run (quick mode)"
+    peer_note: str = "not run (`--quick` or `--no-phoenix`)"
 
     @property
     def cpu_us_per_span(self) -> float:

@@ -270,11 +270,17 @@ class SoakServe:
         no progress instead of waiting for ever."""
         last: tuple[int, ...] = ()
         moved = time.monotonic()
+        empty: dict[str, int] | None = None
         while True:
             counters = self.stats()
             built = counters["threads_converted"] + counters.get("conversion_errors", 0)
             if built >= converted and counters["threads_queued"] == 0:
-                return counters
+                # A row leaves the spool just before its upload is counted: settled once nothing moves.
+                if empty is not None and empty.get("threads_uploaded") == counters.get("threads_uploaded"):
+                    return counters
+                empty = counters
+                time.sleep(0.2)
+                continue
             now = tuple(counters.get(k, 0) for k in ("spans_received", "threads_converted", "threads_uploaded"))
             if now != last:
                 last, moved = now, time.monotonic()
