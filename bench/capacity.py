@@ -53,8 +53,8 @@ def section(
     if soak is not None and getattr(soak, "intervals", None):
         rows.append(
             (
-                f"RSS of a sidecar at {soak.fraction:.0%} load (spool, Redis sessions), after warm-up",
-                f"{num(max(i.rss_max_mb for i in soak.intervals), 0)} MB",
+                f"RSS of a sidecar at {soak.fraction:.0%} load (spool, Redis sessions), highest after warm-up",
+                f"{num(soak.rss.peak_after_mb, 0)} MB",
                 "section 10",
             )
         )
