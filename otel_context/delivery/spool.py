@@ -12,7 +12,10 @@ Context appends (a POST sent twice stores its messages twice), so the spool is a
 - a delivered row is removed and its segment key written to the `delivered` ledger in one transaction;
 - a row offered again (the sidecar's write-ahead log replays a trace whose run is spooled or delivered)
   is recognised by its segment key, in the rows or the ledger, and not stored twice (`KNOWN`).
-The ledger keeps keys for `LEDGER_KEEP_S`, longer than any replay can come.
+The ledger keeps keys for `LEDGER_KEEP_S` and at most the newest `LEDGER_MAX_KEYS`, pruned as keys come:
+a replay of the write-ahead log brings back runs of its records' lifetime (the trace buffer's max age,
+600 s by default: the keys of 1,600 runs a second), a Collector's resend after a lost answer those of
+its retry time (300 s by default); a sidecar that is down delivers nothing, so an outage ages no key out.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from ..shared_sqlite import connect_shared, transaction
 SPOOL_FILE = "otel-context-spool.db"
 OWNERS_DIR = "owners"
 LEDGER_KEEP_S = 7 * 86_400.0  # delivered segment keys, for replays of the write-ahead log (at the next start)
+LEDGER_MAX_KEYS = 1_000_000  # and at most this many: about 145 MB on disk (the key, its time, and their index)
+LEDGER_PRUNE_ROWS = 5_000  # keys deleted in one transaction at most: the spool's lock is held that long (~50 ms)
 KNOWN = 0  # what `add` answers for a row it holds already or delivered (sequence numbers start at 1)
 _SEQS_PER_QUERY = 500  # bound parameters per statement: well under SQLite's oldest limit (999)
 _INHERITED: list[object] = []  # a forked child never closes its parent's handles: closing could disturb the parent
@@ -53,11 +58,17 @@ def backlog(directory: str | os.PathLike[str]) -> tuple[int, int]:
 class Spool:
     """Bounded in bytes for the whole directory; `add` returns None for what did not fit (counted as dropped)."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], max_bytes: int, *, ledger_max_keys: int = LEDGER_MAX_KEYS
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILE
         private_directory(self.directory)  # NotPrivate: not ours, or open to others
         self.max_bytes = max_bytes
+        self.ledger_max_keys = ledger_max_keys
+        # keys written between two prunings: a tenth of the bound, so the ledger passes it by a tenth at most
+        self._prune_every = max(1, min(LEDGER_PRUNE_ROWS, ledger_max_keys // 10))
+        self._ledger_added = 0
         self._open()
 
     def _open(self) -> None:
@@ -83,7 +94,8 @@ class Spool:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS delivered (segment TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
             )
-            db.execute("DELETE FROM delivered WHERE at < ?", (time.time() - LEDGER_KEEP_S,))
+            db.execute("CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at)")
+            self._prune_ledger(db, limit=None)
             db.execute("CREATE TABLE IF NOT EXISTS size (bytes INTEGER NOT NULL)")
             if db.execute("SELECT COUNT(*) FROM size").fetchone()[0] == 0:
                 db.execute("INSERT INTO size SELECT COALESCE(SUM(LENGTH(body)), 0) FROM items")
@@ -175,7 +187,12 @@ class Spool:
         with self._lock:
             with transaction(self._db, synchronous="NORMAL") as db:
                 now = time.time()
-                db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?)", [(k, now) for k in delivered if k])
+                keys = [(k, now) for k in delivered if k]
+                db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?)", keys)
+                self._ledger_added += len(keys)
+                if self._ledger_added >= self._prune_every:
+                    self._ledger_added = 0
+                    self._prune_ledger(db, limit=LEDGER_PRUNE_ROWS)
                 for start in range(0, len(seqs), _SEQS_PER_QUERY):
                     chunk = seqs[start : start + _SEQS_PER_QUERY]
                     marks = ",".join("?" * len(chunk))
@@ -189,6 +206,21 @@ class Spool:
                     db.execute("UPDATE size SET bytes = bytes - ?", (freed,))
             self._bytes -= freed
             self._count -= removed
+
+    def _prune_ledger(self, db: sqlite3.Connection, limit: int | None) -> None:
+        """In a transaction: delete the ledger's keys past `LEDGER_KEEP_S`, then the oldest past its bound;
+        at most `limit` of each (None: all, at the start)."""
+        most = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
+        db.execute(
+            "DELETE FROM delivered WHERE segment IN (SELECT segment FROM delivered WHERE at < ? ORDER BY at LIMIT ?)",
+            (time.time() - LEDGER_KEEP_S, most),
+        )
+        over = db.execute("SELECT COUNT(*) FROM delivered").fetchone()[0] - self.ledger_max_keys
+        if over > 0:
+            db.execute(
+                "DELETE FROM delivered WHERE segment IN (SELECT segment FROM delivered ORDER BY at LIMIT ?)",
+                (over if limit is None else min(over, limit),),
+            )
 
     def park(self, seq: int, until: float) -> None:
         """Retries ran out: keep the row, and offer it again at wall-clock time `until` (a slow retry)."""
