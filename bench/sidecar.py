@@ -321,11 +321,17 @@ def wait_delivered(serve: ServeProcess, converted: int, stall_s: float = 60.0) -
     """
     last: tuple[int, ...] = ()
     moved = time.perf_counter()
+    empty: dict[str, int] | None = None
     while True:
         counters = serve.stats()
         built = counters["threads_converted"] + counters.get("conversion_errors", 0)
         if built >= converted and counters["threads_queued"] == 0:
-            return counters
+            # A thread leaves the queue just before its upload is counted: settled once the count holds.
+            if empty is not None and empty["threads_uploaded"] == counters["threads_uploaded"]:
+                return counters
+            empty = counters
+            time.sleep(0.05)
+            continue
         now = tuple(counters[k] for k in ("spans_received", "threads_converted", "threads_uploaded"))
         if now != last:
             last, moved = now, time.perf_counter()

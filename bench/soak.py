@@ -48,7 +48,7 @@ from typing import Any
 from . import machine
 from .report import SOAK, Section, Target, num, table
 from .services import TOKEN, LocalApiProcess, http_json, stop_process
-from .sidecar import SERVE_TOKEN, SPANS_PER_REQUEST
+from .sidecar import SERVE_TOKEN, SPANS_PER_REQUEST, wait_delivered
 from .stats import percentile
 
 HERE = Path(__file__).resolve().parent
@@ -266,27 +266,8 @@ class SoakServe:
         return self._log.read_text(errors="replace")[-3000:]
 
     def wait_delivered(self, converted: int, stall_s: float = 120.0) -> dict[str, int]:
-        """Until `converted` threads are built and the queue (the spool) is empty; raises after `stall_s` of
-        no progress instead of waiting for ever."""
-        last: tuple[int, ...] = ()
-        moved = time.monotonic()
-        empty: dict[str, int] | None = None
-        while True:
-            counters = self.stats()
-            built = counters["threads_converted"] + counters.get("conversion_errors", 0)
-            if built >= converted and counters["threads_queued"] == 0:
-                # A row leaves the spool just before its upload is counted: settled once nothing moves.
-                if empty is not None and empty.get("threads_uploaded") == counters.get("threads_uploaded"):
-                    return counters
-                empty = counters
-                time.sleep(0.2)
-                continue
-            now = tuple(counters.get(k, 0) for k in ("spans_received", "threads_converted", "threads_uploaded"))
-            if now != last:
-                last, moved = now, time.monotonic()
-            elif time.monotonic() - moved > stall_s:
-                raise RuntimeError(f"sidecar stalled short of {converted} threads delivered: {counters}")
-            time.sleep(0.1)
+        """Until `converted` threads are built, the queue (the spool) is empty and the counts hold."""
+        return wait_delivered(self, converted, stall_s)  # type: ignore[arg-type]
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self._process, grace_s=60)
