@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from otel_context.assembly.trace_buffer import TraceBuffer
+from otel_context.config import resolve_settings
 from otel_context.conversion.threads import thread_id
+from otel_context.pipeline import Pipeline
 from otel_context.spans.sdk_json import load_json_file
 
 from ..support.paths import REFERENCE_SPANS
@@ -126,3 +129,21 @@ def test_a_candidate_whose_parent_never_comes_leaves_no_trace_behind():
     (thread,) = buffer.due()
     assert messages(thread) == [("message", "user", "hi"), ("message", "assistant", "yo")]
     assert buffer._waiting_on == {} and buffer._candidates == {}
+
+
+def test_the_sidecar_recognises_a_resent_run_long_after_an_app_would_forget_it():
+    """The sidecar remembers 100,000 built roots: a Collector resends a request whose answer was lost. An
+    app, where nothing resends spans, remembers as many as it holds pending traces, so its RSS levels off
+    sooner; a run it sees again after that many others is converted again."""
+    chat = load_json_file(REFERENCE_SPANS / "chat_standalone.json")
+    settings = resolve_settings(endpoint="http://127.0.0.1:1", token="t", max_pending_traces=100, sessions=False)
+    for push_back, converted_again in ((True, 0), (False, 1)):
+        pipeline = Pipeline(settings, push_back=push_back, session_db=":memory:")
+        try:
+            buffer = pipeline.buffer
+            assert len(buffer.add(chat)) == 1
+            for n in range(1, 301):  # 300 other runs: three times the pending traces' bound
+                assert len(buffer.add([replace(span, trace_id=span.trace_id ^ n) for span in chat])) == 1
+            assert len(buffer.add(chat)) == converted_again
+        finally:
+            pipeline.shutdown(1)
