@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -613,16 +614,21 @@ def app_worker(url: str, seconds: float, fraction: float, interval_s: float, cal
     turn_chain = prompt | FakeListChatModel(responses=["Your order ships tomorrow."]) | StrOutputParser()
     chat = FakeListChatModel(responses=["J'adore la programmation."])
     system = SystemMessage("You are a helpful assistant that translates English to French.")
-    sessions = Counter[str]()
+
+    def session_of(n: int) -> tuple[str, int] | None:
+        """Call `n`'s session and turn: three session turns (sessions of `TURNS_PER_SESSION`, `OPEN_SESSIONS`
+        open) to one standalone chat (None)."""
+        if n % 4 == 3:
+            return None
+        turn = n - n // 4 - 1
+        return f"app-{turn // (OPEN_SESSIONS * TURNS_PER_SESSION)}-{turn % OPEN_SESSIONS}", turn
 
     def call(n: int) -> None:
-        """Three session turns (sessions of `TURNS_PER_SESSION`, `OPEN_SESSIONS` open) to one standalone chat."""
-        if n % 4 == 3:
+        found = session_of(n)
+        if found is None:
             chat.invoke([system, HumanMessage(f"I love programming [call {n}].")])
             return
-        turn = n - n // 4 - 1
-        session = f"app-{turn // (OPEN_SESSIONS * TURNS_PER_SESSION)}-{turn % OPEN_SESSIONS}"
-        sessions[session] += 1
+        session, turn = found
         metadata = {"session_id": session, "user_id": f"u-{turn % 7}"}
         turn_chain.invoke({"q": f"Where is order {n}? [call {n}]"}, config={"metadata": metadata})
 
@@ -649,7 +655,8 @@ def app_worker(url: str, seconds: float, fraction: float, interval_s: float, cal
             stop.wait(1.0)
 
     intervals = max(1, math.ceil(seconds / interval_s - 1e-9))
-    latencies: list[list[float]] = [[] for _ in range(intervals)]
+    # 8 bytes a call, not a float object's 32: the harness's own data is in the RSS it measures
+    latencies = [array("d") for _ in range(intervals)]
     max_lag = 0.0
     started = time.perf_counter()
     watcher = threading.Thread(target=sampler, name="rss-sampler", daemon=True)
@@ -685,8 +692,8 @@ def app_worker(url: str, seconds: float, fraction: float, interval_s: float, cal
         {
             "done": True,
             "calls": n,
-            "sessions": len(sessions),
-            "latencies_ms": latencies,
+            "sessions": len({found[0] for found in map(session_of, range(n)) if found is not None}),
+            "latencies_ms": [list(values) for values in latencies],
             "rss": samples,
             "max_lag_ms": max_lag * 1000,
             "stats": {key: value for key, value in stats.items() if isinstance(value, int)},
