@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Iterable
 
-from .assembly.trace_buffer import TraceBuffer
+from .assembly.trace_buffer import REMEMBERED_ROOTS, TraceBuffer
 from .config import TOKEN_VARIABLES, ConfigError, ExporterSettings
 from .conventions import default_conventions
 from .conventions.feedback import SESSION_TARGET, feedback_target, span_rating
@@ -35,12 +35,6 @@ from .preparation.sessions import MemorySessions, SessionStore, SessionStoreUnav
 from .private_files import private_directory
 
 _logger = logging.getLogger(__name__)
-
-# Built roots remembered, so that a span which comes again is not made into a second thread. The sidecar's
-# Collector resends a request whose answer was lost, for up to 300 s of retries: 100,000 roots. In process
-# nothing resends spans and a late child comes an export batch or two after its root: the pending traces'
-# bound is plenty, and an app's RSS levels off after 10,000 runs, not 100,000 (about 8 MB less).
-SIDECAR_REMEMBERED_ROOTS = 100_000
 
 
 class Pipeline:
@@ -80,7 +74,9 @@ class Pipeline:
     def _make_buffer(self) -> TraceBuffer:
         settings = self.settings
         return TraceBuffer(
-            remember_roots=SIDECAR_REMEMBERED_ROOTS if self.push_back else max(1, settings.max_pending_traces),
+            # in process a late child comes an export batch or two after its root: the pending traces' bound
+            # is plenty, and an app's RSS levels off after 10,000 runs, not 100,000 (about 8 MB less)
+            remember_roots=REMEMBERED_ROOTS if self.push_back else max(1, settings.max_pending_traces),
             max_traces=settings.max_pending_traces,
             max_age_s=settings.pending_ttl_s,
             max_spans_per_trace=settings.max_spans_per_trace,

@@ -59,6 +59,10 @@ Key = tuple[int, int | None]  # (trace id, span id); a parent key may name no sp
 TWIN_MEMORY = 5_000  # spans remembered for twin matching, per index (about 1 MB at the bound): twins end
 # within 10 ms of each other and are exported together, so a few thousand runs of lag is plenty
 BUILT_MEMORY = 50_000  # spans of built runs remembered, once evaluations come as log records (about 8 MB)
+# Built roots remembered (and recent foreign and evicted spans), so that a span which comes again is not
+# made into a second thread: the sidecar's Collector resends a request whose answer was lost, for up to
+# 300 s of retries. In process nothing resends spans: the pipeline passes its pending traces' bound instead.
+REMEMBERED_ROOTS = 100_000
 LOGGED_PER_TRACE = 1_000  # evaluation records held per trace while its run is awaited
 Logged = tuple[int, int | None, Evaluation]  # an evaluation log record: trace id, span id (or None), evaluation
 
@@ -174,7 +178,7 @@ class TraceBuffer:
         options: ConversionOptions = DEFAULT_OPTIONS,
         counters: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
-        remember_roots: int = 100_000,
+        remember_roots: int = REMEMBERED_ROOTS,
         conventions: tuple[Convention, ...] = CONVENTIONS,
     ) -> None:
         self.conventions = conventions
