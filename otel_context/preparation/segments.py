@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import SEGMENT_KEYS, ConversationThread, Message
+from ..model import SEGMENT_KEYS, ConversationThread
 from .sessions import Placement, is_run_fact
 
 
@@ -30,7 +30,7 @@ def segment_key(thread: ConversationThread) -> str:
 def standalone(thread: ConversationThread) -> ConversationThread:
     """A run sent alone: its messages marked with the segment key; its thread metadata as converted."""
     mark = {key: thread.metadata[key] for key in SEGMENT_KEYS if key in thread.metadata}
-    return replace(thread, messages=[_marked(m, mark) for m in thread.messages], segment=segment_key(thread))
+    return replace(thread, messages=[m.with_metadata(mark) for m in thread.messages], segment=segment_key(thread))
 
 
 def session_append(thread: ConversationThread, placement: Placement) -> ConversationThread:
@@ -38,9 +38,9 @@ def session_append(thread: ConversationThread, placement: Placement) -> Conversa
     mark = {key: thread.metadata[key] for key in SEGMENT_KEYS if key in thread.metadata}
     fixed = placement.metadata
     facts = {k: v for k, v in thread.metadata.items() if is_run_fact(k) or (k in fixed and fixed[k] != v)}
-    messages = [_marked(m, mark) for m in thread.messages]
+    messages = [m.with_metadata(mark) for m in thread.messages]
     if messages:
-        messages[-1] = _marked(messages[-1], facts)
+        messages[-1] = messages[-1].with_metadata(facts)
     return replace(
         thread,
         id=placement.thread_id,
@@ -48,7 +48,3 @@ def session_append(thread: ConversationThread, placement: Placement) -> Conversa
         metadata=dict(placement.metadata),
         segment=segment_key(thread),
     )
-
-
-def _marked(message: Message, extra: dict[str, str]) -> Message:
-    return replace(message, metadata={**(message.metadata or {}), **extra})

@@ -102,3 +102,18 @@ def test_recent_answers_hold_at_most_their_bound_whatever_the_keys():
         recent.remember(append)
     assert len(recent) == 30
     assert recent.find(f"{100:032x}") == recent.find("run-100") == ("run-100", 1)
+
+
+def test_a_marked_message_keeps_every_field_and_leaves_the_original_alone():
+    """`Message.with_metadata` builds the copy field by field (faster than `dataclasses.replace`): a field
+    added to `Message` and not copied there would vanish from every upload; this compares with `replace`."""
+    from dataclasses import fields, replace
+
+    original = Message(
+        "assistant", "a", type="tool", timestamp_ns=5, name="n", input={"q": 1}, observation="o", metadata={"k": "v"}
+    )
+    original.rating = 1
+    marked = original.with_metadata({"trace_id": "t"})
+    assert marked == replace(original, metadata={"k": "v", "trace_id": "t"})
+    assert all(getattr(marked, f.name) is not None for f in fields(Message))  # every field was set above
+    assert original.metadata == {"k": "v"}
