@@ -1,16 +1,22 @@
 """Benchmark 7: what `provider.force_flush()` after every call costs (the serverless shape), per call.
 
-One process, one instrumented company-name chain, two set-ups side by side, alternating in rounds:
+One process of its own (`python -m bench.flush`, started by `run`), one instrumented company-name chain, two
+set-ups side by side, alternating in rounds:
 the standard OTLP exporter (HTTP protobuf, to a local sink) and `ContextSpanExporter` (to the local
 API, each flush waiting until the thread is delivered). For each: the wall time per call of N calls
 of `invoke()` then one flush at the end, and of N calls of `invoke()` + `provider.force_flush()`
 (median over rounds); the flush's cost per call is the difference: waiting for the upload instead
-of overlapping it with the next call.
+of overlapping it with the next call. Its own process, because the bench's process instrumented LangChain
+before (the mix's capture), and the handler that instrumentation leaves behind would end a second set of
+spans per call on a provider long shut down: CPU and a warning per span in both set-ups.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +63,19 @@ class FlushRun:
 
 
 def run(api: LocalApiProcess, sink: OtlpSink, *, n: int, rounds: int, log: Callable[[str], None]) -> FlushRun:
+    """The measurement in a child process (see the module docstring); its progress lines go to stderr."""
+    log(f"   in a process of its own: {n} calls per set-up and round, {rounds} round(s)")
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.flush", api.url, sink.url, str(n), str(rounds)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return FlushRun(result["invoke_us"], result["with_flush_us"])
+
+
+def measure(api_url: str, sink_url: str, *, n: int, rounds: int, log: Callable[[str], None]) -> FlushRun:
     current = _Current()
     provider = TracerProvider()
     provider.add_span_processor(current)
@@ -68,9 +87,9 @@ def run(api: LocalApiProcess, sink: OtlpSink, *, n: int, rounds: int, log: Calla
         for round_ in range(rounds):
             for setup in SETUPS:
                 exporter: SpanExporter = (
-                    OTLPSpanExporter(endpoint=f"{sink.url}/v1/traces")
+                    OTLPSpanExporter(endpoint=f"{sink_url}/v1/traces")
                     if setup == "otlp"
-                    else ContextSpanExporter(endpoint=api.url, token=TOKEN, register_metrics=False)
+                    else ContextSpanExporter(endpoint=api_url, token=TOKEN, register_metrics=False)
                 )
                 current.target = BatchSpanProcessor(exporter)
                 for _ in range(20):  # warm-up: connections open, caches filled
@@ -105,3 +124,15 @@ def section(result: FlushRun) -> Section:
         + table(["set-up", "`invoke()`, flush at the end", "`invoke()` + `force_flush()`", "flush per call"], rows)
     )
     return Section(FLUSH, body)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.flush API_URL SINK_URL N ROUNDS`: one JSON line of the medians (what `run` reads)."""
+    api_url, sink_url, n, rounds = argv[0], argv[1], int(argv[2]), int(argv[3])
+    result = measure(api_url, sink_url, n=n, rounds=rounds, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps({"invoke_us": result.invoke_us, "with_flush_us": result.with_flush_us}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
