@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -163,8 +164,22 @@ def run(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if workers > 1:
         return Supervisor(receiver, delivery, workers, worker_args or []).run()
+    tune_gc()
     asyncio.run(serve(receiver, delivery))
     return 0
+
+
+def tune_gc() -> None:
+    """Garbage collection for a process that only serves (never an app's: the exporter leaves the app's alone).
+
+    Every request makes thousands of short-lived containers that reference counting frees; the default
+    first-generation threshold (700) scans whatever is in flight hundreds of times a second. A threshold
+    of 10,000 (the older generations at their default ratios) and the start-up objects frozen out of every
+    scan cost the sidecar 7 % less CPU per span (`bench.serve_cpu`, 5 rounds in turns: 167 against 181 µs);
+    cycles are still collected, several times a second under load.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 class SidecarThread:
