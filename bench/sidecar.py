@@ -42,11 +42,10 @@ from .stats import median
 
 SPANS_PER_REQUEST = 100
 SERVE_TOKEN = "bench-collector"
-RATIO_GOAL = 0.5
 # spans delivered per second of the serve process's CPU, durable acknowledgement on (issue 25; issue 15 asked 15,000)
 SPANS_PER_CPU_S_GOAL = 25_000
 WARMUP = 2  # requests before the clock starts, not part of the measured bodies
-UPLOAD = "upload: delivery queue, 1 worker, one POST per run, one at a time"
+UPLOAD = "upload: delivery queue, 1 worker, one POST per run, one at a time (client CPU)"
 
 
 @dataclass
@@ -61,7 +60,8 @@ class SidecarRun:
     answered_503: int
     counters: dict[str, int]
     raw_rate: float
-    stages: dict[str, float] = field(default_factory=dict)  # µs per request, single thread
+    stages: dict[str, float] = field(default_factory=dict)  # µs of CPU per request, single thread
+    upload_wall_us: float = 0.0  # per upload, waiting for the local API included
     threads_per_request: float = 0.0
     cpu_s: float = 0.0  # the serve process's user + system CPU from the first request to the last upload
     peak_rss_mb: float = 0.0
@@ -244,11 +244,11 @@ def session_fold(state_dir: str) -> tuple[Callable[[list[ConversationThread]], l
     return fold, store
 
 
-def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, float], float]:
-    """µs per request of each in-process stage, single thread; and threads per request."""
+def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, float], float, float]:
+    """µs of CPU per request of each stage, single thread; threads per request; wall µs per upload."""
     stages: dict[str, float] = {LIMITS: 0.0, "`decode_protobuf`": 0.0, "`records_from_request`": 0.0}
     stages.update({"`TraceBuffer.add` (assemble + convert)": 0.0, SESSIONS: 0.0, "`encode_thread` (JSON bodies)": 0.0})
-    clock = time.perf_counter_ns
+    clock = time.thread_time_ns  # this thread's CPU: what each stage costs, whatever else the machine runs
     buffer = TraceBuffer()
     limits = RequestLimits()
     thread_bodies: list[bytes] = []
@@ -282,13 +282,14 @@ def breakdown(bodies: list[bytes], api_url: str, sends: int) -> tuple[dict[str, 
             sessions[1].close()
     per_request = {name: took / 1000 / len(bodies) for name, took in stages.items()}
     threads_per_request = len(thread_bodies) / len(bodies)
-    per_thread = upload_us_per_thread(api_url, all_threads[: sends + 1])
-    per_request[UPLOAD] = per_thread * threads_per_request
-    return per_request, threads_per_request
+    cpu_per_thread, wall_per_thread = upload_us_per_thread(api_url, all_threads[: sends + 1])
+    per_request[UPLOAD] = cpu_per_thread * threads_per_request
+    return per_request, threads_per_request, wall_per_thread
 
 
-def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> float:
-    """µs per thread uploaded by the exporter's delivery queue with a single worker (one POST at a time).
+def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> tuple[float, float]:
+    """CPU and wall µs per thread uploaded by the exporter's delivery queue with a single worker (one POST at a
+    time). The CPU is this process's (the worker's; the local API runs in its own): the client's cost.
 
     Every append is one upload: a session's turns are each an upload of their own.
     """
@@ -296,16 +297,16 @@ def upload_us_per_thread(api_url: str, threads: list[ConversationThread]) -> flo
     try:
         exporter.delivery.submit(threads[:1])  # connect once
         exporter.force_flush(60_000)
-        started = time.perf_counter_ns()
+        started, cpu_started = time.perf_counter_ns(), time.process_time_ns()
         exporter.delivery.submit(threads[1:])
         exporter.force_flush(600_000)
-        took = time.perf_counter_ns() - started
+        took, cpu = time.perf_counter_ns() - started, time.process_time_ns() - cpu_started
         uploaded = exporter.stats()["threads_uploaded"] - 1
     finally:
         exporter.shutdown(60_000)
     if uploaded != len(threads) - 1:
         raise RuntimeError(f"upload sample: {uploaded} of {len(threads) - 1} threads uploaded")
-    return took / 1000 / uploaded
+    return cpu / 1000 / uploaded, took / 1000 / uploaded
 
 
 def _roots(batches: list[list[ReadableSpan]]) -> int:
@@ -387,7 +388,7 @@ def run(
         except Exception as error:  # the peer is a reference, not a gate: say why it is missing
             result.peer_note = f"not measured: {type(error).__name__}: {str(error)[:300]}"
             log(f"  phoenix {result.peer_note}")
-    result.stages, result.threads_per_request = breakdown(bodies, api.url, sends)
+    result.stages, result.threads_per_request, result.upload_wall_us = breakdown(bodies, api.url, sends)
     return result
 
 
@@ -431,20 +432,25 @@ def section(run: SidecarRun) -> Section:
             "",
             table(("path", "requests/s", "spans/s", "× FromString"), rows),
             "",
-            f"Ratio (every thread uploaded) / FromString: **{value:.3f}** (target ≥ {RATIO_GOAL:g}); "
-            f"answered-200 rate / FromString: {run.accepted_rate / run.raw_rate:.3f}.",
+            f"Ratio (every thread uploaded) / FromString: {value:.3f}; answered-200 rate / FromString: "
+            f"{run.accepted_rate / run.raw_rate:.3f} (no longer a target: the CPU per span below is).",
             "",
-            f"Where the time goes, per request of {SPANS_PER_REQUEST} spans ({run.threads_per_request:.1f} threads), "
-            "single thread, same bodies (`otel_context/spans/`, `otel_context/assembly/`, "
-            "`otel_context/preparation/session_sqlite.py`, `otel_context/delivery/`):",
+            f"Where the CPU goes, per request of {SPANS_PER_REQUEST} spans ({run.threads_per_request:.1f} threads), "
+            "each stage alone on one thread, same bodies (`otel_context/spans/`, `otel_context/assembly/`, "
+            "`otel_context/preparation/session_sqlite.py`, `otel_context/delivery/`); the uploads' row is the "
+            f"client's CPU (an upload waits {num(run.upload_wall_us)} µs for the local API, its own process):",
             "",
             table(("stage", "µs per request", "share", "requests/s alone"), stage_rows),
             "",
             f"In-process stages without upload: {num(in_process)} µs per request ({num(1e6 / in_process, 0)} "
-            f"requests/s, {1e6 / in_process / run.raw_rate:.3f} × FromString). The HTTP server (aiohttp) is not in "
-            "this table. In `otel-context serve` the stages up to the JSON bodies run on the event loop and the "
-            "uploads on worker threads of the same process, so they share one GIL. Every run is one upload: "
-            "a session turn appends only its own messages to its session's thread.",
+            f"requests/s, {1e6 / in_process / run.raw_rate:.3f} × FromString). Every run is one upload: "
+            "a session turn appends only its own messages to its session's thread. With the uploads, the stages "
+            f"alone cost {num(total)} µs per request: **{num(SPANS_PER_REQUEST * 1e6 / total, 0)} spans per "
+            "CPU-second is what this pipeline reaches with nothing else to pay**: no HTTP server (aiohttp), no "
+            "write-ahead log or spool, no hand-offs between the event loop, the intake thread and the upload "
+            f"workers (one GIL). The serve process below spends {num(run.cpu_us_per_span * SPANS_PER_REQUEST)} µs "
+            f"per request; the goal, {SPANS_PER_CPU_S_GOAL:,} spans per CPU-second, is "
+            f"{num(SPANS_PER_REQUEST * 1e6 / SPANS_PER_CPU_S_GOAL)} µs.",
         ]
     )
     peer_rows = [
@@ -489,13 +495,10 @@ def section(run: SidecarRun) -> Section:
             f"CPU-second, is {1e6 / SPANS_PER_CPU_S_GOAL / floor_us:,.0f}× it).",
         ]
     )
-    target = Target(
-        "sidecar requests/s ÷ FromString (delivered)", f"{value:.3f}", f"≥ {RATIO_GOAL:g}", value >= RATIO_GOAL
-    )
     per_cpu = Target(
         "sidecar spans delivered per CPU-second (one worker)",
         num(run.spans_per_cpu_s, 0),
         f"≥ {SPANS_PER_CPU_S_GOAL:,}",
         run.spans_per_cpu_s >= SPANS_PER_CPU_S_GOAL,
     )
-    return Section(SIDECAR, body, [target, per_cpu])
+    return Section(SIDECAR, body, [per_cpu])
