@@ -120,6 +120,7 @@ def section(run: CpuRun) -> Section:
             f"otel-context's added CPU over the OTLP exporter's, per round: "
             f"{', '.join(num(r, 2) for r in ratios)} (median **{num(middle, 2)}**, goal ≤ {RATIO_GOAL:g}). "
             f"Threads stored by the local API in the otel-context runs: {stored:,}.",
+            _budget_sentence(run),
             'With `delivery="process"`, per round, app process only: '
             f"{', '.join(num(r, 2) for r in run.ratios('otel-context-process'))} "
             f"(median **{num(median(run.ratios('otel-context-process')), 2)}**); app + helper: "
@@ -134,3 +135,25 @@ def section(run: CpuRun) -> Section:
         middle <= RATIO_GOAL,
     )
     return Section(CPU, body, [target])
+
+
+def _budget_sentence(run: CpuRun) -> str:
+    """The goal as a budget in µs per call, against what the conversion thread alone costs the app."""
+    otlp_added = median([run.added("otlp", r) for r in range(len(run.per_round["otlp"]))])
+    budget = RATIO_GOAL * otlp_added
+    converting = {
+        setup: median([r.get("span processor", 0.0) for r in run.by_thread.get(setup, [])] or [0.0])
+        for setup in ("otel-context", "otel-context-process")
+    }
+    verdict = (
+        "conversion alone takes more than the whole budget, so no tuning of the uploads can meet the goal while "
+        "spans are converted in the app's process"
+        if min(converting.values()) > budget
+        else "conversion alone fits in it"
+    )
+    return (
+        f"The goal as a budget: {num(budget, 0)} µs per call ({RATIO_GOAL:g} × the {num(otlp_added, 0)} µs the OTLP "
+        f"exporter adds). otel-context's span processor thread, which converts the spans, takes "
+        f"{num(converting['otel-context'], 0)} µs per call ({num(converting['otel-context-process'], 0)} with "
+        f'`delivery="process"`): {verdict}.'
+    )
