@@ -216,6 +216,9 @@ class Pipeline:
         self._stopped.set()
         try:
             self._submit(self.buffer.drain())
+        except KeyboardInterrupt:  # Ctrl-C while the last runs are built: stop at once, not after `timeout_s`
+            timeout_s = 0.0
+            raise
         finally:
             left = self.delivery.shutdown(timeout_s)
             self._sender.close()

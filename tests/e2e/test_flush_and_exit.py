@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from ..apps.common import chain
 from ..support.processes import app_env, run_app, start_app
 from ..support.threads import read_threads, texts
 
@@ -96,3 +97,27 @@ def test_ctrl_c_during_a_long_shutdown_exits_quietly():
         app.kill()
     assert "Traceback" not in err, err
     assert "otel-context: shutdown interrupted" in err or "not delivered at shutdown" in err, err
+
+
+def test_ctrl_c_while_the_shutdown_builds_the_last_runs_stops_it_at_once(make_app, monkeypatch, otel_logs):
+    """Ctrl-C can land before the shutdown waits on the uploads: while it builds the runs still pending. It
+    must stop the shutdown then too, not after its timeout (60 s here) with the API unreachable."""
+    app = make_app(endpoint=closed_port(), shutdown_timeout_s=60.0)
+    chain("hello").invoke({"question": "one run, queued and never delivered"})
+    app.processor.force_flush(500)  # the spans are exported; the run's upload is refused and retried
+    pipeline = app.exporter.pipeline
+    assert pipeline.counters.get("threads_converted") == 1
+    drain = pipeline.buffer.drain
+
+    def drain_then_ctrl_c():
+        built = drain()
+        signal.raise_signal(signal.SIGINT)  # as Python takes a Ctrl-C: KeyboardInterrupt at the next bytecode
+        return built
+
+    monkeypatch.setattr(pipeline.buffer, "drain", drain_then_ctrl_c)
+    started = time.monotonic()
+    app.close()  # the processor's shutdown, then the exporter's, in this (the main) thread
+    took = time.monotonic() - started
+    assert took < 5, f"the shutdown went on {took:.1f} s after Ctrl-C"
+    assert "otel-context: shutdown interrupted" in otel_logs.text
+    assert pipeline.counters.get("threads_dropped") == 1  # counted, as every drop is
