@@ -85,6 +85,17 @@ def test_exit_with_the_api_unreachable_ends_within_5_s_and_says_what_was_dropped
     assert took < 5 + 4, f"exit took {took:.1f} s"  # the 5 s bound plus interpreter start and imports
 
 
+@pytest.fixture
+def ctrl_c_interrupts():
+    """SIGINT raises KeyboardInterrupt in this process, and its children start with it at its default, as at
+    a terminal: a shell without job control starts a background job (`.ci/run &`) with SIGINT ignored, and
+    an ignored signal stays ignored in every child, so Ctrl-C would never reach the app under test."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_during_a_long_shutdown_exits_quietly():
     env = app_env(None, OTEL_EXPORTER_CONTEXT_ENDPOINT=closed_port(), OTEL_EXPORTER_CONTEXT_SHUTDOWN_TIMEOUT="60000")
     app = start_app("exit_app", "2", env=env)
@@ -99,6 +110,7 @@ def test_ctrl_c_during_a_long_shutdown_exits_quietly():
     assert "otel-context: shutdown interrupted" in err or "not delivered at shutdown" in err, err
 
 
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_while_the_shutdown_builds_the_last_runs_stops_it_at_once(make_app, monkeypatch, otel_logs):
     """Ctrl-C can land before the shutdown waits on the uploads: while it builds the runs still pending. It
     must stop the shutdown then too, not after its timeout (60 s here) with the API unreachable."""
