@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -314,7 +314,13 @@ def _roots(batches: list[list[ReadableSpan]]) -> int:
     return sum(1 for batch in batches for span in batch if span.parent is None)
 
 
-def wait_delivered(serve: ServeProcess, converted: int, stall_s: float = 60.0) -> dict[str, int]:
+class HasCounters(Protocol):
+    """A sidecar the bench runs (`ServeProcess` here, the soak's `SoakServe`): its counters from `/stats`."""
+
+    def stats(self) -> dict[str, int]: ...
+
+
+def wait_delivered(serve: HasCounters, converted: int, stall_s: float = 60.0) -> dict[str, int]:
     """Poll the sidecar's counters until `converted` threads are built and none is left to upload.
 
     Every run is one upload (a session turn appends to its session's thread). Raises when the counters

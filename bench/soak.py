@@ -53,6 +53,7 @@ from .sidecar import SERVE_TOKEN, SPANS_PER_REQUEST, wait_delivered
 from .stats import percentile
 
 HERE = Path(__file__).resolve().parent
+STALL_S = 120.0  # no counter moving this long while waiting for delivery: the sidecar is stuck
 REPO = HERE.parent
 RSS_GOAL = 0.10
 WARMUP_SHARE = 0.2
@@ -265,10 +266,6 @@ class SoakServe:
 
     def log_tail(self) -> str:
         return self._log.read_text(errors="replace")[-3000:]
-
-    def wait_delivered(self, converted: int, stall_s: float = 120.0) -> dict[str, int]:
-        """Until `converted` threads are built, the queue (the spool) is empty and the counts hold."""
-        return wait_delivered(self, converted, stall_s)  # type: ignore[arg-type]
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self._process, grace_s=60)
@@ -524,11 +521,11 @@ def soak_sidecar(
             client = Client(serve.url, bodies)
             say(f"sidecar soak: serve at {serve.url} (spool, Redis sessions {redis.url}), local API {api.url}")
             asyncio.run(client.closed_loop(1.0, 1))  # warm-up: imports, connections, first sessions
-            serve.wait_delivered(len(client.acknowledged))
+            wait_delivered(serve, len(client.acknowledged), STALL_S)
             started = time.perf_counter()
             acked, spans = asyncio.run(client.closed_loop(capacity_s, CAPACITY_CONCURRENCY))
             acked_s = time.perf_counter() - started
-            serve.wait_delivered(len(client.acknowledged))
+            wait_delivered(serve, len(client.acknowledged), STALL_S)
             delivered_s = time.perf_counter() - started
             result.capacity_acked_spans_s = spans / acked_s
             result.capacity_spans_s = spans / delivered_s
@@ -547,7 +544,7 @@ def soak_sidecar(
             )
             result.rss.fill(result.intervals, interval_s)
             drained = time.perf_counter()
-            result.counters = serve.wait_delivered(len(client.acknowledged))
+            result.counters = wait_delivered(serve, len(client.acknowledged), STALL_S)
             result.drain_s = time.perf_counter() - drained
             result.redis_mb = redis.used_mb()
             say(f"  delivered {result.drain_s:.1f} s after the last request; checking the stored messages")
